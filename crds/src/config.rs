@@ -1,0 +1,145 @@
+//! The raw sidecar configuration: what a YAML file, the environment and flags say.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The sidecar's configuration as written. Every field is optional so layers
+/// (flags over environment over file over defaults) can be merged with
+/// [`SidecarConfig::or`]; [`SidecarConfig::validate`] checks the result.
+///
+/// Durations are strings such as `30s`, `5m` or `1h30m`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// Address of the public MCP listener. Default `127.0.0.1:8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`).
+    /// Default `127.0.0.1:9090`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<String>,
+    /// URL of the pod-local MCP server's Streamable HTTP endpoint, e.g.
+    /// `http://127.0.0.1:3000/mcp`. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// Path of the public MCP endpoint. Default `/mcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Where sessions and event logs live: `memory` (default) or a
+    /// `redis://` / `rediss://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// Log output: `json` (default) or `text`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// A session unused for this long ends. Default `30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_idle_timeout: Option<String>,
+    /// Largest accepted request body in bytes. Default 4 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// How long to wait for the upstream's response headers. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_timeout: Option<String>,
+    /// How long a shutdown may take before remaining work is abandoned.
+    /// Default `25s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<String>,
+    /// Allowed values of the `Origin` request header. Empty (the default)
+    /// accepts any origin; otherwise a request with another origin gets 403.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Server-sent event streams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseConfig>,
+}
+
+/// SSE stream settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SseConfig {
+    /// A comment line goes out on a stream idle this long. Default `15s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive_interval: Option<String>,
+    /// Close a client connection after this long, sending `retry:` first, so
+    /// the client reconnects with `Last-Event-ID` (SSE polling). Default: no
+    /// limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_time: Option<String>,
+    /// The reconnection delay sent in `retry:` when Shadowcat closes a
+    /// connection. Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<String>,
+    /// Events kept per stream for replay; older ones are dropped. Default 1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_events_per_stream: Option<u64>,
+    /// How long a stream's events are kept for replay after its last event.
+    /// Default `10m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
+    /// How long a response stream keeps reading the upstream after its client
+    /// went away, waiting for the final response. Default `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_limit: Option<String>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl SidecarConfig {
+    /// Parses a YAML document. Unknown keys are refused, naming the key.
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    /// Renders the config as YAML.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml::Error> {
+        serde_yaml::to_string(self)
+    }
+
+    /// Layers `self` over `lower`: a field set here wins, an unset one falls
+    /// through.
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            listen: self.listen.or(lower.listen),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            upstream: self.upstream.or(lower.upstream),
+            path: self.path.or(lower.path),
+            store: self.store.or(lower.store),
+            log_format: self.log_format.or(lower.log_format),
+            session_idle_timeout: self.session_idle_timeout.or(lower.session_idle_timeout),
+            max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
+            upstream_timeout: self.upstream_timeout.or(lower.upstream_timeout),
+            drain_timeout: self.drain_timeout.or(lower.drain_timeout),
+            allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            sse: match (self.sse, lower.sse) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
+        }
+    }
+}
+
+impl SseConfig {
+    /// Layers `self` over `lower`, field by field.
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            keep_alive_interval: self.keep_alive_interval.or(lower.keep_alive_interval),
+            max_connection_time: self.max_connection_time.or(lower.max_connection_time),
+            retry: self.retry.or(lower.retry),
+            max_events_per_stream: self.max_events_per_stream.or(lower.max_events_per_stream),
+            retention: self.retention.or(lower.retention),
+            drain_limit: self.drain_limit.or(lower.drain_limit),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The API shared by Shadowcat's operator and its sidecar.
+//!
+//! [`SidecarConfig`] is the sidecar's configuration as a user (or the operator)
+//! writes it: every field optional, so a YAML file, environment variables and
+//! flags can be layered. [`SidecarConfig::validate`] turns a layered config into
+//! [`Settings`], which cannot hold an invalid value.
+#![forbid(unsafe_code)]
+
+mod config;
+mod settings;
+
+pub use config::{LogFormat, SidecarConfig, SseConfig};
+pub use settings::{ConfigError, Settings, SseSettings, StoreSettings};

@@ -1,0 +1,143 @@
+//! Command-line flags, each with a `SHADOWCAT_*` environment twin, layered
+//! over the YAML config file: flag > environment > file > default.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use shadowcat_crds::{LogFormat, SidecarConfig, SseConfig};
+
+/// Shadowcat: an MCP Streamable HTTP sidecar with durable sessions and
+/// resumable event streams.
+///
+/// Run it in front of an MCP server (`--upstream http://127.0.0.1:3000/mcp`),
+/// or let it start the server: `shadowcat --upstream URL -- CMD ARGS...`.
+#[derive(Debug, Parser)]
+#[command(name = "shadowcat", version)]
+pub struct Cli {
+    /// YAML config file (SidecarConfig); flags and environment override it.
+    #[arg(long, env = "SHADOWCAT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the public MCP listener [default: 127.0.0.1:8080].
+    #[arg(long, env = "SHADOWCAT_LISTEN")]
+    pub listen: Option<String>,
+    /// Address of the admin listener (/healthz, /readyz, /metrics) [default: 127.0.0.1:9090].
+    #[arg(long, env = "SHADOWCAT_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// The pod-local MCP server's endpoint, e.g. http://127.0.0.1:3000/mcp.
+    #[arg(long, env = "SHADOWCAT_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Path of the public MCP endpoint [default: /mcp].
+    #[arg(long, env = "SHADOWCAT_PATH")]
+    pub path: Option<String>,
+    /// Session and event store: `memory` or a redis:// URL [default: memory].
+    #[arg(long, env = "SHADOWCAT_STORE")]
+    pub store: Option<String>,
+    /// Log format: json or text [default: json].
+    #[arg(long, env = "SHADOWCAT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// End sessions idle this long [default: 30m].
+    #[arg(long, env = "SHADOWCAT_SESSION_IDLE_TIMEOUT")]
+    pub session_idle_timeout: Option<String>,
+    /// Largest request body in bytes [default: 4194304].
+    #[arg(long, env = "SHADOWCAT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<u64>,
+    /// Time allowed for the upstream's response headers [default: 30s].
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TIMEOUT")]
+    pub upstream_timeout: Option<String>,
+    /// Time allowed for a graceful shutdown [default: 25s].
+    #[arg(long, env = "SHADOWCAT_DRAIN_TIMEOUT")]
+    pub drain_timeout: Option<String>,
+    /// Allowed Origin values, comma-separated; empty allows any [default: empty].
+    #[arg(long, env = "SHADOWCAT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Send a keep-alive comment on a stream idle this long [default: 15s].
+    #[arg(long, env = "SHADOWCAT_SSE_KEEP_ALIVE_INTERVAL")]
+    pub sse_keep_alive_interval: Option<String>,
+    /// Close client SSE connections after this long, with `retry:` [default: no limit].
+    #[arg(long, env = "SHADOWCAT_SSE_MAX_CONNECTION_TIME")]
+    pub sse_max_connection_time: Option<String>,
+    /// Reconnection delay advertised with `retry:` [default: 1s].
+    #[arg(long, env = "SHADOWCAT_SSE_RETRY")]
+    pub sse_retry: Option<String>,
+    /// Events kept per stream for replay [default: 1024].
+    #[arg(long, env = "SHADOWCAT_SSE_MAX_EVENTS_PER_STREAM")]
+    pub sse_max_events_per_stream: Option<u64>,
+    /// How long a stream stays replayable after its last event [default: 10m].
+    #[arg(long, env = "SHADOWCAT_SSE_RETENTION")]
+    pub sse_retention: Option<String>,
+    /// How long a response stream keeps draining after its client left [default: 5m].
+    #[arg(long, env = "SHADOWCAT_SSE_DRAIN_LIMIT")]
+    pub sse_drain_limit: Option<String>,
+    /// This replica's id [default: $POD_NAME, else $HOSTNAME, else "shadowcat"].
+    #[arg(long, env = "SHADOWCAT_REPLICA_ID")]
+    pub replica_id: Option<String>,
+    /// A command that runs the upstream MCP server as a child process.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+/// `--log-format` values.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+impl Cli {
+    /// The config layer the flags and environment make.
+    pub fn layer(&self) -> SidecarConfig {
+        let sse = SseConfig {
+            keep_alive_interval: self.sse_keep_alive_interval.clone(),
+            max_connection_time: self.sse_max_connection_time.clone(),
+            retry: self.sse_retry.clone(),
+            max_events_per_stream: self.sse_max_events_per_stream,
+            retention: self.sse_retention.clone(),
+            drain_limit: self.sse_drain_limit.clone(),
+        };
+        SidecarConfig {
+            listen: self.listen.clone(),
+            admin_listen: self.admin_listen.clone(),
+            upstream: self.upstream.clone(),
+            path: self.path.clone(),
+            store: self.store.clone(),
+            log_format: self.log_format.map(|f| match f {
+                LogFormatArg::Json => LogFormat::Json,
+                LogFormatArg::Text => LogFormat::Text,
+            }),
+            session_idle_timeout: self.session_idle_timeout.clone(),
+            max_body_bytes: self.max_body_bytes,
+            upstream_timeout: self.upstream_timeout.clone(),
+            drain_timeout: self.drain_timeout.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            sse: (sse != SseConfig::default()).then_some(sse),
+        }
+    }
+
+    /// The replica id: the flag, else the pod name, else the host name.
+    pub fn replica_id(&self) -> String {
+        self.replica_id
+            .clone()
+            .or_else(|| std::env::var("POD_NAME").ok())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "shadowcat".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::try_parse_from(["shadowcat", "--path", "/flag", "--sse-retry", "2s", "--", "node", "s.js"])
+            .unwrap();
+        let file = SidecarConfig::from_yaml("upstream: http://h:1/mcp\npath: /file\nsse:\n  retention: 1m\n").unwrap();
+        let settings = cli.layer().or(file).validate().unwrap();
+        assert_eq!(settings.path, "/flag");
+        assert_eq!(settings.sse.retry, std::time::Duration::from_secs(2));
+        assert_eq!(settings.sse.retention, std::time::Duration::from_secs(60));
+        assert_eq!(cli.command, vec!["node", "s.js"]);
+    }
+}

@@ -1,0 +1,55 @@
+//! 2026-07-28 event streams: relayed event by event, with no ids and no log,
+//! since that revision has no resumption. Keep-alive comments go out on an
+//! idle stream (`subscriptions/listen` may stay open for hours). When the
+//! client goes away the upstream body is dropped, which closes the upstream
+//! connection and so cancels the request, as the revision specifies.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::sync::mpsc;
+
+use crate::app::App;
+use crate::body::{self, Body};
+use crate::sse::{Parser, comment, encode_event};
+
+/// Streams an upstream event stream to the client without recording it.
+pub fn relay(app: Arc<App>, upstream: Incoming) -> Body {
+    let (tx, body) = body::channel(8);
+    tokio::spawn(run(app, upstream, tx));
+    body
+}
+
+async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>) {
+    app.metrics.sse_streams_active.inc();
+    let mut parser = Parser::new();
+    let keep_alive = app.settings.sse.keep_alive_interval;
+    'relay: loop {
+        let frame = tokio::select! {
+            frame = tokio::time::timeout(keep_alive, upstream.frame()) => frame,
+            () = tx.closed() => break,
+        };
+        let data = match frame {
+            Err(_idle) => {
+                if tx.send(comment("keep-alive")).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            Ok(None | Some(Err(_))) => break,
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => continue,
+            },
+        };
+        for event in parser.feed(data) {
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+            if tx.send(encode_event(None, event.event.as_deref(), &data)).await.is_err() {
+                break 'relay;
+            }
+        }
+    }
+    app.metrics.sse_streams_active.dec();
+}

@@ -1,0 +1,186 @@
+//! An incremental `text/event-stream` parser.
+//!
+//! Network chunks split anywhere: inside a line, between `\r` and `\n`, inside
+//! a UTF-8 sequence. The parser keeps the unfinished line as bytes and only
+//! decodes complete lines, so no split can change what it yields.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// One dispatched block of fields. `data` is `None` when the block carried no
+/// `data` field (an id-only priming event or a bare `retry:`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawEvent {
+    /// The `id` field, if this block set one.
+    pub id: Option<String>,
+    /// The `event` field (the event type), if any.
+    pub event: Option<String>,
+    /// The `data` lines, joined with `\n`.
+    pub data: Option<String>,
+    /// The `retry` field in milliseconds, if valid.
+    pub retry: Option<u64>,
+}
+
+/// Incremental parser: feed chunks, take events.
+#[derive(Debug, Default)]
+pub struct Parser {
+    line: BytesMut,
+    /// The previous chunk ended in `\r`; a `\n` starting the next one belongs
+    /// to the same line ending.
+    after_cr: bool,
+    pending: RawEvent,
+    seen_field: bool,
+}
+
+impl Parser {
+    /// A parser at the start of a stream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one chunk and returns the events it completed, in order.
+    pub fn feed(&mut self, mut chunk: Bytes) -> Vec<RawEvent> {
+        let mut out = Vec::new();
+        if self.after_cr && chunk.first() == Some(&b'\n') {
+            chunk.advance(1);
+        }
+        self.after_cr = false;
+        while let Some(pos) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+            let is_cr = chunk[pos] == b'\r';
+            self.line.extend_from_slice(&chunk[..pos]);
+            let mut skip = pos + 1;
+            if is_cr {
+                match chunk.get(pos + 1) {
+                    Some(b'\n') => skip += 1,
+                    Some(_) => {}
+                    None => self.after_cr = true,
+                }
+            }
+            chunk.advance(skip);
+            let line = self.line.split().freeze();
+            if let Some(event) = self.line_done(&line) {
+                out.push(event);
+            }
+        }
+        self.line.extend_from_slice(&chunk);
+        out
+    }
+
+    fn line_done(&mut self, line: &[u8]) -> Option<RawEvent> {
+        if line.is_empty() {
+            if !std::mem::take(&mut self.seen_field) {
+                return None;
+            }
+            return Some(std::mem::take(&mut self.pending));
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let text = String::from_utf8_lossy(line);
+        let (name, value) = match text.find(':') {
+            Some(i) => {
+                let value = &text[i + 1..];
+                (&text[..i], value.strip_prefix(' ').unwrap_or(value))
+            }
+            None => (&text[..], ""),
+        };
+        match name {
+            "data" => {
+                match &mut self.pending.data {
+                    Some(data) => {
+                        data.push('\n');
+                        data.push_str(value);
+                    }
+                    None => self.pending.data = Some(value.to_owned()),
+                }
+            }
+            "event" => self.pending.event = Some(value.to_owned()),
+            "id" if !value.contains('\0') => self.pending.id = Some(value.to_owned()),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                self.pending.retry = value.parse().ok();
+            }
+            _ => return None,
+        }
+        self.seen_field = true;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(chunks: &[&[u8]]) -> Vec<RawEvent> {
+        let mut parser = Parser::new();
+        chunks.iter().flat_map(|c| parser.feed(Bytes::copy_from_slice(c))).collect()
+    }
+
+    fn data(d: &str) -> RawEvent {
+        RawEvent { data: Some(d.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn fields_join_and_dispatch_on_blank_line() {
+        let events = parse_all(&[b"id: 7\nevent: message\ndata: a\ndata:b\nretry: 1500\n\n"]);
+        assert_eq!(
+            events,
+            vec![RawEvent {
+                id: Some("7".into()),
+                event: Some("message".into()),
+                data: Some("a\nb".into()),
+                retry: Some(1500),
+            }]
+        );
+    }
+
+    #[test]
+    fn comments_and_unknown_fields_are_skipped() {
+        assert_eq!(parse_all(&[b": keep-alive\n\nfoo: bar\n\ndata: x\n\n"]), vec![data("x")]);
+    }
+
+    #[test]
+    fn id_with_nul_is_ignored_and_bad_retry_too() {
+        let events = parse_all(&[b"id: a\0b\nretry: 1x\ndata: y\n\n"]);
+        assert_eq!(events, vec![data("y")]);
+    }
+
+    #[test]
+    fn priming_event_has_id_and_no_data() {
+        let events = parse_all(&[b"id: s.0\ndata:\n\n", b"id: only\n\n"]);
+        assert_eq!(events[0].data.as_deref(), Some(""));
+        assert_eq!(events[1], RawEvent { id: Some("only".into()), ..Default::default() });
+    }
+
+    #[test]
+    fn cr_then_lf_across_chunks_is_one_line_ending() {
+        let events = parse_all(&[b"data: a\r", b"\ndata: b\r", b"\r"]);
+        assert_eq!(events, vec![data("a\nb")]);
+    }
+
+    #[test]
+    fn unfinished_event_is_not_dispatched() {
+        assert!(parse_all(&[b"data: never ends"]).is_empty());
+    }
+
+    const STREAM: &str = "id: 1\r\ndata: {\"a\":\"\u{e9}t\u{e9} \u{1f600}\"}\r\n\r\n: ping\rdata: two\rdata: lines\r\r\
+        event: x\ndata:  spaced\n\nid: 3\ndata\n\n";
+
+    proptest! {
+        #[test]
+        fn any_split_yields_the_same_events(cuts in proptest::collection::vec(0usize..=STREAM.len(), 0..12)) {
+            let bytes = STREAM.as_bytes();
+            let whole = parse_all(&[bytes]);
+            prop_assert_eq!(whole.len(), 4);
+            let mut cuts = cuts;
+            cuts.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for cut in cuts {
+                chunks.push(&bytes[start..cut]);
+                start = cut;
+            }
+            chunks.push(&bytes[start..]);
+            prop_assert_eq!(parse_all(&chunks), whole);
+        }
+    }
+}

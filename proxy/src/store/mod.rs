@@ -1,0 +1,148 @@
+//! Where sessions and SSE event logs live.
+//!
+//! The [`Store`] trait is the boundary between the proxy and its state. The
+//! memory store serves one replica; a shared store (Redis) lets every replica
+//! see every session and every stream. Both must pass the same test-suite
+//! ([`suite`]), so the proxy can rely on the contract written here rather than
+//! on one implementation.
+
+mod memory;
+#[cfg(test)]
+pub mod suite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+
+/// A store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or timed out.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The store answered with something that cannot be read.
+    #[error("store holds unreadable data: {0}")]
+    Corrupt(String),
+}
+
+/// Result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the store keeps of a session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Shadowcat's session id, the one clients see.
+    pub id: String,
+    /// The upstream's own session id, if the upstream is stateful.
+    pub upstream_id: Option<String>,
+    /// Negotiated protocol version.
+    pub protocol_version: String,
+    /// The replica whose upstream holds this session.
+    pub owner: String,
+    /// The client's `initialize` request, verbatim, for re-initializing.
+    pub initialize: String,
+    /// The id of the session's standalone (GET) stream log.
+    pub standalone_stream: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+}
+
+/// Which kind of stream a log records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StreamKind {
+    /// The response stream of one POST.
+    Request,
+    /// A session's standalone server-to-client stream.
+    Standalone,
+}
+
+/// What the store keeps about a stream besides its events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// The stream id (the part of event ids before the dot).
+    pub id: String,
+    /// The session the stream belongs to.
+    pub session_id: String,
+    /// Request or standalone stream.
+    pub kind: StreamKind,
+}
+
+/// One event of a stream's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// Position in the stream, from 1, strictly increasing.
+    pub seq: u64,
+    /// The SSE event type, if the upstream set one.
+    pub event: Option<String>,
+    /// The event's data (one JSON-RPC message).
+    pub data: String,
+}
+
+/// The answer to [`Store::read`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogRead {
+    /// Events after the requested position, in order.
+    pub events: Vec<StoredEvent>,
+    /// The stream is complete and every event has been returned.
+    pub ended: bool,
+    /// The log no longer exists (never did, or expired).
+    pub missing: bool,
+}
+
+/// Bounds on what a stream log keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Events kept per stream; older ones are dropped.
+    pub max_events: usize,
+    /// How long a log lives after its last append.
+    pub retention: Duration,
+}
+
+/// Largest number of events one [`Store::read`] returns.
+pub const READ_BATCH: usize = 256;
+
+/// Sessions and event logs.
+///
+/// Contract every implementation keeps (checked by [`suite`]):
+/// - a session is created only if its id is free, and never comes back once
+///   deleted or expired: updates and touches of an absent session fail;
+/// - a session expires after `idle` without a touch;
+/// - appended events are visible to every reader once `append` returns
+///   (persist, then deliver), in seq order;
+/// - `read` returns at most [`READ_BATCH`] events after a position and waits up
+///   to `wait` when there are none yet and the stream has not ended.
+#[async_trait]
+pub trait Store: std::fmt::Debug + Send + Sync + 'static {
+    /// Creates a session; `false` if the id is taken.
+    async fn create_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool>;
+    /// Looks a live session up.
+    async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>>;
+    /// Replaces a live session's record; `false` if it no longer exists.
+    async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool>;
+    /// Restarts a session's idle clock; `false` if it no longer exists.
+    async fn touch_session(&self, id: &str, idle: Duration) -> Result<bool>;
+    /// Ends a session; `false` if it did not exist.
+    async fn delete_session(&self, id: &str) -> Result<bool>;
+
+    /// Registers a new, empty stream log.
+    async fn create_stream(&self, meta: &StreamMeta) -> Result<()>;
+    /// Looks a stream up.
+    async fn stream_meta(&self, id: &str) -> Result<Option<StreamMeta>>;
+    /// Appends events (seq already assigned, increasing) to a stream's log.
+    async fn append(&self, stream: &str, events: &[StoredEvent]) -> Result<()>;
+    /// Marks a stream complete: readers that reach its end stop.
+    async fn end_stream(&self, stream: &str) -> Result<()>;
+    /// Events with seq above `after`, waiting up to `wait` for some to come.
+    async fn read(&self, stream: &str, after: u64, wait: Duration) -> Result<LogRead>;
+    /// Records how far a client was sent a standalone stream, so a new GET
+    /// without `Last-Event-ID` resumes after it.
+    async fn set_delivered(&self, stream: &str, seq: u64) -> Result<()>;
+    /// See [`Store::set_delivered`]; 0 when nothing was delivered.
+    async fn delivered(&self, stream: &str) -> Result<u64>;
+
+    /// Checks the store answers.
+    async fn ping(&self) -> Result<()>;
+}

@@ -1,0 +1,159 @@
+//! The store contract as tests, written once and run against every [`Store`].
+//!
+//! A factory hands each test a fresh, empty store whose logs keep at most 8
+//! events and retain them for at least a minute.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{SessionRecord, Store, StoredEvent, StreamKind, StreamMeta};
+
+const IDLE: Duration = Duration::from_secs(60);
+const NO_WAIT: Duration = Duration::from_millis(1);
+
+/// A session record with the given id.
+pub fn record(id: &str) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        upstream_id: Some(format!("up-{id}")),
+        protocol_version: "2025-06-18".into(),
+        owner: "replica-a".into(),
+        initialize: r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#.into(),
+        standalone_stream: format!("{id}-g"),
+        created_ms: 1,
+    }
+}
+
+fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
+    seqs.map(|seq| StoredEvent { seq, event: None, data: format!("{{\"n\":{seq}}}") }).collect()
+}
+
+fn seqs(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+async fn stream(store: &dyn Store, id: &str) {
+    let meta = StreamMeta { id: id.into(), session_id: "s".into(), kind: StreamKind::Request };
+    store.create_stream(&meta).await.unwrap();
+}
+
+/// Runs every contract test, each on a fresh store.
+pub async fn run_all<F, Fut>(fresh: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    create_is_exclusive(&*fresh().await).await;
+    deleted_sessions_stay_deleted(&*fresh().await).await;
+    concurrent_creates_have_one_winner(fresh().await).await;
+    log_reads_after_a_position_in_order(&*fresh().await).await;
+    read_wakes_on_a_live_append(fresh().await).await;
+    end_marker_stops_readers(&*fresh().await).await;
+    log_keeps_the_newest_events(&*fresh().await).await;
+    unknown_stream_reads_as_missing(&*fresh().await).await;
+    delivered_cursor_only_moves_forward(&*fresh().await).await;
+}
+
+async fn create_is_exclusive(store: &dyn Store) {
+    let a = record("s1");
+    assert!(store.create_session(&a, IDLE).await.unwrap());
+    let mut other = record("s1");
+    other.owner = "replica-b".into();
+    assert!(!store.create_session(&other, IDLE).await.unwrap(), "create must not overwrite");
+    assert_eq!(store.get_session("s1").await.unwrap(), Some(a.clone()));
+    let mut updated = a.clone();
+    updated.protocol_version = "2025-11-25".into();
+    assert!(store.update_session(&updated, IDLE).await.unwrap());
+    assert_eq!(store.get_session("s1").await.unwrap(), Some(updated));
+    assert_eq!(store.get_session("nope").await.unwrap(), None);
+}
+
+async fn deleted_sessions_stay_deleted(store: &dyn Store) {
+    let a = record("s2");
+    assert!(store.create_session(&a, IDLE).await.unwrap());
+    assert!(store.delete_session("s2").await.unwrap());
+    assert!(!store.delete_session("s2").await.unwrap());
+    assert!(!store.update_session(&a, IDLE).await.unwrap(), "update must not resurrect");
+    assert!(!store.touch_session("s2", IDLE).await.unwrap(), "touch must not resurrect");
+    assert_eq!(store.get_session("s2").await.unwrap(), None);
+}
+
+async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut r = record("race");
+                r.owner = format!("replica-{i}");
+                store.create_session(&r, IDLE).await.unwrap()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap());
+    }
+    assert_eq!(wins, 1);
+}
+
+async fn log_reads_after_a_position_in_order(store: &dyn Store) {
+    stream(store, "l1").await;
+    store.append("l1", &events(1..=3)).await.unwrap();
+    store.append("l1", &events(4..=5)).await.unwrap();
+    let all = store.read("l1", 0, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&all.events), vec![1, 2, 3, 4, 5]);
+    assert_eq!(all.events[2].data, r#"{"n":3}"#);
+    assert!(!all.ended && !all.missing);
+    let tail = store.read("l1", 3, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&tail.events), vec![4, 5]);
+    let none = store.read("l1", 5, NO_WAIT).await.unwrap();
+    assert!(none.events.is_empty() && !none.ended);
+    let meta = store.stream_meta("l1").await.unwrap().unwrap();
+    assert_eq!((meta.id.as_str(), meta.kind), ("l1", StreamKind::Request));
+}
+
+async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
+    stream(&*store, "l2").await;
+    let reader = {
+        let store = store.clone();
+        tokio::spawn(async move { store.read("l2", 0, Duration::from_secs(30)).await.unwrap() })
+    };
+    store.append("l2", &events(1..=1)).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    assert_eq!(seqs(&read.events), vec![1]);
+}
+
+async fn end_marker_stops_readers(store: &dyn Store) {
+    stream(store, "l3").await;
+    store.append("l3", &events(1..=2)).await.unwrap();
+    store.end_stream("l3").await.unwrap();
+    let all = store.read("l3", 0, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&all.events), vec![1, 2]);
+    assert!(all.ended);
+    let after = store.read("l3", 2, Duration::from_secs(30)).await.unwrap();
+    assert!(after.events.is_empty() && after.ended);
+}
+
+async fn log_keeps_the_newest_events(store: &dyn Store) {
+    stream(store, "l4").await;
+    for seq in 1..=20 {
+        store.append("l4", &events(seq..=seq)).await.unwrap();
+    }
+    let kept = store.read("l4", 0, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&kept.events), (13..=20).collect::<Vec<_>>());
+}
+
+async fn unknown_stream_reads_as_missing(store: &dyn Store) {
+    let read = store.read("never", 0, NO_WAIT).await.unwrap();
+    assert!(read.missing && read.events.is_empty());
+    assert_eq!(store.stream_meta("never").await.unwrap(), None);
+}
+
+async fn delivered_cursor_only_moves_forward(store: &dyn Store) {
+    stream(store, "l5").await;
+    assert_eq!(store.delivered("l5").await.unwrap(), 0);
+    store.set_delivered("l5", 4).await.unwrap();
+    store.set_delivered("l5", 2).await.unwrap();
+    assert_eq!(store.delivered("l5").await.unwrap(), 4);
+}

@@ -1,0 +1,5 @@
+//! The pod-local MCP server Shadowcat forwards to.
+
+mod http;
+
+pub use self::http::{Upstream, UpstreamRequest, client_headers_for_upstream, upstream_headers_for_client};
