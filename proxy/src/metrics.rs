@@ -45,7 +45,7 @@ pub struct Metrics {
     pub sessions_active: Gauge,
     /// Client SSE connections open.
     pub sse_streams_active: Gauge,
-    /// Events sent again to a client that resumed with `Last-Event-ID`.
+    /// Events sent on connections that resumed with `Last-Event-ID`.
     pub events_replayed: Counter,
     /// Resumptions whose `Last-Event-ID` named a stream no longer known.
     pub replay_misses: Counter,
@@ -73,7 +73,7 @@ impl Metrics {
         let sse_streams_active = Gauge::default();
         registry.register("sse_streams_active", "Client SSE connections open", sse_streams_active.clone());
         let events_replayed = Counter::default();
-        registry.register("sse_events_replayed", "Events re-sent on resumption", events_replayed.clone());
+        registry.register("sse_events_replayed", "Events sent on connections resumed with Last-Event-ID", events_replayed.clone());
         let replay_misses = Counter::default();
         registry.register(
             "sse_replay_misses",

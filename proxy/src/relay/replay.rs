@@ -34,7 +34,8 @@ pub struct Reader {
     pub prime: bool,
     /// Record delivery progress (standalone streams).
     pub track_delivery: bool,
-    /// Count what the first read returns as replayed (resumption).
+    /// This connection resumes a stream (`Last-Event-ID`): what it sends
+    /// counts as replayed.
     pub replaying: bool,
     /// Fires when a newer reader takes this stream over.
     pub superseded: CancellationToken,
@@ -87,7 +88,7 @@ impl Reader {
             if read.events.is_empty() && !read.ended && tx.send(comment("keep-alive")).await.is_err() {
                 return Close::Gone;
             }
-            if std::mem::take(&mut self.replaying) {
+            if self.replaying {
                 app.metrics.events_replayed.inc_by(read.events.len() as u64);
             }
             for event in &read.events {

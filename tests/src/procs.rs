@@ -1,0 +1,148 @@
+//! Child processes: shadowcat itself and the Node/Python peers.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::{eventually, free_port, root};
+
+/// A child that is killed when dropped, with its output lines kept.
+#[derive(Debug)]
+pub struct Proc {
+    /// The process.
+    pub child: Child,
+    /// Lines it printed (stdout and stderr), for waiting and for failure messages.
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `cmd` with piped output.
+    pub fn spawn(mut cmd: Command) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for reader in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(reader).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Proc { child, lines }
+    }
+
+    /// Waits for an output line `pick` accepts and returns what it extracted.
+    pub async fn wait_line<T>(&self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
+        let lines = self.lines.clone();
+        let found = tokio::time::timeout(
+            Duration::from_secs(30),
+            eventually(what, Duration::from_secs(30), || {
+                let found = lines.lock().unwrap().iter().find_map(|l| pick(l));
+                async move { found }
+            }),
+        )
+        .await;
+        found.unwrap_or_else(|_| panic!("timed out waiting for {what}; output:\n{}", self.output()))
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+            assert!(status.success());
+        }
+    }
+}
+
+/// The built `shadowcat` binary (`cargo build` puts it in target/debug).
+pub fn shadowcat_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("SHADOWCAT_BIN") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let bin = target.join("debug/shadowcat");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p shadowcat-proxy` first", bin.display());
+    bin
+}
+
+/// A running shadowcat.
+#[derive(Debug)]
+pub struct Shadowcat {
+    /// The process.
+    pub proc: Proc,
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+    /// `http://127.0.0.1:PORT` of the admin listener.
+    pub admin: String,
+}
+
+impl Shadowcat {
+    /// Starts shadowcat in front of `upstream` with extra flags, on free ports.
+    pub async fn start(upstream: &str, extra: &[&str]) -> Shadowcat {
+        let mut cmd = Command::new(shadowcat_bin());
+        cmd.args(["--upstream", upstream, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
+            .args(extra)
+            .env("SHADOWCAT_LOG", "info,shadowcat_proxy=debug");
+        let proc = Proc::spawn(cmd);
+        let (public, admin) = proc
+            .wait_line("shadowcat to listen", |line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                if v["message"] != "listening" {
+                    return None;
+                }
+                Some((v["public"].as_str()?.to_owned(), v["admin"].as_str()?.to_owned()))
+            })
+            .await;
+        Shadowcat { proc, url: format!("http://{public}/mcp"), admin: format!("http://{admin}") }
+    }
+}
+
+/// A Node MCP server from `tests/peers`.
+#[derive(Debug)]
+pub struct NodeServer {
+    /// The process.
+    pub proc: Proc,
+    /// Its MCP endpoint.
+    pub url: String,
+}
+
+/// The reference server `server-everything` in Streamable HTTP mode.
+pub async fn everything() -> NodeServer {
+    let port = free_port();
+    let script = root().join("tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(script.exists(), "test peers not installed: run tests/peers/install.sh");
+    let mut cmd = Command::new("node");
+    cmd.arg(script).arg("streamableHttp").env("PORT", port.to_string());
+    let proc = Proc::spawn(cmd);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    eventually("server-everything to listen", Duration::from_secs(30), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
+    })
+    .await;
+    NodeServer { proc, url }
+}
+
+/// The conformance fixture server (TypeScript SDK), which passes every active
+/// server scenario of the conformance suite directly.
+pub async fn fixture() -> NodeServer {
+    let script = root().join("tests/peers/conformance-server.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(script).args(["--port", "0"]);
+    let proc = Proc::spawn(cmd);
+    let url = proc.wait_line("fixture to listen", |l| l.strip_prefix("listening on ").map(str::to_owned)).await;
+    NodeServer { proc, url }
+}

@@ -1,0 +1,149 @@
+//! Event streams through Shadowcat: delivered as produced, resumable with
+//! `Last-Event-ID` while the upstream is still sending and after it finished.
+
+use serde_json::{Value, json};
+use shadowcat_tests::client::{Events, Mcp};
+use shadowcat_tests::procs::Shadowcat;
+use shadowcat_tests::upstream::Scripted;
+
+async fn setup(version: &str) -> (Scripted, Shadowcat, Mcp) {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(&upstream.url, &[]).await;
+    let mut mcp = Mcp::new(&proxy.url, version);
+    mcp.initialize().await;
+    (upstream, proxy, mcp)
+}
+
+async fn call_stream(mcp: &Mcp, count: u64) -> Events {
+    let body = mcp.request_body("tools/call", json!({"name": "stream", "arguments": {"count": count}}));
+    let response = mcp.post(&body).await;
+    assert_eq!(response.status(), 200);
+    Events::new(response)
+}
+
+fn progress(message: &Value) -> u64 {
+    message.pointer("/params/progress").and_then(Value::as_u64).unwrap_or_else(|| panic!("not progress: {message}"))
+}
+
+#[tokio::test]
+async fn sse_event_reaches_client_before_upstream_sends_the_next() {
+    let (upstream, _proxy, mcp) = setup("2025-06-18").await;
+    let mut events = call_stream(&mcp, 2).await;
+    upstream.release(1);
+    let (_, first) = events.next_message().await.unwrap();
+    assert_eq!(progress(&first), 1);
+    // Only now may the upstream send event 2: had Shadowcat buffered, the
+    // first event could not have arrived.
+    upstream.release(1);
+    let (_, second) = events.next_message().await.unwrap();
+    assert_eq!(progress(&second), 2);
+    upstream.release(1);
+    let (_, answer) = events.next_message().await.unwrap();
+    assert_eq!(answer["result"]["content"][0]["text"], "done after 2");
+    assert!(events.next_message().await.is_none(), "stream must end after the response");
+}
+
+#[tokio::test]
+async fn sse_resume_mid_stream_gets_exactly_the_missing_events() {
+    let (upstream, _proxy, mcp) = setup("2025-11-25").await;
+    let mut events = call_stream(&mcp, 6).await;
+    let priming = events.next().await.unwrap();
+    assert_eq!(priming.data.as_deref(), Some(""), "2025-11-25 streams start with a priming event");
+    assert!(priming.id.as_deref().unwrap().ends_with(".0"));
+    upstream.release(2);
+    let mut last_id = None;
+    for expected in 1..=2 {
+        let (id, message) = events.next_message().await.unwrap();
+        assert_eq!(progress(&message), expected);
+        last_id = id;
+    }
+    drop(events);
+    // The upstream goes on while no client is connected.
+    upstream.release(2);
+    upstream.wait_sent(4).await;
+
+    let resumed = mcp.get(last_id.as_deref()).await;
+    assert_eq!(resumed.status(), 200);
+    let mut resumed = Events::new(resumed);
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(progress(&resumed.next_message().await.unwrap().1));
+    }
+    // Then live: what the upstream sends now arrives on the resumed stream.
+    upstream.release(3);
+    let rest = resumed.rest().await;
+    got.extend(rest.iter().filter(|(_, m)| m.get("method").is_some()).map(|(_, m)| progress(m)));
+    assert_eq!(got, vec![3, 4, 5, 6], "missing events, in order, no duplicates");
+    let answer = &rest.last().unwrap().1;
+    assert_eq!(answer["result"]["content"][0]["text"], "done after 6");
+    let ids: Vec<_> = rest.iter().map(|(id, _)| id.clone().unwrap()).collect();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids, unique);
+}
+
+#[tokio::test]
+async fn sse_resume_after_completion_replays_the_tail_and_ends() {
+    let (upstream, proxy, mcp) = setup("2025-06-18").await;
+    let mut events = call_stream(&mcp, 4).await;
+    upstream.release(1);
+    let (first_id, first) = events.next_message().await.unwrap();
+    assert_eq!(progress(&first), 1);
+    drop(events);
+    upstream.release(4);
+    upstream.wait_sent(5).await;
+
+    // The pump drained the stream into the log although the client left.
+    let resumed = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
+    let progress_seen: Vec<_> =
+        resumed.iter().filter(|(_, m)| m.get("method").is_some()).map(|(_, m)| progress(m)).collect();
+    assert_eq!(progress_seen, vec![2, 3, 4]);
+    assert_eq!(resumed.last().unwrap().1["result"]["content"][0]["text"], "done after 4");
+
+    // Resuming again from the same id gives the same answer: the log is durable.
+    let again = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
+    assert_eq!(again, resumed);
+
+    let metrics = shadowcat_tests::client::send(
+        &mcp.http,
+        http::Method::GET,
+        &format!("{}/metrics", proxy.admin),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let text = String::from_utf8(http_body_util::BodyExt::collect(metrics.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("shadowcat_sse_events_replayed_total 8"), "{text}");
+}
+
+#[tokio::test]
+async fn sse_resume_from_unknown_stream_starts_fresh_and_counts_a_miss() {
+    let (_upstream, proxy, mcp) = setup("2025-06-18").await;
+    // The scripted upstream has no standalone stream: a fresh GET is 405,
+    // and an unknown Last-Event-ID falls back to exactly that.
+    let response = mcp.get(Some("0123abcd.7")).await;
+    assert_eq!(response.status(), 405);
+    let metrics = shadowcat_tests::client::send(
+        &mcp.http,
+        http::Method::GET,
+        &format!("{}/metrics", proxy.admin),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    let text = String::from_utf8(http_body_util::BodyExt::collect(metrics.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
+    assert!(text.contains("shadowcat_sse_replay_misses_total 1"), "{text}");
+}
+
+#[tokio::test]
+async fn upstream_never_sees_shadowcat_session_ids() {
+    let (upstream, _proxy, mcp) = setup("2025-06-18").await;
+    let answer = mcp.request("tools/call", json!({"name": "echo", "arguments": {}})).await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+    let ours = mcp.session.clone().unwrap();
+    assert!(!ours.starts_with("up-"), "the client must see Shadowcat's id, not the upstream's");
+    let seen = upstream.seen.lock().unwrap().clone();
+    let call = seen.iter().find(|s| s.rpc_method.as_deref() == Some("tools/call")).unwrap();
+    assert_eq!(call.session.as_deref(), Some("up-0"));
+    assert!(seen.iter().all(|s| s.session.as_deref() != Some(ours.as_str())));
+}
