@@ -6,7 +6,7 @@
 //! - `tools/call` `echo` -> JSON result; `stream` -> an event stream of
 //!   `count` progress notifications then the result, each event sent only
 //!   after the test releases it through [`Scripted::release`]; `slow` -> never
-//!   answers;
+//!   answers, not even with headers;
 //! - GET -> 405; DELETE -> 200.
 
 use std::convert::Infallible;
@@ -126,6 +126,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let response = match method.as_str() {
         "GET" => status(StatusCode::METHOD_NOT_ALLOWED),
         "DELETE" => status(StatusCode::OK),
+        _ if message.as_ref().and_then(|m| m.pointer("/params/name")) == Some(&json!("slow")) => {
+            // Never answer, not even with headers.
+            std::future::pending().await
+        }
         _ => {
             let message = message.unwrap_or(Value::Null);
             post(&state, &message, rpc_method.as_deref())
@@ -151,14 +155,6 @@ fn post(state: &Arc<State>, message: &Value, method: Option<&str>) -> Response<B
         (Some("tools/call"), Some("stream")) => {
             let count = message.pointer("/params/arguments/count").and_then(Value::as_u64).unwrap_or(3);
             stream_response(state.clone(), id, count)
-        }
-        (Some("tools/call"), Some("slow")) => {
-            let (_tx, body) = channel();
-            // Headers never come: the sender is leaked into a task that never ends.
-            let mut r = Response::new(body);
-            *r.status_mut() = StatusCode::OK;
-            std::mem::forget(_tx);
-            r
         }
         _ => json_response(&json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ok"}]}})),
     }
