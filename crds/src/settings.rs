@@ -131,19 +131,29 @@ fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
 
 fn addr(key: &'static str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {
     let text = value.unwrap_or(default);
-    text.parse()
-        .map_err(|e| ConfigError::new(key, format!("`{text}` is not an address like 127.0.0.1:8080 ({e})")))
+    text.parse().map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("`{text}` is not an address like 127.0.0.1:8080 ({e})"),
+        )
+    })
 }
 
 fn upstream(value: Option<&str>) -> Result<Uri, ConfigError> {
     let text = value.ok_or_else(|| {
-        ConfigError::new("upstream", "required: the pod-local MCP endpoint, e.g. http://127.0.0.1:3000/mcp")
+        ConfigError::new(
+            "upstream",
+            "required: the pod-local MCP endpoint, e.g. http://127.0.0.1:3000/mcp",
+        )
     })?;
     let uri: Uri = text
         .parse()
         .map_err(|e| ConfigError::new("upstream", format!("`{text}` is not a URL ({e})")))?;
     if uri.scheme_str() != Some("http") {
-        return Err(ConfigError::new("upstream", format!("`{text}` must be an http:// URL")));
+        return Err(ConfigError::new(
+            "upstream",
+            format!("`{text}` must be an http:// URL"),
+        ));
     }
     if uri.authority().is_none() {
         return Err(ConfigError::new("upstream", format!("`{text}` has no host")));
@@ -154,7 +164,10 @@ fn upstream(value: Option<&str>) -> Result<Uri, ConfigError> {
 fn path(value: Option<&str>) -> Result<String, ConfigError> {
     let text = value.unwrap_or("/mcp");
     if !text.starts_with('/') || text.contains(['?', '#', ' ']) {
-        return Err(ConfigError::new("path", format!("`{text}` must be a plain path starting with /")));
+        return Err(ConfigError::new(
+            "path",
+            format!("`{text}` must be a plain path starting with /"),
+        ));
     }
     Ok(text.to_owned())
 }
@@ -212,15 +225,54 @@ mod tests {
     fn errors_name_the_key() {
         let cases: Vec<(SidecarConfig, &str)> = vec![
             (SidecarConfig::default(), "upstream"),
-            (SidecarConfig { upstream: Some("https://x/mcp".into()), ..minimal() }, "upstream"),
-            (SidecarConfig { listen: Some("nowhere".into()), ..minimal() }, "listen"),
-            (SidecarConfig { path: Some("mcp".into()), ..minimal() }, "path"),
-            (SidecarConfig { store: Some("postgres://x".into()), ..minimal() }, "store"),
-            (SidecarConfig { max_body_bytes: Some(0), ..minimal() }, "maxBodyBytes"),
-            (SidecarConfig { drain_timeout: Some("soon".into()), ..minimal() }, "drainTimeout"),
             (
                 SidecarConfig {
-                    sse: Some(SseConfig { retry: Some("0s".into()), ..Default::default() }),
+                    upstream: Some("https://x/mcp".into()),
+                    ..minimal()
+                },
+                "upstream",
+            ),
+            (
+                SidecarConfig {
+                    listen: Some("nowhere".into()),
+                    ..minimal()
+                },
+                "listen",
+            ),
+            (
+                SidecarConfig {
+                    path: Some("mcp".into()),
+                    ..minimal()
+                },
+                "path",
+            ),
+            (
+                SidecarConfig {
+                    store: Some("postgres://x".into()),
+                    ..minimal()
+                },
+                "store",
+            ),
+            (
+                SidecarConfig {
+                    max_body_bytes: Some(0),
+                    ..minimal()
+                },
+                "maxBodyBytes",
+            ),
+            (
+                SidecarConfig {
+                    drain_timeout: Some("soon".into()),
+                    ..minimal()
+                },
+                "drainTimeout",
+            ),
+            (
+                SidecarConfig {
+                    sse: Some(SseConfig {
+                        retry: Some("0s".into()),
+                        ..Default::default()
+                    }),
                     ..minimal()
                 },
                 "sse.retry",
@@ -247,7 +299,10 @@ mod tests {
         .unwrap();
         let flags = SidecarConfig {
             path: Some("/flag".into()),
-            sse: Some(SseConfig { retry: Some("2s".into()), ..Default::default() }),
+            sse: Some(SseConfig {
+                retry: Some("2s".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let s = flags.or(file).validate().unwrap();

@@ -37,8 +37,12 @@ impl App {
     /// Assembles the shared state.
     pub fn new(settings: Settings, store: Arc<dyn Store>, replica: String) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
-        let sessions =
-            SessionManager::new(store.clone(), replica, settings.session_idle_timeout, metrics.clone());
+        let sessions = SessionManager::new(
+            store.clone(),
+            replica,
+            settings.session_idle_timeout,
+            metrics.clone(),
+        );
         let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout);
         Arc::new(Self {
             settings,

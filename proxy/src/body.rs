@@ -31,7 +31,8 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
 pub fn channel(capacity: usize) -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(capacity);
     let stream = futures::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|bytes| Ok::<_, BoxError>(Frame::data(bytes))))
     });
     (tx, BodyExt::boxed(StreamBody::new(stream)))
 }

@@ -131,9 +131,19 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let cli = Cli::try_parse_from(["shadowcat", "--path", "/flag", "--sse-retry", "2s", "--", "node", "s.js"])
+        let cli = Cli::try_parse_from([
+            "shadowcat",
+            "--path",
+            "/flag",
+            "--sse-retry",
+            "2s",
+            "--",
+            "node",
+            "s.js",
+        ])
+        .unwrap();
+        let file = SidecarConfig::from_yaml("upstream: http://h:1/mcp\npath: /file\nsse:\n  retention: 1m\n")
             .unwrap();
-        let file = SidecarConfig::from_yaml("upstream: http://h:1/mcp\npath: /file\nsse:\n  retention: 1m\n").unwrap();
         let settings = cli.layer().or(file).validate().unwrap();
         assert_eq!(settings.path, "/flag");
         assert_eq!(settings.sse.retry, std::time::Duration::from_secs(2));

@@ -170,10 +170,16 @@ impl Error {
         let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
         match status {
             StatusCode::METHOD_NOT_ALLOWED => {
-                headers.insert(header::ALLOW, header::HeaderValue::from_static("GET, POST, DELETE"));
+                headers.insert(
+                    header::ALLOW,
+                    header::HeaderValue::from_static("GET, POST, DELETE"),
+                );
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));

@@ -18,14 +18,20 @@ fn main() -> anyhow::Result<()> {
     let settings = cli.layer().or(file).validate()?;
     telemetry(settings.log_format);
     let runtime = tokio::runtime::Runtime::new()?;
-    let code = runtime.block_on(shadowcat_proxy::run(settings, cli.replica_id(), cli.command.clone()))?;
+    let code = runtime.block_on(shadowcat_proxy::run(
+        settings,
+        cli.replica_id(),
+        cli.command.clone(),
+    ))?;
     std::process::exit(code);
 }
 
 fn telemetry(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHADOWCAT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),

@@ -59,8 +59,9 @@ impl Metrics {
         let mut registry = Registry::with_prefix("shadowcat");
         let requests = Family::default();
         registry.register("http_requests", "Requests on the MCP endpoint", requests.clone());
-        let request_duration =
-            Family::<MethodLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         registry.register(
             "http_request_duration_seconds",
             "Time from request to response headers",
@@ -69,11 +70,23 @@ impl Metrics {
         let errors = Family::default();
         registry.register("errors", "Requests refused or failed, by reason", errors.clone());
         let sessions_active = Gauge::default();
-        registry.register("sessions_active", "Sessions open on this replica", sessions_active.clone());
+        registry.register(
+            "sessions_active",
+            "Sessions open on this replica",
+            sessions_active.clone(),
+        );
         let sse_streams_active = Gauge::default();
-        registry.register("sse_streams_active", "Client SSE connections open", sse_streams_active.clone());
+        registry.register(
+            "sse_streams_active",
+            "Client SSE connections open",
+            sse_streams_active.clone(),
+        );
         let events_replayed = Counter::default();
-        registry.register("sse_events_replayed", "Events sent on connections resumed with Last-Event-ID", events_replayed.clone());
+        registry.register(
+            "sse_events_replayed",
+            "Events sent on connections resumed with Last-Event-ID",
+            events_replayed.clone(),
+        );
         let replay_misses = Counter::default();
         registry.register(
             "sse_replay_misses",
@@ -81,7 +94,11 @@ impl Metrics {
             replay_misses.clone(),
         );
         let events_pumped = Counter::default();
-        registry.register("sse_events_pumped", "Upstream events written to event logs", events_pumped.clone());
+        registry.register(
+            "sse_events_pumped",
+            "Upstream events written to event logs",
+            events_pumped.clone(),
+        );
         Self {
             registry,
             requests,

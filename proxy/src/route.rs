@@ -23,8 +23,14 @@ pub async fn public(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         Error::NotFound.into_response(None)
     };
     let status = response.status().as_u16();
-    app.metrics.requests.get_or_create(&RequestLabels { method, status }).inc();
-    app.metrics.request_duration.get_or_create(&MethodLabels { method }).observe(start.elapsed().as_secs_f64());
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels { method, status })
+        .inc();
+    app.metrics
+        .request_duration
+        .get_or_create(&MethodLabels { method })
+        .observe(start.elapsed().as_secs_f64());
     Ok(response)
 }
 
@@ -52,7 +58,10 @@ pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
 fn text(status: StatusCode, text: String) -> Response<Body> {
     let mut response = Response::new(body::full(text));
     *response.status_mut() = status;
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 

@@ -28,14 +28,21 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both listeners.
     pub async fn bind(public: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
-        Ok(Self { public: TcpListener::bind(public).await?, admin: TcpListener::bind(admin).await? })
+        Ok(Self {
+            public: TcpListener::bind(public).await?,
+            admin: TcpListener::bind(admin).await?,
+        })
     }
 }
 
 /// Serves until `stop` resolves, then shuts down gracefully: not ready, no
 /// new connections, readers closed with `retry:`, in-flight responses and
 /// pumps given until the drain timeout.
-pub async fn serve(app: Arc<App>, listeners: Listeners, stop: impl Future<Output = ()>) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listeners: Listeners,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     tracing::info!(
         public = %listeners.public.local_addr()?,
         admin = %listeners.admin.local_addr()?,
@@ -48,13 +55,23 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, stop: impl Future<Output
     let public = {
         let app = app.clone();
         let service = service_fn(move |req| route::public(app.clone(), req));
-        tokio::spawn(accept(listeners.public, service, graceful.clone(), accepting.clone()))
+        tokio::spawn(accept(
+            listeners.public,
+            service,
+            graceful.clone(),
+            accepting.clone(),
+        ))
     };
     let admin = {
         let app = app.clone();
         let service = service_fn(move |req| route::admin(app.clone(), req));
         // Admin connections are not drained: probes must see "not ready".
-        tokio::spawn(accept(listeners.admin, service, Arc::new(GracefulShutdown::new()), CancellationToken::new()))
+        tokio::spawn(accept(
+            listeners.admin,
+            service,
+            Arc::new(GracefulShutdown::new()),
+            CancellationToken::new(),
+        ))
     };
     tokio::spawn(watch_upstream(app.clone()));
     tokio::spawn(sweep_sessions(app.clone()));
@@ -65,22 +82,31 @@ pub async fn serve(app: Arc<App>, listeners: Listeners, stop: impl Future<Output
     app.shutdown.cancel();
     accepting.cancel();
     let _ = public.await;
-    if let Some(graceful) = Arc::into_inner(graceful) {
-        if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
-            tracing::warn!("connections still open at the drain timeout");
-        }
+    if let Some(graceful) = Arc::into_inner(graceful)
+        && tokio::time::timeout_at(deadline, graceful.shutdown())
+            .await
+            .is_err()
+    {
+        tracing::warn!("connections still open at the drain timeout");
     }
     app.pumps.close();
     if tokio::time::timeout_at(deadline, app.pumps.wait()).await.is_err() {
-        tracing::warn!(pumps = app.pumps.len(), "streams still pumping at the drain timeout");
+        tracing::warn!(
+            pumps = app.pumps.len(),
+            "streams still pumping at the drain timeout"
+        );
     }
     admin.abort();
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn accept<S>(listener: TcpListener, service: S, graceful: Arc<GracefulShutdown>, stop: CancellationToken)
-where
+async fn accept<S>(
+    listener: TcpListener,
+    service: S,
+    graceful: Arc<GracefulShutdown>,
+    stop: CancellationToken,
+) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<crate::body::Body>,

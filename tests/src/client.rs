@@ -24,19 +24,31 @@ pub fn http() -> Http {
 }
 
 /// Sends one request.
-pub async fn send(http: &Http, method: Method, url: &str, headers: &[(&str, &str)], body: Bytes) -> Response<Incoming> {
+pub async fn send(
+    http: &Http,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Response<Incoming> {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    crate::within("request", Duration::from_secs(30), http.request(req.body(Full::new(body)).unwrap()))
-        .await
-        .unwrap()
+    crate::within(
+        "request",
+        Duration::from_secs(30),
+        http.request(req.body(Full::new(body)).unwrap()),
+    )
+    .await
+    .unwrap()
 }
 
 /// The whole body as JSON.
 pub async fn json_body(response: Response<Incoming>) -> Value {
-    let bytes = crate::within("body", Duration::from_secs(30), response.into_body().collect()).await.unwrap();
+    let bytes = crate::within("body", Duration::from_secs(30), response.into_body().collect())
+        .await
+        .unwrap();
     serde_json::from_slice(&bytes.to_bytes()).unwrap()
 }
 
@@ -53,9 +65,17 @@ pub struct Events {
 impl Events {
     /// Reads events from `response`, which must be an event stream.
     pub fn new(response: Response<Incoming>) -> Events {
-        let ct = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+        let ct = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
         assert_eq!(ct.as_deref(), Some("text/event-stream"), "not an event stream");
-        Events { body: response.into_body(), parser: Parser::new(), queue: VecDeque::new(), raw: String::new() }
+        Events {
+            body: response.into_body(),
+            parser: Parser::new(),
+            queue: VecDeque::new(),
+            raw: String::new(),
+        }
     }
 
     /// The next event, or `None` when the stream ends. Panics after 30 s.
@@ -113,7 +133,13 @@ pub struct Mcp {
 impl Mcp {
     /// A client for `url` speaking `version`.
     pub fn new(url: &str, version: &str) -> Mcp {
-        Mcp { http: http(), url: url.into(), session: None, version: version.into(), next_id: AtomicU64::new(1) }
+        Mcp {
+            http: http(),
+            url: url.into(),
+            session: None,
+            version: version.into(),
+            next_id: AtomicU64::new(1),
+        }
     }
 
     /// POSTs `body` with the standard headers (and the session, if any).
@@ -126,12 +152,22 @@ impl Mcp {
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.as_str()));
         }
-        send(&self.http, Method::POST, &self.url, &headers, Bytes::from(body.to_string())).await
+        send(
+            &self.http,
+            Method::POST,
+            &self.url,
+            &headers,
+            Bytes::from(body.to_string()),
+        )
+        .await
     }
 
     /// GETs the standalone stream, or resumes after `last_event_id`.
     pub async fn get(&self, last_event_id: Option<&str>) -> Response<Incoming> {
-        let mut headers = vec![("accept", "text/event-stream"), ("mcp-protocol-version", self.version.as_str())];
+        let mut headers = vec![
+            ("accept", "text/event-stream"),
+            ("mcp-protocol-version", self.version.as_str()),
+        ];
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.as_str()));
         }
@@ -144,7 +180,10 @@ impl Mcp {
     /// DELETEs the session.
     pub async fn delete(&self) -> Response<Incoming> {
         let session = self.session.clone().unwrap();
-        let headers = [("mcp-session-id", session.as_str()), ("mcp-protocol-version", self.version.as_str())];
+        let headers = [
+            ("mcp-session-id", session.as_str()),
+            ("mcp-protocol-version", self.version.as_str()),
+        ];
         send(&self.http, Method::DELETE, &self.url, &headers, Bytes::new()).await
     }
 
@@ -166,10 +205,17 @@ impl Mcp {
         );
         let response = self.post(&body).await;
         assert_eq!(response.status(), 200, "initialize failed");
-        let session = response.headers().get("mcp-session-id").expect("no session id").to_str().unwrap();
+        let session = response
+            .headers()
+            .get("mcp-session-id")
+            .expect("no session id")
+            .to_str()
+            .unwrap();
         self.session = Some(session.to_owned());
         let result = answer(response).await;
-        let note = self.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        let note = self
+            .post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
         assert_eq!(note.status(), 202);
         result
     }
@@ -184,7 +230,10 @@ impl Mcp {
 
 /// The JSON-RPC response in a JSON or SSE answer (the last message of a stream).
 pub async fn answer(response: Response<Incoming>) -> Value {
-    let is_sse = response.headers().get("content-type").is_some_and(|v| v.as_bytes() == b"text/event-stream");
+    let is_sse = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"text/event-stream");
     if !is_sse {
         return json_body(response).await;
     }

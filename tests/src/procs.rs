@@ -22,12 +22,20 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` with piped output.
     pub fn spawn(mut cmd: Command) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stdout = child.stdout.take().unwrap();
         let stderr = child.stderr.take().unwrap();
-        for reader in [Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>, Box::new(stderr)] {
+        for reader in [
+            Box::new(stdout) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+            Box::new(stderr),
+        ] {
             let lines = lines.clone();
             tokio::spawn(async move {
                 let mut reader = BufReader::new(reader).lines();
@@ -61,7 +69,11 @@ impl Proc {
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         if let Some(pid) = self.child.id() {
-            let status = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().unwrap();
+            let status = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status()
+                .unwrap();
             assert!(status.success());
         }
     }
@@ -72,9 +84,15 @@ pub fn shadowcat_bin() -> PathBuf {
     if let Ok(path) = std::env::var("SHADOWCAT_BIN") {
         return path.into();
     }
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root().join("target"));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
     let bin = target.join("debug/shadowcat");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p shadowcat-proxy` first", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p shadowcat-proxy` first",
+        bin.display()
+    );
     bin
 }
 
@@ -93,10 +111,17 @@ impl Shadowcat {
     /// Starts shadowcat in front of `upstream` with extra flags, on free ports.
     pub async fn start(upstream: &str, extra: &[&str]) -> Shadowcat {
         let mut cmd = Command::new(shadowcat_bin());
-        cmd.args(["--upstream", upstream, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(extra)
-            .env("SHADOWCAT_LOG", "info,shadowcat_proxy=debug");
+        cmd.args([
+            "--upstream",
+            upstream,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .args(extra)
+        .env("SHADOWCAT_LOG", "info,shadowcat_proxy=debug");
         let proc = Proc::spawn(cmd);
         let (public, admin) = proc
             .wait_line("shadowcat to listen", |line| {
@@ -107,7 +132,11 @@ impl Shadowcat {
                 Some((v["public"].as_str()?.to_owned(), v["admin"].as_str()?.to_owned()))
             })
             .await;
-        Shadowcat { proc, url: format!("http://{public}/mcp"), admin: format!("http://{admin}") }
+        Shadowcat {
+            proc,
+            url: format!("http://{public}/mcp"),
+            admin: format!("http://{admin}"),
+        }
     }
 }
 
@@ -123,15 +152,28 @@ pub struct NodeServer {
 /// The reference server `server-everything` in Streamable HTTP mode.
 pub async fn everything() -> NodeServer {
     let port = free_port();
-    let script = root().join("tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
-    assert!(script.exists(), "test peers not installed: run tests/peers/install.sh");
+    let script =
+        root().join("tests/peers/node_modules/@modelcontextprotocol/server-everything/dist/index.js");
+    assert!(
+        script.exists(),
+        "test peers not installed: run tests/peers/install.sh"
+    );
     let mut cmd = Command::new("node");
-    cmd.arg(script).arg("streamableHttp").env("PORT", port.to_string());
+    cmd.arg(script)
+        .arg("streamableHttp")
+        .env("PORT", port.to_string());
     let proc = Proc::spawn(cmd);
     let url = format!("http://127.0.0.1:{port}/mcp");
-    eventually("server-everything to listen", Duration::from_secs(30), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(|_| ())
-    })
+    eventually(
+        "server-everything to listen",
+        Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
     .await;
     NodeServer { proc, url }
 }
@@ -143,6 +185,10 @@ pub async fn fixture() -> NodeServer {
     let mut cmd = Command::new("node");
     cmd.arg(script).args(["--port", "0"]);
     let proc = Proc::spawn(cmd);
-    let url = proc.wait_line("fixture to listen", |l| l.strip_prefix("listening on ").map(str::to_owned)).await;
+    let url = proc
+        .wait_line("fixture to listen", |l| {
+            l.strip_prefix("listening on ").map(str::to_owned)
+        })
+        .await;
     NodeServer { proc, url }
 }

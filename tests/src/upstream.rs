@@ -11,8 +11,8 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -69,7 +69,9 @@ impl Scripted {
         };
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| handle(state.clone(), req));
@@ -89,21 +91,30 @@ impl Scripted {
 
     /// Waits until `n` stream events in total have been written.
     pub async fn wait_sent(&self, n: usize) {
-        crate::within("upstream to send events", std::time::Duration::from_secs(30), async {
-            loop {
-                let notified = self.sent_changed.notified();
-                if self.sent.load(Ordering::SeqCst) >= n {
-                    return;
+        crate::within(
+            "upstream to send events",
+            std::time::Duration::from_secs(30),
+            async {
+                loop {
+                    let notified = self.sent_changed.notified();
+                    if self.sent.load(Ordering::SeqCst) >= n {
+                        return;
+                    }
+                    notified.await;
                 }
-                notified.await;
-            }
-        })
+            },
+        )
         .await;
     }
 
     /// The JSON-RPC methods the upstream received.
     pub fn rpc_methods(&self) -> Vec<String> {
-        self.seen.lock().unwrap().iter().filter_map(|s| s.rpc_method.clone()).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.rpc_method.clone())
+            .collect()
     }
 }
 
@@ -118,11 +129,25 @@ struct State {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().to_string();
-    let session = req.headers().get("mcp-session-id").map(|v| v.to_str().unwrap_or("").to_owned());
-    let bytes = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let session = req
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let message: Option<Value> = serde_json::from_slice(&bytes).ok();
-    let rpc_method = message.as_ref().and_then(|m| m["method"].as_str().map(str::to_owned));
-    state.seen.lock().unwrap().push(Seen { method: method.clone(), session, rpc_method: rpc_method.clone() });
+    let rpc_method = message
+        .as_ref()
+        .and_then(|m| m["method"].as_str().map(str::to_owned));
+    state.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        session,
+        rpc_method: rpc_method.clone(),
+    });
     let response = match method.as_str() {
         "GET" => status(StatusCode::METHOD_NOT_ALLOWED),
         "DELETE" => status(StatusCode::OK),
@@ -146,17 +171,26 @@ fn post(state: &Arc<State>, message: &Value, method: Option<&str>) -> Response<B
     match (method, message.pointer("/params/name").and_then(Value::as_str)) {
         (Some("initialize"), _) => {
             let n = state.sessions.fetch_add(1, Ordering::SeqCst);
-            let version = message.pointer("/params/protocolVersion").cloned().unwrap_or(json!("2025-06-18"));
+            let version = message
+                .pointer("/params/protocolVersion")
+                .cloned()
+                .unwrap_or(json!("2025-06-18"));
             let result = json!({"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "scripted", "version": "0"}});
             let mut r = json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
-            r.headers_mut().insert("mcp-session-id", format!("up-{n}").parse().unwrap());
+            r.headers_mut()
+                .insert("mcp-session-id", format!("up-{n}").parse().unwrap());
             r
         }
         (Some("tools/call"), Some("stream")) => {
-            let count = message.pointer("/params/arguments/count").and_then(Value::as_u64).unwrap_or(3);
+            let count = message
+                .pointer("/params/arguments/count")
+                .and_then(Value::as_u64)
+                .unwrap_or(3);
             stream_response(state.clone(), id, count)
         }
-        _ => json_response(&json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ok"}]}})),
+        _ => json_response(
+            &json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ok"}]}}),
+        ),
     }
 }
 
@@ -164,7 +198,9 @@ fn stream_response(state: Arc<State>, id: Value, count: u64) -> Response<Body> {
     let (tx, body) = channel();
     tokio::spawn(async move {
         for i in 1..=count + 1 {
-            let Ok(permit) = state.gate.acquire().await else { return };
+            let Ok(permit) = state.gate.acquire().await else {
+                return;
+            };
             permit.forget();
             let message = if i <= count {
                 json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "t", "progress": i, "total": count}})
@@ -180,7 +216,8 @@ fn stream_response(state: Arc<State>, id: Value, count: u64) -> Response<Body> {
         }
     });
     let mut r = Response::new(body);
-    r.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
@@ -192,7 +229,8 @@ fn channel() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
 
 fn json_response(value: &Value) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(value.to_string())).boxed());
-    r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     r
 }
 

@@ -1,6 +1,8 @@
 //! Real MCP peers through Shadowcat: the official conformance suite (direct
 //! vs proxied, per scenario) and the Python SDK's Streamable HTTP client.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use std::collections::BTreeMap;
 
 use shadowcat_tests::procs::{NodeServer, Shadowcat, everything, fixture};
@@ -10,28 +12,58 @@ use shadowcat_tests::root;
 /// scenario name -> passed.
 async fn conformance(url: &str) -> BTreeMap<String, bool> {
     let script = root().join("tests/peers/run-conformance.mjs");
-    let output = tokio::process::Command::new("node").arg(script).args(["--url", url]).output().await.unwrap();
-    assert!(output.status.success(), "conformance suite could not run: {}", String::from_utf8_lossy(&output.stderr));
+    let output = tokio::process::Command::new("node")
+        .arg(script)
+        .args(["--url", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "conformance suite could not run: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     report["scenarios"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["passed"].as_bool().unwrap()))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["passed"].as_bool().unwrap(),
+            )
+        })
         .collect()
 }
 
 fn failing(results: &BTreeMap<String, bool>) -> Vec<&str> {
-    results.iter().filter(|(_, passed)| !**passed).map(|(name, _)| name.as_str()).collect()
+    results
+        .iter()
+        .filter(|(_, passed)| !**passed)
+        .map(|(name, _)| name.as_str())
+        .collect()
 }
 
 /// Every scenario that passes directly must pass through the proxy.
 async fn compare(server: &NodeServer, proxy: &Shadowcat) -> (BTreeMap<String, bool>, BTreeMap<String, bool>) {
     let direct = conformance(&server.url).await;
     let proxied = conformance(&proxy.url).await;
-    assert_eq!(direct.keys().collect::<Vec<_>>(), proxied.keys().collect::<Vec<_>>(), "same scenarios");
-    let regressions: Vec<_> = direct.iter().filter(|(name, passed)| **passed && !proxied[*name]).map(|(n, _)| n).collect();
-    assert!(regressions.is_empty(), "pass direct but fail through Shadowcat: {regressions:?}\n{}", proxy.proc.output());
+    assert_eq!(
+        direct.keys().collect::<Vec<_>>(),
+        proxied.keys().collect::<Vec<_>>(),
+        "same scenarios"
+    );
+    let regressions: Vec<_> = direct
+        .iter()
+        .filter(|(name, passed)| **passed && !proxied[*name])
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        regressions.is_empty(),
+        "pass direct but fail through Shadowcat: {regressions:?}\n{}",
+        proxy.proc.output()
+    );
     (direct, proxied)
 }
 
@@ -40,13 +72,26 @@ async fn conformance_fixture_passes_every_scenario_through_shadowcat_repeatedly(
     let server = fixture().await;
     let proxy = Shadowcat::start(&server.url, &[]).await;
     let (direct, _) = compare(&server, &proxy).await;
-    assert!(direct.len() >= 25, "expected the full active suite, got {}", direct.len());
-    assert_eq!(failing(&direct), Vec::<&str>::new(), "the fixture must pass every scenario directly");
+    assert!(
+        direct.len() >= 25,
+        "expected the full active suite, got {}",
+        direct.len()
+    );
+    assert_eq!(
+        failing(&direct),
+        Vec::<&str>::new(),
+        "the fixture must pass every scenario directly"
+    );
     // Messages sent before a GET stream is open are where proxies lose them:
     // run the whole suite through Shadowcat again, several times.
     for round in 0..3 {
         let proxied = conformance(&proxy.url).await;
-        assert_eq!(failing(&proxied), Vec::<&str>::new(), "round {round}\n{}", proxy.proc.output());
+        assert_eq!(
+            failing(&proxied),
+            Vec::<&str>::new(),
+            "round {round}\n{}",
+            proxy.proc.output()
+        );
     }
 }
 
@@ -56,8 +101,16 @@ async fn conformance_server_everything_through_shadowcat_loses_nothing() {
     let proxy = Shadowcat::start(&server.url, &[]).await;
     let (direct, proxied) = compare(&server, &proxy).await;
     let passed = |r: &BTreeMap<String, bool>| r.values().filter(|p| **p).count();
-    println!("server-everything: {} of {} direct, {} proxied", passed(&direct), direct.len(), passed(&proxied));
-    assert!(passed(&direct) >= 10, "server-everything passes part of the suite directly");
+    println!(
+        "server-everything: {} of {} direct, {} proxied",
+        passed(&direct),
+        direct.len(),
+        passed(&proxied)
+    );
+    assert!(
+        passed(&direct) >= 10,
+        "server-everything passes part of the suite directly"
+    );
 }
 
 async fn python_client(url: &str) -> serde_json::Value {

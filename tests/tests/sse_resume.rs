@@ -1,6 +1,8 @@
 //! Event streams through Shadowcat: delivered as produced, resumable with
 //! `Last-Event-ID` while the upstream is still sending and after it finished.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
 use serde_json::{Value, json};
 use shadowcat_tests::client::{Events, Mcp};
 use shadowcat_tests::procs::Shadowcat;
@@ -15,14 +17,20 @@ async fn setup(version: &str) -> (Scripted, Shadowcat, Mcp) {
 }
 
 async fn call_stream(mcp: &Mcp, count: u64) -> Events {
-    let body = mcp.request_body("tools/call", json!({"name": "stream", "arguments": {"count": count}}));
+    let body = mcp.request_body(
+        "tools/call",
+        json!({"name": "stream", "arguments": {"count": count}}),
+    );
     let response = mcp.post(&body).await;
     assert_eq!(response.status(), 200);
     Events::new(response)
 }
 
 fn progress(message: &Value) -> u64 {
-    message.pointer("/params/progress").and_then(Value::as_u64).unwrap_or_else(|| panic!("not progress: {message}"))
+    message
+        .pointer("/params/progress")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("not progress: {message}"))
 }
 
 #[tokio::test]
@@ -40,7 +48,10 @@ async fn sse_event_reaches_client_before_upstream_sends_the_next() {
     upstream.release(1);
     let (_, answer) = events.next_message().await.unwrap();
     assert_eq!(answer["result"]["content"][0]["text"], "done after 2");
-    assert!(events.next_message().await.is_none(), "stream must end after the response");
+    assert!(
+        events.next_message().await.is_none(),
+        "stream must end after the response"
+    );
 }
 
 #[tokio::test]
@@ -48,7 +59,11 @@ async fn sse_resume_mid_stream_gets_exactly_the_missing_events() {
     let (upstream, _proxy, mcp) = setup("2025-11-25").await;
     let mut events = call_stream(&mcp, 6).await;
     let priming = events.next().await.unwrap();
-    assert_eq!(priming.data.as_deref(), Some(""), "2025-11-25 streams start with a priming event");
+    assert_eq!(
+        priming.data.as_deref(),
+        Some(""),
+        "2025-11-25 streams start with a priming event"
+    );
     assert!(priming.id.as_deref().unwrap().ends_with(".0"));
     upstream.release(2);
     let mut last_id = None;
@@ -72,7 +87,11 @@ async fn sse_resume_mid_stream_gets_exactly_the_missing_events() {
     // Then live: what the upstream sends now arrives on the resumed stream.
     upstream.release(3);
     let rest = resumed.rest().await;
-    got.extend(rest.iter().filter(|(_, m)| m.get("method").is_some()).map(|(_, m)| progress(m)));
+    got.extend(
+        rest.iter()
+            .filter(|(_, m)| m.get("method").is_some())
+            .map(|(_, m)| progress(m)),
+    );
     assert_eq!(got, vec![3, 4, 5, 6], "missing events, in order, no duplicates");
     let answer = &rest.last().unwrap().1;
     assert_eq!(answer["result"]["content"][0]["text"], "done after 6");
@@ -95,10 +114,16 @@ async fn sse_resume_after_completion_replays_the_tail_and_ends() {
 
     // The pump drained the stream into the log although the client left.
     let resumed = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
-    let progress_seen: Vec<_> =
-        resumed.iter().filter(|(_, m)| m.get("method").is_some()).map(|(_, m)| progress(m)).collect();
+    let progress_seen: Vec<_> = resumed
+        .iter()
+        .filter(|(_, m)| m.get("method").is_some())
+        .map(|(_, m)| progress(m))
+        .collect();
     assert_eq!(progress_seen, vec![2, 3, 4]);
-    assert_eq!(resumed.last().unwrap().1["result"]["content"][0]["text"], "done after 4");
+    assert_eq!(
+        resumed.last().unwrap().1["result"]["content"][0]["text"],
+        "done after 4"
+    );
 
     // Resuming again from the same id gives the same answer: the log is durable.
     let again = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
@@ -112,7 +137,14 @@ async fn sse_resume_after_completion_replays_the_tail_and_ends() {
         bytes::Bytes::new(),
     )
     .await;
-    let text = String::from_utf8(http_body_util::BodyExt::collect(metrics.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = String::from_utf8(
+        http_body_util::BodyExt::collect(metrics.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(text.contains("shadowcat_sse_events_replayed_total 8"), "{text}");
 }
 
@@ -131,19 +163,34 @@ async fn sse_resume_from_unknown_stream_starts_fresh_and_counts_a_miss() {
         bytes::Bytes::new(),
     )
     .await;
-    let text = String::from_utf8(http_body_util::BodyExt::collect(metrics.into_body()).await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = String::from_utf8(
+        http_body_util::BodyExt::collect(metrics.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(text.contains("shadowcat_sse_replay_misses_total 1"), "{text}");
 }
 
 #[tokio::test]
 async fn upstream_never_sees_shadowcat_session_ids() {
     let (upstream, _proxy, mcp) = setup("2025-06-18").await;
-    let answer = mcp.request("tools/call", json!({"name": "echo", "arguments": {}})).await;
+    let answer = mcp
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
     assert_eq!(answer["result"]["content"][0]["text"], "ok");
     let ours = mcp.session.clone().unwrap();
-    assert!(!ours.starts_with("up-"), "the client must see Shadowcat's id, not the upstream's");
+    assert!(
+        !ours.starts_with("up-"),
+        "the client must see Shadowcat's id, not the upstream's"
+    );
     let seen = upstream.seen.lock().unwrap().clone();
-    let call = seen.iter().find(|s| s.rpc_method.as_deref() == Some("tools/call")).unwrap();
+    let call = seen
+        .iter()
+        .find(|s| s.rpc_method.as_deref() == Some("tools/call"))
+        .unwrap();
     assert_eq!(call.session.as_deref(), Some("up-0"));
     assert!(seen.iter().all(|s| s.session.as_deref() != Some(ours.as_str())));
 }

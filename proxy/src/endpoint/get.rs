@@ -53,7 +53,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
 
 /// A reader resuming `stream` after `seq`, if the stream is the session's.
 async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Option<Reader>, Error> {
-    let Some(meta) = app.store.stream_meta(stream).await? else { return Ok(None) };
+    let Some(meta) = app.store.stream_meta(stream).await? else {
+        return Ok(None);
+    };
     if meta.session_id != session.record.id {
         return Ok(None);
     }

@@ -27,7 +27,12 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
         _ => Err(crate::error::Error::MethodNotAllowed.into()),
     };
     result.unwrap_or_else(|Failure { error, id }| {
-        app.metrics.errors.get_or_create(&ErrorLabels { reason: error.label() }).inc();
+        app.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                reason: error.label(),
+            })
+            .inc();
         error.into_response(id.as_ref())
     })
 }

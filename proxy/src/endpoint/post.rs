@@ -42,10 +42,14 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     let version = version.unwrap_or(ProtocolVersion::ASSUMED);
     if let jsonrpc::Body::Batch(messages) = &message {
         if !version.allows_batches() {
-            return Err(with_id(Error::InvalidRequest(format!("batches are not allowed at protocol {version}"))));
+            return Err(with_id(Error::InvalidRequest(format!(
+                "batches are not allowed at protocol {version}"
+            ))));
         }
         if messages.iter().any(|m| m.is_initialize()) {
-            return Err(with_id(Error::InvalidRequest("initialize must not be part of a batch".into())));
+            return Err(with_id(Error::InvalidRequest(
+                "initialize must not be part of a batch".into(),
+            )));
         }
     }
     if message.messages()[0].is_initialize() {
@@ -53,7 +57,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
     let session = app.sessions.lookup(session_id).await.map_err(with_id)?;
-    forward(app, headers, bytes, &message, session).await.map_err(with_id)
+    forward(app, headers, bytes, &message, session)
+        .await
+        .map_err(with_id)
 }
 
 /// Forwards an initialize and, if the upstream accepts it, creates the session.
@@ -68,7 +74,11 @@ async fn initialize(
     }
     let requested = serde_json::from_slice::<Value>(&bytes)
         .ok()
-        .and_then(|v| v.pointer("/params/protocolVersion")?.as_str().and_then(ProtocolVersion::parse))
+        .and_then(|v| {
+            v.pointer("/params/protocolVersion")?
+                .as_str()
+                .and_then(ProtocolVersion::parse)
+        })
         .unwrap_or(ProtocolVersion::ASSUMED);
     let initialize_text = String::from_utf8_lossy(&bytes).into_owned();
     let request = UpstreamRequest {
@@ -88,10 +98,20 @@ async fn initialize(
         .map(str::to_owned);
     let id = new_id();
     if is_event_stream(response.headers()) {
-        let session = app.sessions.create(id.clone(), upstream_id, requested, initialize_text).await?;
+        let session = app
+            .sessions
+            .create(id.clone(), upstream_id, requested, initialize_text)
+            .await?;
         let pending = message.messages().iter().filter_map(|m| m.id.clone()).collect();
-        let response =
-            start_stream(app, &session, headers, response.into_body(), pending, Some(id.clone())).await?;
+        let response = start_stream(
+            app,
+            &session,
+            headers,
+            response.into_body(),
+            pending,
+            Some(id.clone()),
+        )
+        .await?;
         return Ok(with_session_id(response, &id));
     }
     let (parts, incoming) = response.into_parts();
@@ -107,7 +127,9 @@ async fn initialize(
         return Ok(out);
     };
     let version = ProtocolVersion::parse(&negotiated).unwrap_or(requested);
-    app.sessions.create(id.clone(), upstream_id, version, initialize_text).await?;
+    app.sessions
+        .create(id.clone(), upstream_id, version, initialize_text)
+        .await?;
     tracing::info!(session = %id, %version, "session created");
     Ok(with_session_id(out, &id))
 }
@@ -145,7 +167,10 @@ async fn forward(
             .collect();
         return start_stream(app, &session, headers, response.into_body(), pending, None).await;
     }
-    let initialized = message.messages().iter().any(|m| m.method.as_deref() == Some("notifications/initialized"));
+    let initialized = message
+        .messages()
+        .iter()
+        .any(|m| m.method.as_deref() == Some("notifications/initialized"));
     if status.is_success() && initialized {
         // Open the upstream's standalone stream now, so what the server sends
         // before the client's GET arrives is kept for it.
@@ -166,7 +191,11 @@ async fn start_stream(
     initialize_of: Option<String>,
 ) -> Result<Response<Body>, Error> {
     let stream = new_id();
-    let meta = StreamMeta { id: stream.clone(), session_id: session.record.id.clone(), kind: StreamKind::Request };
+    let meta = StreamMeta {
+        id: stream.clone(),
+        session_id: session.record.id.clone(),
+        kind: StreamKind::Request,
+    };
     app.store.create_stream(&meta).await?;
     let client_gone = CancellationToken::new();
     let pump = Pump {
@@ -202,7 +231,10 @@ async fn stateless_post(app: &Arc<App>, headers: &HeaderMap, bytes: Bytes) -> Re
     };
     let response = app.upstream.send(request).await?;
     if response.status().is_success() && is_event_stream(response.headers()) {
-        return Ok(event_stream_response(stateless::relay(app.clone(), response.into_body())));
+        return Ok(event_stream_response(stateless::relay(
+            app.clone(),
+            response.into_body(),
+        )));
     }
     Ok(json::pass_through(response))
 }

@@ -31,7 +31,11 @@ pub fn get_headers(client: &HeaderMap) -> HeaderMap {
 /// Makes sure the session's standalone stream is being pumped; `false` if the
 /// upstream offers none (it answered the GET with 405 or an error).
 pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> bool {
-    *session.local.standalone.get_or_init(|| open(app, session, client_headers)).await
+    *session
+        .local
+        .standalone
+        .get_or_init(|| open(app, session, client_headers))
+        .await
 }
 
 async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> bool {
@@ -40,8 +44,14 @@ async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> 
     if let Ok(v) = HeaderValue::from_str(session.version.as_str()) {
         headers.insert(MCP_PROTOCOL_VERSION.clone(), v);
     }
-    let Some(body) = connect(app, session, &headers, None).await else { return false };
-    let meta = StreamMeta { id: stream.clone(), session_id: session.record.id.clone(), kind: StreamKind::Standalone };
+    let Some(body) = connect(app, session, &headers, None).await else {
+        return false;
+    };
+    let meta = StreamMeta {
+        id: stream.clone(),
+        session_id: session.record.id.clone(),
+        kind: StreamKind::Standalone,
+    };
     if let Err(e) = app.store.create_stream(&meta).await {
         tracing::warn!(session = %session.record.id, error = %e, "cannot create standalone log");
         return false;
@@ -90,7 +100,12 @@ async fn run(mut pump: Pump, session: Session, mut body: Incoming) {
     }
 }
 
-async fn connect(app: &App, session: &Session, headers: &HeaderMap, last_id: Option<String>) -> Option<Incoming> {
+async fn connect(
+    app: &App,
+    session: &Session,
+    headers: &HeaderMap,
+    last_id: Option<String>,
+) -> Option<Incoming> {
     let request = UpstreamRequest {
         method: Method::GET,
         headers: headers.clone(),

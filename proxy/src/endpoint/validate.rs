@@ -8,7 +8,9 @@ use hyper::body::Incoming;
 
 use crate::error::{Error, Result};
 use crate::mcp::ProtocolVersion;
-use crate::mcp::headers::{self, APPLICATION_JSON, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, TEXT_EVENT_STREAM};
+use crate::mcp::headers::{
+    self, APPLICATION_JSON, MCP_METHOD, MCP_NAME, MCP_PROTOCOL_VERSION, TEXT_EVENT_STREAM,
+};
 use crate::mcp::jsonrpc::{Body, Kind};
 
 /// `Origin`, when present and an allow-list is configured, must be on it.
@@ -23,7 +25,9 @@ pub fn origin(headers: &HeaderMap, allowed: &[String]) -> Result<()> {
             if allowed.iter().any(|a| a == text) {
                 Ok(())
             } else {
-                Err(Error::ForbiddenOrigin(String::from_utf8_lossy(value.as_bytes()).into_owned()))
+                Err(Error::ForbiddenOrigin(
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                ))
             }
         }
     }
@@ -91,7 +95,9 @@ pub async fn body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Byt
 /// prompt or resource) must be present and match the body.
 pub fn routing_headers(headers: &HeaderMap, body: &Body) -> Result<()> {
     let Body::Single(message) = body else {
-        return Err(Error::InvalidRequest("batches are not part of protocol 2026-07-28".into()));
+        return Err(Error::InvalidRequest(
+            "batches are not part of protocol 2026-07-28".into(),
+        ));
     };
     if message.kind == Kind::Response {
         return Ok(());
@@ -101,14 +107,24 @@ pub fn routing_headers(headers: &HeaderMap, body: &Body) -> Result<()> {
         None => return Err(Error::HeaderMismatch("Mcp-Method header is required".into())),
         Some(Ok(h)) if h == method => {}
         Some(_) => {
-            return Err(Error::HeaderMismatch(format!("Mcp-Method does not match body method {method:?}")));
+            return Err(Error::HeaderMismatch(format!(
+                "Mcp-Method does not match body method {method:?}"
+            )));
         }
     }
     if let Some(name) = &message.name {
         match headers::text(headers, &MCP_NAME) {
-            None => return Err(Error::HeaderMismatch(format!("Mcp-Name header is required for {method}"))),
+            None => {
+                return Err(Error::HeaderMismatch(format!(
+                    "Mcp-Name header is required for {method}"
+                )));
+            }
             Some(Ok(h)) if h == name => {}
-            Some(_) => return Err(Error::HeaderMismatch(format!("Mcp-Name does not match body name {name:?}"))),
+            Some(_) => {
+                return Err(Error::HeaderMismatch(format!(
+                    "Mcp-Name does not match body name {name:?}"
+                )));
+            }
         }
     }
     Ok(())
@@ -120,7 +136,15 @@ mod tests {
     use http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
-        pairs.iter().map(|(k, v)| (http::header::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::header::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
     }
 
     #[test]
@@ -149,7 +173,10 @@ mod tests {
             headers(&[("mcp-method", "tools/call")]),
             headers(&[("mcp-method", "tools/call"), ("mcp-name", "other")]),
         ] {
-            assert!(matches!(routing_headers(&bad, &body), Err(Error::HeaderMismatch(_))));
+            assert!(matches!(
+                routing_headers(&bad, &body),
+                Err(Error::HeaderMismatch(_))
+            ));
         }
     }
 }

@@ -39,7 +39,9 @@ pub fn accepts(headers: &HeaderMap, media: &str) -> bool {
         .any(|item| {
             item.eq_ignore_ascii_case(media)
                 || item == "*/*"
-                || item.strip_suffix("/*").is_some_and(|m| m.eq_ignore_ascii_case(major))
+                || item
+                    .strip_suffix("/*")
+                    .is_some_and(|m| m.eq_ignore_ascii_case(major))
         })
 }
 
@@ -79,7 +81,10 @@ mod tests {
     #[test]
     fn content_type_drops_parameters() {
         let mut h = HeaderMap::new();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("Application/JSON; charset=utf-8"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/JSON; charset=utf-8"),
+        );
         assert_eq!(content_type(&h).as_deref(), Some("application/json"));
     }
 

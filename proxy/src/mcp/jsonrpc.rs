@@ -102,7 +102,11 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
             if items.is_empty() {
                 return Err(ParseError::Shape("empty batch".into()));
             }
-            items.iter().map(classify).collect::<Result<_, _>>().map(Body::Batch)
+            items
+                .iter()
+                .map(classify)
+                .collect::<Result<_, _>>()
+                .map(Body::Batch)
         }
         other => classify(&other).map(Body::Single),
     }
@@ -110,7 +114,9 @@ pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
 
 /// Classifies one message value.
 pub fn classify(value: &Value) -> Result<Message, ParseError> {
-    let obj = value.as_object().ok_or_else(|| ParseError::Shape("expected a JSON object".into()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ParseError::Shape("expected a JSON object".into()))?;
     if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err(ParseError::Shape("`jsonrpc` must be \"2.0\"".into()));
     }
@@ -121,14 +127,21 @@ pub fn classify(value: &Value) -> Result<Message, ParseError> {
         Some(_) => return Err(ParseError::Shape("`id` must be a string or an integer".into())),
     };
     if let Some(method) = obj.get("method") {
-        let method = method.as_str().ok_or_else(|| ParseError::Shape("`method` must be a string".into()))?;
-        if let Some(params) = obj.get("params") {
-            if !params.is_object() && !params.is_array() {
-                return Err(ParseError::Shape("`params` must be an object or an array".into()));
-            }
+        let method = method
+            .as_str()
+            .ok_or_else(|| ParseError::Shape("`method` must be a string".into()))?;
+        if let Some(params) = obj.get("params")
+            && !params.is_object()
+            && !params.is_array()
+        {
+            return Err(ParseError::Shape("`params` must be an object or an array".into()));
         }
         return Ok(Message {
-            kind: if id.is_some() { Kind::Request } else { Kind::Notification },
+            kind: if id.is_some() {
+                Kind::Request
+            } else {
+                Kind::Notification
+            },
             name: name_param(method, obj),
             method: Some(method.to_owned()),
             id,
@@ -193,7 +206,11 @@ pub fn response_ids(data: &str) -> Vec<Value> {
             .map(|all| all.into_iter().filter_map(one).collect())
             .unwrap_or_default()
     } else {
-        serde_json::from_str::<Peek<'_>>(data).ok().and_then(one).into_iter().collect()
+        serde_json::from_str::<Peek<'_>>(data)
+            .ok()
+            .and_then(one)
+            .into_iter()
+            .collect()
     }
 }
 
@@ -203,7 +220,8 @@ mod tests {
 
     #[test]
     fn classifies_each_shape() {
-        let req = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
+        let req =
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo"}}"#).unwrap();
         assert_eq!(
             req,
             Body::Single(Message {
@@ -217,7 +235,8 @@ mod tests {
         assert_eq!(note.messages()[0].kind, Kind::Notification);
         let resp = parse(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
         assert_eq!(resp.messages()[0].kind, Kind::Response);
-        let batch = parse(br#"[{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":2,"method":"y"}]"#).unwrap();
+        let batch =
+            parse(br#"[{"jsonrpc":"2.0","method":"x"},{"jsonrpc":"2.0","id":2,"method":"y"}]"#).unwrap();
         assert!(batch.has_requests());
         assert_eq!(batch.error_id(), None);
     }
@@ -234,14 +253,24 @@ mod tests {
             br#"{"jsonrpc":"2.0","method":3}"#,
             br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#,
         ] {
-            assert!(matches!(parse(bad), Err(ParseError::Shape(_))), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                matches!(parse(bad), Err(ParseError::Shape(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn finds_response_ids_in_events() {
-        assert_eq!(response_ids(r#"{"jsonrpc":"2.0","id":5,"result":{}}"#), vec![json!(5)]);
-        assert_eq!(response_ids(r#"{"jsonrpc":"2.0","id":"x","error":{"code":1,"message":"m"}}"#), vec![json!("x")]);
+        assert_eq!(
+            response_ids(r#"{"jsonrpc":"2.0","id":5,"result":{}}"#),
+            vec![json!(5)]
+        );
+        assert_eq!(
+            response_ids(r#"{"jsonrpc":"2.0","id":"x","error":{"code":1,"message":"m"}}"#),
+            vec![json!("x")]
+        );
         assert!(response_ids(r#"{"jsonrpc":"2.0","id":5,"method":"sampling/createMessage"}"#).is_empty());
         assert!(response_ids(r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#).is_empty());
         assert_eq!(

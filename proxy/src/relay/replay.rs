@@ -63,7 +63,12 @@ impl Reader {
 
     async fn follow(&mut self, app: &App, tx: &mpsc::Sender<Bytes>) -> Close {
         let sse = &app.settings.sse;
-        if self.prime && tx.send(encode_event(Some(&self.event_id(0)), None, "")).await.is_err() {
+        if self.prime
+            && tx
+                .send(encode_event(Some(&self.event_id(0)), None, ""))
+                .await
+                .is_err()
+        {
             return Close::Gone;
         }
         let connection_deadline = sse.max_connection_time.map(|d| Instant::now() + d);
@@ -92,16 +97,21 @@ impl Reader {
                 app.metrics.events_replayed.inc_by(read.events.len() as u64);
             }
             for event in &read.events {
-                let frame = encode_event(Some(&self.event_id(event.seq)), event.event.as_deref(), &event.data);
+                let frame = encode_event(
+                    Some(&self.event_id(event.seq)),
+                    event.event.as_deref(),
+                    &event.data,
+                );
                 if tx.send(frame).await.is_err() {
                     return Close::Gone;
                 }
                 self.after = event.seq;
             }
-            if self.track_delivery && !read.events.is_empty() {
-                if let Err(e) = app.store.set_delivered(&self.stream, self.after).await {
-                    tracing::debug!(stream = %self.stream, error = %e, "cannot record delivery");
-                }
+            if self.track_delivery
+                && !read.events.is_empty()
+                && let Err(e) = app.store.set_delivered(&self.stream, self.after).await
+            {
+                tracing::debug!(stream = %self.stream, error = %e, "cannot record delivery");
             }
             if read.ended {
                 return Close::Quiet;

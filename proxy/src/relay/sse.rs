@@ -63,7 +63,9 @@ impl Pump {
     pub async fn run_request(mut self, body: Incoming, client_gone: CancellationToken) {
         let mut deadline = None;
         let mut last_upstream_id = None;
-        let mut end = self.pump_body(body, &client_gone, &mut deadline, &mut last_upstream_id).await;
+        let mut end = self
+            .pump_body(body, &client_gone, &mut deadline, &mut last_upstream_id)
+            .await;
         let mut resumes = 0;
         while end == BodyEnd::Closed && resumes < UPSTREAM_RESUMES {
             // The upstream closed the connection before answering. Where it
@@ -72,7 +74,9 @@ impl Pump {
             resumes += 1;
             match self.resume_upstream(id).await {
                 Some(body) => {
-                    end = self.pump_body(body, &client_gone, &mut deadline, &mut last_upstream_id).await
+                    end = self
+                        .pump_body(body, &client_gone, &mut deadline, &mut last_upstream_id)
+                        .await
                 }
                 None => break,
             }
@@ -128,9 +132,15 @@ impl Pump {
                 if event.id.is_some() {
                     last_upstream_id.clone_from(&event.id);
                 }
-                let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
+                let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                    continue;
+                };
                 self.observe(&data).await;
-                batch.push(StoredEvent { seq: self.next_seq, event: event.event, data });
+                batch.push(StoredEvent {
+                    seq: self.next_seq,
+                    event: event.event,
+                    data,
+                });
                 self.next_seq += 1;
             }
             if !batch.is_empty() {
@@ -155,13 +165,15 @@ impl Pump {
         for id in jsonrpc::response_ids(data) {
             self.pending.retain(|p| *p != id);
             if let Some(session) = self.initialize_of.take() {
-                let version = serde_json::from_str::<Value>(data)
-                    .ok()
-                    .and_then(|v| v.pointer("/result/protocolVersion")?.as_str().and_then(ProtocolVersion::parse));
-                if let Some(version) = version {
-                    if let Err(e) = self.app.sessions.set_version(&session, version).await {
-                        tracing::warn!(%session, error = %e, "cannot record negotiated version");
-                    }
+                let version = serde_json::from_str::<Value>(data).ok().and_then(|v| {
+                    v.pointer("/result/protocolVersion")?
+                        .as_str()
+                        .and_then(ProtocolVersion::parse)
+                });
+                if let Some(version) = version
+                    && let Err(e) = self.app.sessions.set_version(&session, version).await
+                {
+                    tracing::warn!(%session, error = %e, "cannot record negotiated version");
                 }
             }
         }

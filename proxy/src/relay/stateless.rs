@@ -45,8 +45,14 @@ async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>) {
             },
         };
         for event in parser.feed(data) {
-            let Some(data) = event.data.filter(|d| !d.is_empty()) else { continue };
-            if tx.send(encode_event(None, event.event.as_deref(), &data)).await.is_err() {
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                continue;
+            };
+            if tx
+                .send(encode_event(None, event.event.as_deref(), &data))
+                .await
+                .is_err()
+            {
                 break 'relay;
             }
         }

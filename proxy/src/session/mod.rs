@@ -79,7 +79,13 @@ fn now_ms() -> u64 {
 impl SessionManager {
     /// A manager over `store` for the replica `replica`.
     pub fn new(store: Arc<dyn Store>, replica: String, idle: Duration, metrics: Arc<Metrics>) -> Self {
-        Self { store, replica, idle, metrics, local: Mutex::default() }
+        Self {
+            store,
+            replica,
+            idle,
+            metrics,
+            local: Mutex::default(),
+        }
     }
 
     /// Records a new session whose upstream session is `upstream_id`.
@@ -104,7 +110,11 @@ impl SessionManager {
             return Err(Error::UpstreamProtocol("session id already taken".into()));
         }
         let local = self.local_for(&record.id);
-        Ok(Session { record, version, local })
+        Ok(Session {
+            record,
+            version,
+            local,
+        })
     }
 
     /// Finds a live session and restarts its idle clock.
@@ -118,7 +128,11 @@ impl SessionManager {
             return Err(Error::UnknownSession);
         }
         let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
-        Ok(Session { local: self.local_for(id), record, version })
+        Ok(Session {
+            local: self.local_for(id),
+            record,
+            version,
+        })
     }
 
     /// Records the version negotiated by an initialize answered over SSE.
@@ -139,7 +153,13 @@ impl SessionManager {
 
     /// Drops local state of sessions the store no longer has (expired).
     pub async fn sweep(&self) {
-        let ids: Vec<String> = self.local.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let ids: Vec<String> = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         for id in ids {
             if let Ok(None) = self.store.get_session(&id).await {
                 tracing::debug!(session = %id, "session expired");
@@ -151,7 +171,9 @@ impl SessionManager {
     fn local_for(&self, id: &str) -> Arc<LocalSession> {
         let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
         let entry = local.entry(id.to_owned()).or_default().clone();
-        self.metrics.sessions_active.set(i64::try_from(local.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .sessions_active
+            .set(i64::try_from(local.len()).unwrap_or(i64::MAX));
         entry
     }
 
@@ -160,6 +182,8 @@ impl SessionManager {
         if let Some(session) = local.remove(id) {
             session.ended.cancel();
         }
-        self.metrics.sessions_active.set(i64::try_from(local.len()).unwrap_or(i64::MAX));
+        self.metrics
+            .sessions_active
+            .set(i64::try_from(local.len()).unwrap_or(i64::MAX));
     }
 }

@@ -61,7 +61,10 @@ mod tests {
     #[test]
     fn encoded_events_parse_back() {
         let frame = encode_event(Some("s.3"), Some("message"), "line1\nline2\r\nline3");
-        assert_eq!(&frame[..], b"id: s.3\nevent: message\ndata: line1\ndata: line2\ndata: line3\n\n");
+        assert_eq!(
+            &frame[..],
+            b"id: s.3\nevent: message\ndata: line1\ndata: line2\ndata: line3\n\n"
+        );
         let parsed = Parser::new().feed(frame);
         assert_eq!(parsed[0].data.as_deref(), Some("line1\nline2\nline3"));
         assert_eq!(parsed[0].id.as_deref(), Some("s.3"));

@@ -84,15 +84,13 @@ impl Parser {
             None => (&text[..], ""),
         };
         match name {
-            "data" => {
-                match &mut self.pending.data {
-                    Some(data) => {
-                        data.push('\n');
-                        data.push_str(value);
-                    }
-                    None => self.pending.data = Some(value.to_owned()),
+            "data" => match &mut self.pending.data {
+                Some(data) => {
+                    data.push('\n');
+                    data.push_str(value);
                 }
-            }
+                None => self.pending.data = Some(value.to_owned()),
+            },
             "event" => self.pending.event = Some(value.to_owned()),
             "id" if !value.contains('\0') => self.pending.id = Some(value.to_owned()),
             "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
@@ -112,11 +110,17 @@ mod tests {
 
     fn parse_all(chunks: &[&[u8]]) -> Vec<RawEvent> {
         let mut parser = Parser::new();
-        chunks.iter().flat_map(|c| parser.feed(Bytes::copy_from_slice(c))).collect()
+        chunks
+            .iter()
+            .flat_map(|c| parser.feed(Bytes::copy_from_slice(c)))
+            .collect()
     }
 
     fn data(d: &str) -> RawEvent {
-        RawEvent { data: Some(d.into()), ..Default::default() }
+        RawEvent {
+            data: Some(d.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -135,7 +139,10 @@ mod tests {
 
     #[test]
     fn comments_and_unknown_fields_are_skipped() {
-        assert_eq!(parse_all(&[b": keep-alive\n\nfoo: bar\n\ndata: x\n\n"]), vec![data("x")]);
+        assert_eq!(
+            parse_all(&[b": keep-alive\n\nfoo: bar\n\ndata: x\n\n"]),
+            vec![data("x")]
+        );
     }
 
     #[test]
@@ -148,7 +155,13 @@ mod tests {
     fn priming_event_has_id_and_no_data() {
         let events = parse_all(&[b"id: s.0\ndata:\n\n", b"id: only\n\n"]);
         assert_eq!(events[0].data.as_deref(), Some(""));
-        assert_eq!(events[1], RawEvent { id: Some("only".into()), ..Default::default() });
+        assert_eq!(
+            events[1],
+            RawEvent {
+                id: Some("only".into()),
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

@@ -106,14 +106,23 @@ impl Store for MemoryStore {
         if sessions.get(&record.id).is_some_and(|e| e.expires > now) {
             return Ok(false);
         }
-        sessions.insert(record.id.clone(), Entry { record: record.clone(), expires: now + idle });
+        sessions.insert(
+            record.id.clone(),
+            Entry {
+                record: record.clone(),
+                expires: now + idle,
+            },
+        );
         Ok(true)
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>> {
         let now = Instant::now();
         let sessions = lock(&self.sessions);
-        Ok(sessions.get(id).filter(|e| e.expires > now).map(|e| e.record.clone()))
+        Ok(sessions
+            .get(id)
+            .filter(|e| e.expires > now)
+            .map(|e| e.record.clone()))
     }
 
     async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool> {
@@ -188,7 +197,10 @@ impl Store for MemoryStore {
 
     async fn read(&self, stream: &str, after: u64, wait: Duration) -> Result<LogRead> {
         let Some(log) = self.log(stream) else {
-            return Ok(LogRead { missing: true, ..Default::default() });
+            return Ok(LogRead {
+                missing: true,
+                ..Default::default()
+            });
         };
         let mut woken = log.appended.subscribe();
         if let Some(read) = collect(&log, after) {
@@ -221,9 +233,19 @@ fn collect(log: &Log, after: u64) -> Option<LogRead> {
     let state = lock(&log.state);
     // Seqs increase, so skip to the first one past `after` by binary search.
     let start = state.events.partition_point(|e| e.seq <= after);
-    let events: Vec<_> = state.events.iter().skip(start).take(READ_BATCH).cloned().collect();
+    let events: Vec<_> = state
+        .events
+        .iter()
+        .skip(start)
+        .take(READ_BATCH)
+        .cloned()
+        .collect();
     let ended = state.ended && start + events.len() == state.events.len();
-    (!events.is_empty() || ended).then_some(LogRead { events, ended, missing: false })
+    (!events.is_empty() || ended).then_some(LogRead {
+        events,
+        ended,
+        missing: false,
+    })
 }
 
 #[cfg(test)]
@@ -231,7 +253,10 @@ mod tests {
     use super::*;
 
     fn store() -> Arc<MemoryStore> {
-        MemoryStore::new(LogLimits { max_events: 8, retention: Duration::from_secs(60) })
+        MemoryStore::new(LogLimits {
+            max_events: 8,
+            retention: Duration::from_secs(60),
+        })
     }
 
     #[tokio::test]

@@ -26,7 +26,12 @@ pub fn record(id: &str) -> SessionRecord {
 }
 
 fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
-    seqs.map(|seq| StoredEvent { seq, event: None, data: format!("{{\"n\":{seq}}}") }).collect()
+    seqs.map(|seq| StoredEvent {
+        seq,
+        event: None,
+        data: format!("{{\"n\":{seq}}}"),
+    })
+    .collect()
 }
 
 fn seqs(events: &[StoredEvent]) -> Vec<u64> {
@@ -34,7 +39,11 @@ fn seqs(events: &[StoredEvent]) -> Vec<u64> {
 }
 
 async fn stream(store: &dyn Store, id: &str) {
-    let meta = StreamMeta { id: id.into(), session_id: "s".into(), kind: StreamKind::Request };
+    let meta = StreamMeta {
+        id: id.into(),
+        session_id: "s".into(),
+        kind: StreamKind::Request,
+    };
     store.create_stream(&meta).await.unwrap();
 }
 
@@ -60,7 +69,10 @@ async fn create_is_exclusive(store: &dyn Store) {
     assert!(store.create_session(&a, IDLE).await.unwrap());
     let mut other = record("s1");
     other.owner = "replica-b".into();
-    assert!(!store.create_session(&other, IDLE).await.unwrap(), "create must not overwrite");
+    assert!(
+        !store.create_session(&other, IDLE).await.unwrap(),
+        "create must not overwrite"
+    );
     assert_eq!(store.get_session("s1").await.unwrap(), Some(a.clone()));
     let mut updated = a.clone();
     updated.protocol_version = "2025-11-25".into();
@@ -74,8 +86,14 @@ async fn deleted_sessions_stay_deleted(store: &dyn Store) {
     assert!(store.create_session(&a, IDLE).await.unwrap());
     assert!(store.delete_session("s2").await.unwrap());
     assert!(!store.delete_session("s2").await.unwrap());
-    assert!(!store.update_session(&a, IDLE).await.unwrap(), "update must not resurrect");
-    assert!(!store.touch_session("s2", IDLE).await.unwrap(), "touch must not resurrect");
+    assert!(
+        !store.update_session(&a, IDLE).await.unwrap(),
+        "update must not resurrect"
+    );
+    assert!(
+        !store.touch_session("s2", IDLE).await.unwrap(),
+        "touch must not resurrect"
+    );
     assert_eq!(store.get_session("s2").await.unwrap(), None);
 }
 
@@ -120,7 +138,10 @@ async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
         tokio::spawn(async move { store.read("l2", 0, Duration::from_secs(30)).await.unwrap() })
     };
     store.append("l2", &events(1..=1)).await.unwrap();
-    let read = tokio::time::timeout(Duration::from_secs(10), reader).await.unwrap().unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(seqs(&read.events), vec![1]);
 }
 

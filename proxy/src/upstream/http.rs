@@ -63,7 +63,11 @@ impl Upstream {
             if let Some(id) = req.session.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
                 headers.insert(MCP_SESSION_ID.clone(), id);
             }
-            if let Some(id) = req.last_event_id.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+            if let Some(id) = req
+                .last_event_id
+                .as_deref()
+                .and_then(|s| HeaderValue::from_str(s).ok())
+            {
                 headers.insert(LAST_EVENT_ID.clone(), id);
             }
         }
@@ -80,8 +84,15 @@ impl Upstream {
     /// Whether the upstream answers HTTP at all (any status counts).
     pub async fn probe(&self) -> bool {
         let mut headers = HeaderMap::new();
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json, text/event-stream"));
-        let req = UpstreamRequest { method: Method::GET, headers, ..Default::default() };
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let req = UpstreamRequest {
+            method: Method::GET,
+            headers,
+            ..Default::default()
+        };
         // The answer (most likely 400 or 405 without a session) is dropped
         // with its body: only reaching the server matters.
         self.send(req).await.is_ok()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need and runs every test. CI calls this.
+#   scripts/test.sh
+# Needs: the Rust toolchain, Node (20+) with npm, python3, redis-server on PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> test peers (pinned npm packages, Python MCP SDK venv)"
+tests/peers/install.sh
+
+echo "==> format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "==> build (the end-to-end tests run the real binary)"
+cargo build --workspace --locked
+
+echo "==> tests"
+cargo test --workspace --locked
