@@ -40,6 +40,10 @@ impl Parser {
     /// Feeds one chunk and returns the events it completed, in order.
     pub fn feed(&mut self, mut chunk: Bytes) -> Vec<RawEvent> {
         let mut out = Vec::new();
+        if chunk.is_empty() {
+            // An empty chunk must not forget a `\r` that ended the previous one.
+            return out;
+        }
         if self.after_cr && chunk.first() == Some(&b'\n') {
             chunk.advance(1);
         }
@@ -168,6 +172,11 @@ mod tests {
     fn cr_then_lf_across_chunks_is_one_line_ending() {
         let events = parse_all(&[b"data: a\r", b"\ndata: b\r", b"\r"]);
         assert_eq!(events, vec![data("a\nb")]);
+    }
+
+    #[test]
+    fn empty_chunk_between_cr_and_lf_keeps_them_one_line_ending() {
+        assert_eq!(parse_all(&[b"data: a\r", b"", b"\n\n"]), vec![data("a")]);
     }
 
     #[test]
