@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Direct vs through Shadowcat, side by side, release build.
-#   benches/run.sh [--concurrency N] [--duration SECS] [--rounds N]
+# Direct vs through Shadowcat, side by side, on release builds.
+#   benches/run.sh [--concurrency N] [--duration SECS] [--rounds N] [--json FILE] ...
+# Every argument goes to shadowcat-bench (see `--help`).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cargo build --release -p shadowcat-proxy -p shadowcat-bench
 tests/peers/install.sh
-cargo build --release --locked -p shadowcat-proxy -p shadowcat-bench
-SHADOWCAT_BIN="$PWD/target/release/shadowcat" SHADOWCAT_LOG=warn exec target/release/shadowcat-bench "$@"
+exec target/release/shadowcat-bench --shadowcat target/release/shadowcat "$@"
