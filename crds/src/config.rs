@@ -73,6 +73,10 @@ pub struct SseConfig {
     /// Events kept per stream for replay; older ones are dropped. Default 1024.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_events_per_stream: Option<u64>,
+    /// Event logs kept in all by the memory store; past it the oldest
+    /// finished log is dropped. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_streams: Option<u64>,
     /// How long a stream's events are kept for replay after its last event.
     /// Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +142,7 @@ impl SseConfig {
             max_connection_time: self.max_connection_time.or(lower.max_connection_time),
             retry: self.retry.or(lower.retry),
             max_events_per_stream: self.max_events_per_stream.or(lower.max_events_per_stream),
+            max_streams: self.max_streams.or(lower.max_streams),
             retention: self.retention.or(lower.retention),
             drain_limit: self.drain_limit.or(lower.drain_limit),
         }

@@ -50,6 +50,8 @@ pub struct SseSettings {
     pub retry: Duration,
     /// Events kept per stream.
     pub max_events_per_stream: usize,
+    /// Event logs kept in all (memory store).
+    pub max_streams: usize,
     /// How long a stream's events stay replayable after its last event.
     pub retention: Duration,
     /// How long a pump keeps draining after its client went away.
@@ -111,10 +113,8 @@ impl SidecarConfig {
 }
 
 fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
-    let max_events = sse.max_events_per_stream.unwrap_or(1024);
-    if max_events == 0 {
-        return Err(ConfigError::new("sse.maxEventsPerStream", "must be above 0"));
-    }
+    let max_events = positive("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?;
+    let max_streams = positive("sse.maxStreams", sse.max_streams, 10_000)?;
     Ok(SseSettings {
         keep_alive_interval: duration("sse.keepAliveInterval", &sse.keep_alive_interval, "15s")?,
         max_connection_time: match &sse.max_connection_time {
@@ -122,11 +122,19 @@ fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
             Some(text) => Some(parse_duration("sse.maxConnectionTime", text)?),
         },
         retry: duration("sse.retry", &sse.retry, "1s")?,
-        max_events_per_stream: usize::try_from(max_events)
-            .map_err(|_| ConfigError::new("sse.maxEventsPerStream", "too large"))?,
+        max_events_per_stream: max_events,
+        max_streams,
         retention: duration("sse.retention", &sse.retention, "10m")?,
         drain_limit: duration("sse.drainLimit", &sse.drain_limit, "5m")?,
     })
+}
+
+fn positive(key: &'static str, value: Option<u64>, default: usize) -> Result<usize, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::new(key, "must be above 0")),
+        Some(n) => usize::try_from(n).map_err(|_| ConfigError::new(key, "too large")),
+    }
 }
 
 fn addr(key: &'static str, value: Option<&str>, default: &str) -> Result<SocketAddr, ConfigError> {

@@ -62,6 +62,9 @@ pub struct Cli {
     /// Events kept per stream for replay [default: 1024].
     #[arg(long, env = "SHADOWCAT_SSE_MAX_EVENTS_PER_STREAM")]
     pub sse_max_events_per_stream: Option<u64>,
+    /// Event logs kept in all; the oldest finished one goes first [default: 10000].
+    #[arg(long, env = "SHADOWCAT_SSE_MAX_STREAMS")]
+    pub sse_max_streams: Option<u64>,
     /// How long a stream stays replayable after its last event [default: 10m].
     #[arg(long, env = "SHADOWCAT_SSE_RETENTION")]
     pub sse_retention: Option<String>,
@@ -93,6 +96,7 @@ impl Cli {
             max_connection_time: self.sse_max_connection_time.clone(),
             retry: self.sse_retry.clone(),
             max_events_per_stream: self.sse_max_events_per_stream,
+            max_streams: self.sse_max_streams,
             retention: self.sse_retention.clone(),
             drain_limit: self.sse_drain_limit.clone(),
         };

@@ -32,6 +32,7 @@ use shadowcat_crds::{Settings, StoreSettings};
 pub fn build_store(settings: &Settings) -> Result<Arc<dyn store::Store>, String> {
     let limits = store::LogLimits {
         max_events: settings.sse.max_events_per_stream,
+        max_streams: settings.sse.max_streams,
         retention: settings.sse.retention,
     };
     match &settings.store {

@@ -102,6 +102,8 @@ async fn initialize(
             .sessions
             .create(id.clone(), upstream_id, requested, initialize_text)
             .await?;
+        // The negotiated version arrives on the stream; the pump records it.
+        tracing::info!(session = %id, requested = %requested, "session created");
         let pending = message.messages().iter().filter_map(|m| m.id.clone()).collect();
         let response = start_stream(
             app,

@@ -1,7 +1,9 @@
 //! The in-process store: enough for one replica, gone when the process exits.
 //!
 //! Sessions and logs sit in maps behind short-held mutexes; nothing awaits
-//! while a lock is held. Each log has a `watch` channel that wakes readers
+//! while a lock is held. Memory is bounded three ways: events per log, logs
+//! in all (the oldest finished log goes first), and time (retention, idle
+//! sessions); a session's logs go with it. Each log has a `watch` channel that wakes readers
 //! after an append, so following a live stream costs no polling.
 
 use std::collections::{HashMap, VecDeque};
@@ -21,7 +23,54 @@ use super::{
 pub struct MemoryStore {
     limits: LogLimits,
     sessions: Mutex<HashMap<String, Entry>>,
-    logs: Mutex<HashMap<String, Arc<Log>>>,
+    logs: Mutex<Logs>,
+}
+
+#[derive(Debug, Default)]
+struct Logs {
+    map: HashMap<String, Arc<Log>>,
+    /// Log ids, oldest first, for eviction; may hold ids already gone.
+    order: VecDeque<String>,
+    by_session: HashMap<String, Vec<String>>,
+}
+
+/// How many logs one eviction looks at before giving up: live logs are
+/// skipped, so a store full of live streams may briefly exceed its cap
+/// rather than cut one.
+const EVICTION_SCAN: usize = 64;
+
+impl Logs {
+    fn remove(&mut self, id: &str) {
+        if let Some(log) = self.map.remove(id)
+            && let Some(ids) = self.by_session.get_mut(&log.meta.session_id)
+        {
+            ids.retain(|s| s != id);
+            if ids.is_empty() {
+                self.by_session.remove(&log.meta.session_id);
+            }
+        }
+    }
+
+    fn remove_session(&mut self, session: &str) {
+        for id in self.by_session.remove(session).unwrap_or_default() {
+            self.map.remove(&id);
+        }
+    }
+
+    /// Drops the oldest finished log, if one is found quickly.
+    fn evict_one(&mut self) {
+        for _ in 0..EVICTION_SCAN {
+            let Some(id) = self.order.pop_front() else { return };
+            match self.map.get(&id) {
+                None => continue,
+                Some(log) if lock(&log.state).ended => {
+                    self.remove(&id);
+                    return;
+                }
+                Some(_) => self.order.push_back(id),
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -77,12 +126,33 @@ impl MemoryStore {
     /// Drops expired sessions and logs.
     fn sweep(&self) {
         let now = Instant::now();
-        lock(&self.sessions).retain(|_, e| e.expires > now);
-        lock(&self.logs).retain(|_, log| lock(&log.state).expires > now);
+        let mut expired = Vec::new();
+        lock(&self.sessions).retain(|id, e| {
+            let live = e.expires > now;
+            if !live {
+                expired.push(id.clone());
+            }
+            live
+        });
+        let mut logs = lock(&self.logs);
+        for session in expired {
+            logs.remove_session(&session);
+        }
+        let dead: Vec<String> = logs
+            .map
+            .iter()
+            .filter(|(_, log)| lock(&log.state).expires <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dead {
+            logs.remove(&id);
+        }
+        let Logs { map, order, .. } = &mut *logs;
+        order.retain(|id| map.contains_key(id));
     }
 
     fn log(&self, id: &str) -> Option<Arc<Log>> {
-        let log = lock(&self.logs).get(id).cloned()?;
+        let log = lock(&self.logs).map.get(id).cloned()?;
         let live = lock(&log.state).expires > Instant::now();
         live.then_some(log)
     }
@@ -150,7 +220,9 @@ impl Store for MemoryStore {
 
     async fn delete_session(&self, id: &str) -> Result<bool> {
         let now = Instant::now();
-        Ok(lock(&self.sessions).remove(id).is_some_and(|e| e.expires > now))
+        let existed = lock(&self.sessions).remove(id).is_some_and(|e| e.expires > now);
+        lock(&self.logs).remove_session(id);
+        Ok(existed)
     }
 
     async fn create_stream(&self, meta: &StreamMeta) -> Result<()> {
@@ -164,7 +236,21 @@ impl Store for MemoryStore {
             }),
             appended: watch::Sender::new(()),
         });
-        lock(&self.logs).insert(meta.id.clone(), log);
+        let mut logs = lock(&self.logs);
+        if logs.map.insert(meta.id.clone(), log).is_none() {
+            logs.order.push_back(meta.id.clone());
+            logs.by_session
+                .entry(meta.session_id.clone())
+                .or_default()
+                .push(meta.id.clone());
+        }
+        while logs.map.len() > self.limits.max_streams {
+            let before = logs.map.len();
+            logs.evict_one();
+            if logs.map.len() == before {
+                break;
+            }
+        }
         Ok(())
     }
 
@@ -251,10 +337,12 @@ fn collect(log: &Log, after: u64) -> Option<LogRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StreamKind;
 
     fn store() -> Arc<MemoryStore> {
         MemoryStore::new(LogLimits {
             max_events: 8,
+            max_streams: 16,
             retention: Duration::from_secs(60),
         })
     }
@@ -262,6 +350,31 @@ mod tests {
     #[tokio::test]
     async fn memory_store_passes_the_store_suite() {
         super::super::suite::run_all(|| async { store() as Arc<dyn Store> }).await;
+    }
+
+    #[tokio::test]
+    async fn the_oldest_finished_logs_go_first_past_the_cap() {
+        let s = store();
+        let meta = |i: usize| StreamMeta {
+            id: format!("l{i}"),
+            session_id: "s".into(),
+            kind: StreamKind::Request,
+        };
+        // l0 stays live; every other log ends as soon as it is made.
+        for i in 0..24 {
+            s.create_stream(&meta(i)).await.unwrap();
+            if i > 0 {
+                s.end_stream(&format!("l{i}")).await.unwrap();
+            }
+        }
+        let kept: Vec<usize> = (0..24).filter(|i| s.log(&format!("l{i}")).is_some()).collect();
+        assert_eq!(kept.len(), 16);
+        assert_eq!(kept[0], 0, "a live log is never evicted");
+        assert_eq!(
+            &kept[1..],
+            &(9..24).collect::<Vec<_>>()[..],
+            "the oldest finished logs went first"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -97,6 +97,9 @@ pub struct LogRead {
 pub struct LogLimits {
     /// Events kept per stream; older ones are dropped.
     pub max_events: usize,
+    /// Logs kept in all, where the store has no memory policy of its own;
+    /// the oldest finished ones are dropped first.
+    pub max_streams: usize,
     /// How long a log lives after its last append.
     pub retention: Duration,
 }
@@ -109,7 +112,8 @@ pub const READ_BATCH: usize = 256;
 /// Contract every implementation keeps (checked by [`suite`]):
 /// - a session is created only if its id is free, and never comes back once
 ///   deleted or expired: updates and touches of an absent session fail;
-/// - a session expires after `idle` without a touch;
+/// - a session expires after `idle` without a touch; its logs go with it
+///   when it expires or is deleted;
 /// - appended events are visible to every reader once `append` returns
 ///   (persist, then deliver), in seq order;
 /// - `read` returns at most [`READ_BATCH`] events after a position and waits up
@@ -124,7 +128,7 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool>;
     /// Restarts a session's idle clock; `false` if it no longer exists.
     async fn touch_session(&self, id: &str, idle: Duration) -> Result<bool>;
-    /// Ends a session; `false` if it did not exist.
+    /// Ends a session and drops its event logs; `false` if it did not exist.
     async fn delete_session(&self, id: &str) -> Result<bool>;
 
     /// Registers a new, empty stream log.

@@ -1,7 +1,8 @@
 //! The store contract as tests, written once and run against every [`Store`].
 //!
 //! A factory hands each test a fresh, empty store whose logs keep at most 8
-//! events and retain them for at least a minute.
+//! events and retain them for at least a minute. (A cap on the number of logs
+//! is an implementation's own business and is tested beside it.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -62,6 +63,7 @@ where
     log_keeps_the_newest_events(&*fresh().await).await;
     unknown_stream_reads_as_missing(&*fresh().await).await;
     delivered_cursor_only_moves_forward(&*fresh().await).await;
+    deleting_a_session_drops_its_logs(&*fresh().await).await;
 }
 
 async fn create_is_exclusive(store: &dyn Store) {
@@ -177,4 +179,24 @@ async fn delivered_cursor_only_moves_forward(store: &dyn Store) {
     store.set_delivered("l5", 4).await.unwrap();
     store.set_delivered("l5", 2).await.unwrap();
     assert_eq!(store.delivered("l5").await.unwrap(), 4);
+}
+
+async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
+    for session in ["gone", "kept"] {
+        assert!(store.create_session(&record(session), IDLE).await.unwrap());
+        let meta = StreamMeta {
+            id: format!("{session}1"),
+            session_id: session.into(),
+            kind: StreamKind::Request,
+        };
+        store.create_stream(&meta).await.unwrap();
+        store.append(&meta.id, &events(1..=2)).await.unwrap();
+    }
+    assert!(store.delete_session("gone").await.unwrap());
+    assert!(store.read("gone1", 0, NO_WAIT).await.unwrap().missing);
+    assert_eq!(store.stream_meta("gone1").await.unwrap(), None);
+    assert_eq!(
+        seqs(&store.read("kept1", 0, NO_WAIT).await.unwrap().events),
+        vec![1, 2]
+    );
 }
