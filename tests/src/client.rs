@@ -96,6 +96,20 @@ impl Events {
         }
     }
 
+    /// Reads until the raw text contains `needle` (a comment, a `retry:`).
+    pub async fn wait_raw(&mut self, needle: &str) {
+        crate::within(needle, Duration::from_secs(30), async {
+            while !self.raw.contains(needle) {
+                let frame = self.body.frame().await.expect("stream ended").unwrap();
+                if let Ok(data) = frame.into_data() {
+                    self.raw.push_str(&String::from_utf8_lossy(&data));
+                    self.queue.extend(self.parser.feed(data));
+                }
+            }
+        })
+        .await;
+    }
+
     /// The next event that carries a JSON message, parsed.
     pub async fn next_message(&mut self) -> Option<(Option<String>, Value)> {
         loop {

@@ -194,3 +194,73 @@ async fn upstream_never_sees_shadowcat_session_ids() {
     assert_eq!(call.session.as_deref(), Some("up-0"));
     assert!(seen.iter().all(|s| s.session.as_deref() != Some(ours.as_str())));
 }
+
+#[tokio::test]
+async fn idle_streams_get_keep_alives_and_long_connections_close_with_retry() {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(
+        &upstream.url,
+        &[
+            "--sse-keep-alive-interval",
+            "100ms",
+            "--sse-max-connection-time",
+            "1s",
+            "--sse-retry",
+            "750ms",
+        ],
+    )
+    .await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let mut events = call_stream(&mcp, 2).await;
+    upstream.release(1);
+    let (first_id, _) = events.next_message().await.unwrap();
+    // Nothing more is released: the stream idles, so keep-alives go out...
+    events.wait_raw(": keep-alive").await;
+    // ...until the connection's time is up: `retry:`, then the end.
+    assert!(events.next_message().await.is_none());
+    assert!(events.raw.contains("retry: 750"), "{}", events.raw);
+    // The stream itself goes on: resuming picks it up where it was.
+    upstream.release(2);
+    let rest = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
+    assert_eq!(progress(&rest[0].1), 2);
+    assert_eq!(rest[1].1["result"]["content"][0]["text"], "done after 2");
+}
+
+#[tokio::test]
+async fn stateless_streams_are_relayed_without_ids() {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(&upstream.url, &[]).await;
+    let mcp = Mcp::new(&proxy.url, "2026-07-28");
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "stream", "arguments": {"count": 2}}});
+    let response = shadowcat_tests::client::send(
+        &mcp.http,
+        http::Method::POST,
+        &mcp.url,
+        &[
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "stream"),
+        ],
+        bytes::Bytes::from(body.to_string()),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().get("mcp-session-id").is_none());
+    assert_eq!(response.headers().get("x-accel-buffering").unwrap(), "no");
+    let mut events = Events::new(response);
+    upstream.release(1);
+    let (id, first) = events.next_message().await.unwrap();
+    assert_eq!(
+        (id, progress(&first)),
+        (None, 1),
+        "no ids, no log: this revision has no resumption"
+    );
+    upstream.release(2);
+    let rest = events.rest().await;
+    assert_eq!(rest.len(), 2);
+    assert!(rest.iter().all(|(id, _)| id.is_none()));
+    assert_eq!(rest[1].1["result"]["content"][0]["text"], "done after 2");
+}
