@@ -13,7 +13,7 @@ use crate::error::{Error, Failure};
 use crate::mcp::headers::{self, LAST_EVENT_ID};
 use crate::relay::replay::{Reader, parse_event_id};
 use crate::session::Session;
-use crate::store::StreamKind;
+use crate::store::{StreamKey, StreamKind};
 
 /// Serves a GET.
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
@@ -37,7 +37,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     if !standalone::ensure(app, &session, headers).await {
         return Err(Error::MethodNotAllowed.into());
     }
-    let stream = session.record.standalone_stream.clone();
+    let stream = session.standalone_key();
     let after = app.store.delivered(&stream).await?;
     let reader = Reader {
         stream,
@@ -53,15 +53,16 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
 
 /// A reader resuming `stream` after `seq`, if the stream is the session's.
 async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Option<Reader>, Error> {
-    let Some(meta) = app.store.stream_meta(stream).await? else {
+    let key = StreamKey {
+        session: session.record.id.clone(),
+        id: stream.to_owned(),
+    };
+    let Some(meta) = app.store.stream_meta(&key).await? else {
         return Ok(None);
     };
-    if meta.session_id != session.record.id {
-        return Ok(None);
-    }
     let standalone = meta.kind == StreamKind::Standalone;
     Ok(Some(Reader {
-        stream: meta.id,
+        stream: meta.key(),
         after: seq,
         prime: false,
         track_delivery: standalone,

@@ -202,7 +202,7 @@ async fn start_stream(
     let client_gone = CancellationToken::new();
     let pump = Pump {
         app: app.clone(),
-        stream: stream.clone(),
+        stream: meta.key(),
         upstream_session: session.record.upstream_id.clone(),
         headers: standalone::get_headers(headers),
         pending,
@@ -211,7 +211,7 @@ async fn start_stream(
     };
     app.pumps.spawn(pump.run_request(upstream, client_gone.clone()));
     let reader = Reader {
-        stream,
+        stream: meta.key(),
         after: 0,
         // The version of a session still initializing is not known yet.
         prime: initialize_of.is_none() && session.version.primes_streams(),

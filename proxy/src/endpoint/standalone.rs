@@ -58,7 +58,7 @@ async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> 
     }
     let pump = Pump {
         app: app.clone(),
-        stream,
+        stream: meta.key(),
         upstream_session: session.record.upstream_id.clone(),
         headers,
         pending: Vec::new(),

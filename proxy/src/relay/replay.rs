@@ -19,6 +19,7 @@ use crate::app::App;
 use crate::body::{self, Body};
 use crate::relay::sse::sleep_until;
 use crate::sse::{comment, encode_event, retry};
+use crate::store::StreamKey;
 
 /// Chunks buffered between a reader and its client connection.
 const CHANNEL_CHUNKS: usize = 8;
@@ -27,7 +28,7 @@ const CHANNEL_CHUNKS: usize = 8;
 #[derive(Debug)]
 pub struct Reader {
     /// The stream's log.
-    pub stream: String,
+    pub stream: StreamKey,
     /// Send events after this seq.
     pub after: u64,
     /// Start with a priming event (id, empty data).

@@ -19,7 +19,7 @@ use crate::app::App;
 use crate::mcp::ProtocolVersion;
 use crate::mcp::jsonrpc::{self, code};
 use crate::sse::Parser;
-use crate::store::StoredEvent;
+use crate::store::{StoredEvent, StreamKey};
 use crate::upstream::UpstreamRequest;
 
 /// How many times a request stream the upstream closed early is resumed from
@@ -32,7 +32,7 @@ pub struct Pump {
     /// The app.
     pub app: Arc<App>,
     /// The log to append to.
-    pub stream: String,
+    pub stream: StreamKey,
     /// The upstream session id, to resume an upstream stream.
     pub upstream_session: Option<String>,
     /// The client headers to resume the upstream stream with.

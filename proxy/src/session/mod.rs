@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::mcp::ProtocolVersion;
 use crate::metrics::Metrics;
-use crate::store::{SessionRecord, Store};
+use crate::store::{SessionRecord, Store, StreamKey};
 
 /// A live session as a request sees it.
 #[derive(Clone, Debug)]
@@ -22,6 +22,16 @@ pub struct Session {
     pub version: ProtocolVersion,
     /// What this process keeps.
     pub local: Arc<LocalSession>,
+}
+
+impl Session {
+    /// The key of the session's standalone stream log.
+    pub fn standalone_key(&self) -> StreamKey {
+        StreamKey {
+            session: self.record.id.clone(),
+            id: self.record.standalone_stream.clone(),
+        }
+    }
 }
 
 /// Per-process state of a session: tasks and readers tied to it.

@@ -15,7 +15,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamMeta,
+    LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
+    StreamMeta,
 };
 
 /// The in-memory [`Store`].
@@ -151,8 +152,11 @@ impl MemoryStore {
         order.retain(|id| map.contains_key(id));
     }
 
-    fn log(&self, id: &str) -> Option<Arc<Log>> {
-        let log = lock(&self.logs).map.get(id).cloned()?;
+    fn log(&self, key: &StreamKey) -> Option<Arc<Log>> {
+        let log = lock(&self.logs).map.get(&key.id).cloned()?;
+        if log.meta.session_id != key.session {
+            return None;
+        }
         let live = lock(&log.state).expires > Instant::now();
         live.then_some(log)
     }
@@ -164,7 +168,7 @@ impl MemoryStore {
     }
 }
 
-fn missing_stream(id: &str) -> StoreError {
+fn missing_stream(id: &StreamKey) -> StoreError {
     StoreError::Corrupt(format!("stream {id} does not exist"))
 }
 
@@ -254,11 +258,11 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn stream_meta(&self, id: &str) -> Result<Option<StreamMeta>> {
-        Ok(self.log(id).map(|log| log.meta.clone()))
+    async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>> {
+        Ok(self.log(key).map(|log| log.meta.clone()))
     }
 
-    async fn append(&self, stream: &str, events: &[StoredEvent]) -> Result<()> {
+    async fn append(&self, stream: &StreamKey, events: &[StoredEvent]) -> Result<()> {
         let log = self.log(stream).ok_or_else(|| missing_stream(stream))?;
         {
             let mut state = lock(&log.state);
@@ -274,14 +278,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn end_stream(&self, stream: &str) -> Result<()> {
+    async fn end_stream(&self, stream: &StreamKey) -> Result<()> {
         let log = self.log(stream).ok_or_else(|| missing_stream(stream))?;
         lock(&log.state).ended = true;
         log.appended.send_replace(());
         Ok(())
     }
 
-    async fn read(&self, stream: &str, after: u64, wait: Duration) -> Result<LogRead> {
+    async fn read(&self, stream: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
         let Some(log) = self.log(stream) else {
             return Ok(LogRead {
                 missing: true,
@@ -297,7 +301,7 @@ impl Store for MemoryStore {
         Ok(collect(&log, after).unwrap_or_default())
     }
 
-    async fn set_delivered(&self, stream: &str, seq: u64) -> Result<()> {
+    async fn set_delivered(&self, stream: &StreamKey, seq: u64) -> Result<()> {
         if let Some(log) = self.log(stream) {
             let mut state = lock(&log.state);
             state.delivered = state.delivered.max(seq);
@@ -305,7 +309,7 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn delivered(&self, stream: &str) -> Result<u64> {
+    async fn delivered(&self, stream: &StreamKey) -> Result<u64> {
         Ok(self.log(stream).map_or(0, |log| lock(&log.state).delivered))
     }
 
@@ -364,10 +368,10 @@ mod tests {
         for i in 0..24 {
             s.create_stream(&meta(i)).await.unwrap();
             if i > 0 {
-                s.end_stream(&format!("l{i}")).await.unwrap();
+                s.end_stream(&meta(i).key()).await.unwrap();
             }
         }
-        let kept: Vec<usize> = (0..24).filter(|i| s.log(&format!("l{i}")).is_some()).collect();
+        let kept: Vec<usize> = (0..24).filter(|i| s.log(&meta(*i).key()).is_some()).collect();
         assert_eq!(kept.len(), 16);
         assert_eq!(kept[0], 0, "a live log is never evicted");
         assert_eq!(

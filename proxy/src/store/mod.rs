@@ -59,6 +59,23 @@ pub enum StreamKind {
     Standalone,
 }
 
+/// Names one stream's log. The session is part of the name so that a store
+/// can keep all of a session's keys together (one Redis hash slot) and so a
+/// client can never reach another session's stream by guessing its id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StreamKey {
+    /// The session the stream belongs to.
+    pub session: String,
+    /// The stream id (the part of event ids before the dot).
+    pub id: String,
+}
+
+impl std::fmt::Display for StreamKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.id)
+    }
+}
+
 /// What the store keeps about a stream besides its events.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamMeta {
@@ -68,6 +85,16 @@ pub struct StreamMeta {
     pub session_id: String,
     /// Request or standalone stream.
     pub kind: StreamKind,
+}
+
+impl StreamMeta {
+    /// The key naming this stream.
+    pub fn key(&self) -> StreamKey {
+        StreamKey {
+            session: self.session_id.clone(),
+            id: self.id.clone(),
+        }
+    }
 }
 
 /// One event of a stream's log.
@@ -133,19 +160,19 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 
     /// Registers a new, empty stream log.
     async fn create_stream(&self, meta: &StreamMeta) -> Result<()>;
-    /// Looks a stream up.
-    async fn stream_meta(&self, id: &str) -> Result<Option<StreamMeta>>;
+    /// Looks a stream of a session up.
+    async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>>;
     /// Appends events (seq already assigned, increasing) to a stream's log.
-    async fn append(&self, stream: &str, events: &[StoredEvent]) -> Result<()>;
+    async fn append(&self, key: &StreamKey, events: &[StoredEvent]) -> Result<()>;
     /// Marks a stream complete: readers that reach its end stop.
-    async fn end_stream(&self, stream: &str) -> Result<()>;
+    async fn end_stream(&self, key: &StreamKey) -> Result<()>;
     /// Events with seq above `after`, waiting up to `wait` for some to come.
-    async fn read(&self, stream: &str, after: u64, wait: Duration) -> Result<LogRead>;
+    async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead>;
     /// Records how far a client was sent a standalone stream, so a new GET
     /// without `Last-Event-ID` resumes after it.
-    async fn set_delivered(&self, stream: &str, seq: u64) -> Result<()>;
+    async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()>;
     /// See [`Store::set_delivered`]; 0 when nothing was delivered.
-    async fn delivered(&self, stream: &str) -> Result<u64>;
+    async fn delivered(&self, key: &StreamKey) -> Result<u64>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;

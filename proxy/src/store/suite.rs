@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SessionRecord, Store, StoredEvent, StreamKind, StreamMeta};
+use super::{SessionRecord, Store, StoredEvent, StreamKey, StreamKind, StreamMeta};
 
 const IDLE: Duration = Duration::from_secs(60);
 const NO_WAIT: Duration = Duration::from_millis(1);
@@ -37,6 +37,13 @@ fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
 
 fn seqs(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
+}
+
+fn key(id: &str) -> StreamKey {
+    StreamKey {
+        session: "s".into(),
+        id: id.into(),
+    }
 }
 
 async fn stream(store: &dyn Store, id: &str) {
@@ -119,17 +126,27 @@ async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
 
 async fn log_reads_after_a_position_in_order(store: &dyn Store) {
     stream(store, "l1").await;
-    store.append("l1", &events(1..=3)).await.unwrap();
-    store.append("l1", &events(4..=5)).await.unwrap();
-    let all = store.read("l1", 0, NO_WAIT).await.unwrap();
+    store.append(&key("l1"), &events(1..=3)).await.unwrap();
+    store.append(&key("l1"), &events(4..=5)).await.unwrap();
+    let all = store.read(&key("l1"), 0, NO_WAIT).await.unwrap();
     assert_eq!(seqs(&all.events), vec![1, 2, 3, 4, 5]);
     assert_eq!(all.events[2].data, r#"{"n":3}"#);
     assert!(!all.ended && !all.missing);
-    let tail = store.read("l1", 3, NO_WAIT).await.unwrap();
+    let tail = store.read(&key("l1"), 3, NO_WAIT).await.unwrap();
     assert_eq!(seqs(&tail.events), vec![4, 5]);
-    let none = store.read("l1", 5, NO_WAIT).await.unwrap();
+    let none = store.read(&key("l1"), 5, NO_WAIT).await.unwrap();
     assert!(none.events.is_empty() && !none.ended);
-    let meta = store.stream_meta("l1").await.unwrap().unwrap();
+    let other = StreamKey {
+        session: "other".into(),
+        id: "l1".into(),
+    };
+    assert_eq!(
+        store.stream_meta(&other).await.unwrap(),
+        None,
+        "a stream is reached only through its session"
+    );
+    assert!(store.read(&other, 0, NO_WAIT).await.unwrap().missing);
+    let meta = store.stream_meta(&key("l1")).await.unwrap().unwrap();
     assert_eq!((meta.id.as_str(), meta.kind), ("l1", StreamKind::Request));
 }
 
@@ -137,9 +154,9 @@ async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
     stream(&*store, "l2").await;
     let reader = {
         let store = store.clone();
-        tokio::spawn(async move { store.read("l2", 0, Duration::from_secs(30)).await.unwrap() })
+        tokio::spawn(async move { store.read(&key("l2"), 0, Duration::from_secs(30)).await.unwrap() })
     };
-    store.append("l2", &events(1..=1)).await.unwrap();
+    store.append(&key("l2"), &events(1..=1)).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .unwrap()
@@ -149,36 +166,36 @@ async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
 
 async fn end_marker_stops_readers(store: &dyn Store) {
     stream(store, "l3").await;
-    store.append("l3", &events(1..=2)).await.unwrap();
-    store.end_stream("l3").await.unwrap();
-    let all = store.read("l3", 0, NO_WAIT).await.unwrap();
+    store.append(&key("l3"), &events(1..=2)).await.unwrap();
+    store.end_stream(&key("l3")).await.unwrap();
+    let all = store.read(&key("l3"), 0, NO_WAIT).await.unwrap();
     assert_eq!(seqs(&all.events), vec![1, 2]);
     assert!(all.ended);
-    let after = store.read("l3", 2, Duration::from_secs(30)).await.unwrap();
+    let after = store.read(&key("l3"), 2, Duration::from_secs(30)).await.unwrap();
     assert!(after.events.is_empty() && after.ended);
 }
 
 async fn log_keeps_the_newest_events(store: &dyn Store) {
     stream(store, "l4").await;
     for seq in 1..=20 {
-        store.append("l4", &events(seq..=seq)).await.unwrap();
+        store.append(&key("l4"), &events(seq..=seq)).await.unwrap();
     }
-    let kept = store.read("l4", 0, NO_WAIT).await.unwrap();
+    let kept = store.read(&key("l4"), 0, NO_WAIT).await.unwrap();
     assert_eq!(seqs(&kept.events), (13..=20).collect::<Vec<_>>());
 }
 
 async fn unknown_stream_reads_as_missing(store: &dyn Store) {
-    let read = store.read("never", 0, NO_WAIT).await.unwrap();
+    let read = store.read(&key("never"), 0, NO_WAIT).await.unwrap();
     assert!(read.missing && read.events.is_empty());
-    assert_eq!(store.stream_meta("never").await.unwrap(), None);
+    assert_eq!(store.stream_meta(&key("never")).await.unwrap(), None);
 }
 
 async fn delivered_cursor_only_moves_forward(store: &dyn Store) {
     stream(store, "l5").await;
-    assert_eq!(store.delivered("l5").await.unwrap(), 0);
-    store.set_delivered("l5", 4).await.unwrap();
-    store.set_delivered("l5", 2).await.unwrap();
-    assert_eq!(store.delivered("l5").await.unwrap(), 4);
+    assert_eq!(store.delivered(&key("l5")).await.unwrap(), 0);
+    store.set_delivered(&key("l5"), 4).await.unwrap();
+    store.set_delivered(&key("l5"), 2).await.unwrap();
+    assert_eq!(store.delivered(&key("l5")).await.unwrap(), 4);
 }
 
 async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
@@ -190,13 +207,48 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
             kind: StreamKind::Request,
         };
         store.create_stream(&meta).await.unwrap();
-        store.append(&meta.id, &events(1..=2)).await.unwrap();
+        store.append(&meta.key(), &events(1..=2)).await.unwrap();
     }
     assert!(store.delete_session("gone").await.unwrap());
-    assert!(store.read("gone1", 0, NO_WAIT).await.unwrap().missing);
-    assert_eq!(store.stream_meta("gone1").await.unwrap(), None);
+    assert!(
+        store
+            .read(
+                &StreamKey {
+                    session: "gone".into(),
+                    id: "gone1".into()
+                },
+                0,
+                NO_WAIT
+            )
+            .await
+            .unwrap()
+            .missing
+    );
     assert_eq!(
-        seqs(&store.read("kept1", 0, NO_WAIT).await.unwrap().events),
+        store
+            .stream_meta(&StreamKey {
+                session: "gone".into(),
+                id: "gone1".into()
+            })
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        seqs(
+            &store
+                .read(
+                    &StreamKey {
+                        session: "kept".into(),
+                        id: "kept1".into()
+                    },
+                    0,
+                    NO_WAIT
+                )
+                .await
+                .unwrap()
+                .events
+        ),
         vec![1, 2]
     );
 }
