@@ -29,6 +29,9 @@ pub struct SidecarConfig {
     /// `redis://` / `rediss://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Prefix of every key Shadowcat writes to Redis. Default `shadowcat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_prefix: Option<String>,
     /// Log output: `json` (default) or `text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
@@ -120,6 +123,7 @@ impl SidecarConfig {
             upstream: self.upstream.or(lower.upstream),
             path: self.path.or(lower.path),
             store: self.store.or(lower.store),
+            store_prefix: self.store_prefix.or(lower.store_prefix),
             log_format: self.log_format.or(lower.log_format),
             session_idle_timeout: self.session_idle_timeout.or(lower.session_idle_timeout),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),

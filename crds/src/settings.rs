@@ -36,6 +36,8 @@ pub enum StoreSettings {
     Redis {
         /// The `redis://` or `rediss://` URL.
         url: String,
+        /// Prefix of every key.
+        prefix: String,
     },
 }
 
@@ -96,7 +98,7 @@ impl SidecarConfig {
             admin_listen: addr("adminListen", self.admin_listen.as_deref(), "127.0.0.1:9090")?,
             upstream: upstream(self.upstream.as_deref())?,
             path: path(self.path.as_deref())?,
-            store: store(self.store.as_deref())?,
+            store: store(self.store.as_deref(), self.store_prefix.as_deref())?,
             log_format: self.log_format.unwrap_or(LogFormat::Json),
             session_idle_timeout: duration("sessionIdleTimeout", &self.session_idle_timeout, "30m")?,
             max_body_bytes: match self.max_body_bytes {
@@ -180,11 +182,21 @@ fn path(value: Option<&str>) -> Result<String, ConfigError> {
     Ok(text.to_owned())
 }
 
-fn store(value: Option<&str>) -> Result<StoreSettings, ConfigError> {
+fn store(value: Option<&str>, prefix: Option<&str>) -> Result<StoreSettings, ConfigError> {
     match value.unwrap_or("memory") {
         "memory" => Ok(StoreSettings::Memory),
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            Ok(StoreSettings::Redis { url: url.to_owned() })
+            let prefix = prefix.unwrap_or("shadowcat");
+            if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+                return Err(ConfigError::new(
+                    "storePrefix",
+                    format!("`{prefix}` must be non-empty, without braces or spaces"),
+                ));
+            }
+            Ok(StoreSettings::Redis {
+                url: url.to_owned(),
+                prefix: prefix.to_owned(),
+            })
         }
         other => Err(ConfigError::new(
             "store",

@@ -32,6 +32,9 @@ pub struct Cli {
     /// Session and event store: `memory` or a redis:// URL [default: memory].
     #[arg(long, env = "SHADOWCAT_STORE")]
     pub store: Option<String>,
+    /// Prefix of every Redis key [default: shadowcat].
+    #[arg(long, env = "SHADOWCAT_STORE_PREFIX")]
+    pub store_prefix: Option<String>,
     /// Log format: json or text [default: json].
     #[arg(long, env = "SHADOWCAT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormatArg>,
@@ -106,6 +109,7 @@ impl Cli {
             upstream: self.upstream.clone(),
             path: self.path.clone(),
             store: self.store.clone(),
+            store_prefix: self.store_prefix.clone(),
             log_format: self.log_format.map(|f| match f {
                 LogFormatArg::Json => LogFormat::Json,
                 LogFormatArg::Text => LogFormat::Text,

@@ -37,9 +37,9 @@ pub fn build_store(settings: &Settings) -> Result<Arc<dyn store::Store>, String>
     };
     match &settings.store {
         StoreSettings::Memory => Ok(store::MemoryStore::new(limits)),
-        StoreSettings::Redis { .. } => {
-            Err("the redis store is not available in this build yet; use `memory`".into())
-        }
+        StoreSettings::Redis { url, prefix } => store::RedisStore::new(url, prefix, limits)
+            .map(|s| Arc::new(s) as Arc<dyn store::Store>)
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -192,3 +192,50 @@ pub async fn fixture() -> NodeServer {
         .await;
     NodeServer { proc, url }
 }
+
+/// A redis-server of the test's own, on a free port, so a test can stop and
+/// restart it without touching anyone else's.
+#[derive(Debug)]
+pub struct RedisServer {
+    /// The process.
+    pub proc: Proc,
+    /// Its port.
+    pub port: u16,
+    /// `redis://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts one on a free port (or `port`, to restart on the same one).
+    pub async fn start_on(port: u16) -> RedisServer {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let proc = Proc::spawn(cmd);
+        eventually("redis-server to listen", Duration::from_secs(10), || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        RedisServer {
+            proc,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Starts one on a free port.
+    pub async fn start() -> RedisServer {
+        Self::start_on(free_port()).await
+    }
+}

@@ -141,3 +141,13 @@ async fn python_sdk_client_completes_a_session_through_shadowcat() {
         assert_eq!(report["deleteStatus"], 200, "{report}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_fixture_passes_every_scenario_through_redis_store() {
+    let redis = shadowcat_tests::procs::RedisServer::start().await;
+    let server = fixture().await;
+    let proxy = Shadowcat::start(&server.url, &["--store", &redis.url]).await;
+    let (direct, proxied) = compare(&server, &proxy).await;
+    assert_eq!(failing(&direct), Vec::<&str>::new());
+    assert_eq!(failing(&proxied), Vec::<&str>::new(), "{}", proxy.proc.output());
+}

@@ -5,15 +5,35 @@
 
 use serde_json::{Value, json};
 use shadowcat_tests::client::{Events, Mcp};
-use shadowcat_tests::procs::Shadowcat;
+use shadowcat_tests::procs::{RedisServer, Shadowcat};
 use shadowcat_tests::upstream::Scripted;
 
+/// Where Shadowcat keeps its state in a test: its own memory, or a Redis of
+/// the test's own (kept alive as long as the test holds it).
+enum Backing {
+    Memory,
+    Redis,
+}
+
 async fn setup(version: &str) -> (Scripted, Shadowcat, Mcp) {
+    let (upstream, proxy, mcp, _) = setup_with(version, Backing::Memory).await;
+    (upstream, proxy, mcp)
+}
+
+async fn setup_with(version: &str, backing: Backing) -> (Scripted, Shadowcat, Mcp, Option<RedisServer>) {
     let upstream = Scripted::start().await;
-    let proxy = Shadowcat::start(&upstream.url, &[]).await;
+    let redis = match backing {
+        Backing::Memory => None,
+        Backing::Redis => Some(RedisServer::start().await),
+    };
+    let args: Vec<&str> = redis
+        .as_ref()
+        .map(|r| vec!["--store", r.url.as_str()])
+        .unwrap_or_default();
+    let proxy = Shadowcat::start(&upstream.url, &args).await;
     let mut mcp = Mcp::new(&proxy.url, version);
     mcp.initialize().await;
-    (upstream, proxy, mcp)
+    (upstream, proxy, mcp, redis)
 }
 
 async fn call_stream(mcp: &Mcp, count: u64) -> Events {
@@ -56,7 +76,16 @@ async fn sse_event_reaches_client_before_upstream_sends_the_next() {
 
 #[tokio::test]
 async fn sse_resume_mid_stream_gets_exactly_the_missing_events() {
-    let (upstream, _proxy, mcp) = setup("2025-11-25").await;
+    resume_mid_stream(Backing::Memory).await;
+}
+
+#[tokio::test]
+async fn sse_resume_mid_stream_through_redis_store() {
+    resume_mid_stream(Backing::Redis).await;
+}
+
+async fn resume_mid_stream(backing: Backing) {
+    let (upstream, _proxy, mcp, _redis) = setup_with("2025-11-25", backing).await;
     let mut events = call_stream(&mcp, 6).await;
     let priming = events.next().await.unwrap();
     assert_eq!(
@@ -103,7 +132,16 @@ async fn sse_resume_mid_stream_gets_exactly_the_missing_events() {
 
 #[tokio::test]
 async fn sse_resume_after_completion_replays_the_tail_and_ends() {
-    let (upstream, proxy, mcp) = setup("2025-06-18").await;
+    resume_after_completion(Backing::Memory).await;
+}
+
+#[tokio::test]
+async fn sse_resume_after_completion_through_redis_store() {
+    resume_after_completion(Backing::Redis).await;
+}
+
+async fn resume_after_completion(backing: Backing) {
+    let (upstream, proxy, mcp, _redis) = setup_with("2025-06-18", backing).await;
     let mut events = call_stream(&mcp, 4).await;
     upstream.release(1);
     let (first_id, first) = events.next_message().await.unwrap();

@@ -7,6 +7,7 @@
 //! on one implementation.
 
 mod memory;
+mod redis;
 #[cfg(test)]
 pub mod suite;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
 
 /// A store operation that failed.
