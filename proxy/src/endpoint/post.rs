@@ -197,6 +197,7 @@ async fn start_stream(
         id: stream.clone(),
         session_id: session.record.id.clone(),
         kind: StreamKind::Request,
+        pending: pending.clone(),
     };
     app.store.create_stream(&meta).await?;
     let client_gone = CancellationToken::new();

@@ -51,6 +51,7 @@ async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> 
         id: stream.clone(),
         session_id: session.record.id.clone(),
         kind: StreamKind::Standalone,
+        pending: Vec::new(),
     };
     if let Err(e) = app.store.create_stream(&meta).await {
         tracing::warn!(session = %session.record.id, error = %e, "cannot create standalone log");

@@ -114,6 +114,7 @@ impl SessionManager {
             owner: self.replica.clone(),
             initialize,
             created_ms: now_ms(),
+            replay: Vec::new(),
         };
         if !self.store.create_session(&record, self.idle).await? {
             // 128 random bits do not collide; a taken id means a bug.

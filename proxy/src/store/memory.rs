@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::{
     LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
-    StreamMeta,
+    StreamKind, StreamMeta,
 };
 
 /// The in-memory [`Store`].
@@ -25,6 +25,7 @@ pub struct MemoryStore {
     limits: LogLimits,
     sessions: Mutex<HashMap<String, Entry>>,
     logs: Mutex<Logs>,
+    replicas: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 #[derive(Debug, Default)]
@@ -109,6 +110,7 @@ impl MemoryStore {
             limits,
             sessions: Mutex::default(),
             logs: Mutex::default(),
+            replicas: Mutex::default(),
         });
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
@@ -313,6 +315,53 @@ impl Store for MemoryStore {
         Ok(self.log(stream).map_or(0, |log| lock(&log.state).delivered))
     }
 
+    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>> {
+        let logs = lock(&self.logs);
+        let ids = logs.by_session.get(session).cloned().unwrap_or_default();
+        Ok(ids
+            .iter()
+            .filter_map(|id| logs.map.get(id))
+            .filter(|log| log.meta.kind == StreamKind::Request && !lock(&log.state).ended)
+            .map(|log| log.meta.clone())
+            .collect())
+    }
+
+    async fn last_seq(&self, key: &StreamKey) -> Result<u64> {
+        Ok(self
+            .log(key)
+            .and_then(|log| lock(&log.state).events.back().map(|e| e.seq))
+            .unwrap_or(0))
+    }
+
+    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool> {
+        let now = Instant::now();
+        match lock(&self.sessions).get_mut(id) {
+            Some(e) if e.expires > now && e.record.owner == from => {
+                e.record.owner = to.to_owned();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()> {
+        lock(&self.replicas).insert(replica.to_owned(), (addr.to_owned(), Instant::now() + ttl));
+        Ok(())
+    }
+
+    async fn replica_addr(&self, replica: &str) -> Result<Option<String>> {
+        let now = Instant::now();
+        Ok(lock(&self.replicas)
+            .get(replica)
+            .filter(|(_, until)| *until > now)
+            .map(|(addr, _)| addr.clone()))
+    }
+
+    async fn deregister(&self, replica: &str) -> Result<()> {
+        lock(&self.replicas).remove(replica);
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
@@ -341,7 +390,6 @@ fn collect(log: &Log, after: u64) -> Option<LogRead> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StreamKind;
 
     fn store() -> Arc<MemoryStore> {
         MemoryStore::new(LogLimits {
@@ -363,6 +411,7 @@ mod tests {
             id: format!("l{i}"),
             session_id: "s".into(),
             kind: StreamKind::Request,
+            pending: Vec::new(),
         };
         // l0 stays live; every other log ends as soon as it is made.
         for i in 0..24 {

@@ -50,6 +50,11 @@ pub struct SessionRecord {
     pub standalone_stream: String,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// Requests that shaped the upstream session after initialize
+    /// (`resources/subscribe`, `logging/setLevel`, …), verbatim and in order,
+    /// replayed when another replica adopts the session.
+    #[serde(default)]
+    pub replay: Vec<String>,
 }
 
 /// Which kind of stream a log records.
@@ -87,6 +92,10 @@ pub struct StreamMeta {
     pub session_id: String,
     /// Request or standalone stream.
     pub kind: StreamKind,
+    /// The request ids a request stream answers: what its clients would wait
+    /// for forever if the pump died with its replica.
+    #[serde(default)]
+    pub pending: Vec<serde_json::Value>,
 }
 
 impl StreamMeta {
@@ -175,6 +184,21 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()>;
     /// See [`Store::set_delivered`]; 0 when nothing was delivered.
     async fn delivered(&self, key: &StreamKey) -> Result<u64>;
+
+    /// The session's request streams that have not ended.
+    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>>;
+    /// The highest seq in a log; 0 when it has none.
+    async fn last_seq(&self, key: &StreamKey) -> Result<u64>;
+
+    /// Moves a session from owner `from` to `to`, only if `from` still owns
+    /// it; exactly one of several racing claims wins.
+    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool>;
+    /// Announces that `replica` is alive at peer address `addr` for `ttl`.
+    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()>;
+    /// The peer address of a live replica.
+    async fn replica_addr(&self, replica: &str) -> Result<Option<String>>;
+    /// Announces that `replica` is gone.
+    async fn deregister(&self, replica: &str) -> Result<()>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;

@@ -2,11 +2,13 @@
 //!
 //! Keys, all of one session under one hash tag so they share a Cluster slot:
 //! - `P:{S}:session` — hash: the session record, sliding idle TTL;
-//! - `P:{S}:streams` — hash: stream id -> kind, for every log of the session;
+//! - `P:{S}:streams` — hash: stream id -> JSON `{k: kind, p: pending request
+//!   ids, e: ended}`, for every log of the session;
 //! - `P:{S}:delivered` — hash: stream id -> seq delivered to a client;
 //! - `P:{S}:log:<stream>` — Redis Stream: entry `<seq>-0` per event (fields
 //!   `d` data, `e` type), capped with MAXLEN, TTL'd with the retention; an
-//!   entry with field `end` marks the stream complete.
+//!   entry with field `end` marks the stream complete;
+//! - `P:replica:<id>` — a live replica's peer address, with a heartbeat TTL.
 //!
 //! Invariants that need more than one command run as Lua scripts (create only
 //! if absent, update only if present, delete with every log, forward-only
@@ -54,7 +56,9 @@ struct Scripts {
     touch: Script,
     delete: Script,
     add_stream: Script,
+    end_stream: Script,
     delivered: Script,
+    claim: Script,
 }
 
 impl Scripts {
@@ -90,6 +94,19 @@ impl Scripts {
                 "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
                  local t = redis.call('PTTL', KEYS[1]) \
                  if t < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1",
+            ),
+            // KEYS log, streams; ARGV stream id, ttl ms: the end marker, and
+            // the registry entry flagged ended.
+            end_stream: Script::new(
+                "redis.call('XADD', KEYS[1], '*', 'end', 1) redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+                 local v = redis.call('HGET', KEYS[2], ARGV[1]) \
+                 if v then local m = cjson.decode(v) m['e'] = true \
+                 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(m)) end return 1",
+            ),
+            // KEYS session; ARGV from, to.
+            claim: Script::new(
+                "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end \
+                 redis.call('HSET', KEYS[1], 'owner', ARGV[2]) return 1",
             ),
             // KEYS delivered; ARGV stream id, seq, ttl ms.
             delivered: Script::new(
@@ -176,6 +193,10 @@ impl RedisStore {
         }
     }
 
+    fn replica_key(&self, replica: &str) -> String {
+        format!("{}:replica:{replica}", self.prefix)
+    }
+
     fn fields(record: &SessionRecord) -> Vec<(&'static str, String)> {
         let mut fields = vec![
             ("id", record.id.clone()),
@@ -184,6 +205,10 @@ impl RedisStore {
             ("initialize", record.initialize.clone()),
             ("standalone_stream", record.standalone_stream.clone()),
             ("created_ms", record.created_ms.to_string()),
+            (
+                "replay",
+                serde_json::to_string(&record.replay).unwrap_or_else(|_| "[]".into()),
+            ),
         ];
         if let Some(upstream) = &record.upstream_id {
             fields.push(("upstream_id", upstream.clone()));
@@ -224,7 +249,47 @@ fn record_from(map: std::collections::HashMap<String, String>) -> Result<Option<
         created_ms: get("created_ms")?
             .parse()
             .map_err(|_| StoreError::Corrupt("bad created_ms".into()))?,
+        replay: match map.get("replay") {
+            None => Vec::new(),
+            Some(text) => {
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad replay: {e}")))?
+            }
+        },
     }))
+}
+
+/// A stream registry entry as Redis keeps it. Lua's cjson writes an empty
+/// array as `{}`, so `p` is read leniently.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    k: String,
+    #[serde(default)]
+    p: serde_json::Value,
+    #[serde(default)]
+    e: bool,
+}
+
+fn meta_from(key: &StreamKey, text: &str) -> Result<(StreamMeta, bool)> {
+    let entry: Entry =
+        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad stream entry: {e}")))?;
+    let kind = match entry.k.as_str() {
+        "request" => StreamKind::Request,
+        "standalone" => StreamKind::Standalone,
+        other => return Err(StoreError::Corrupt(format!("unknown stream kind {other}"))),
+    };
+    let pending = match entry.p {
+        serde_json::Value::Array(ids) => ids,
+        _ => Vec::new(),
+    };
+    Ok((
+        StreamMeta {
+            id: key.id.clone(),
+            session_id: key.session.clone(),
+            kind,
+            pending,
+        },
+        entry.e,
+    ))
 }
 
 /// Turns stream entries into events; `true` when the end marker was among them.
@@ -304,11 +369,17 @@ impl Store for RedisStore {
             StreamKind::Request => "request",
             StreamKind::Standalone => "standalone",
         };
+        let entry = Entry {
+            k: kind.into(),
+            p: serde_json::Value::Array(meta.pending.clone()),
+            e: false,
+        };
+        let entry = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.scripts
             .add_stream
             .key(self.streams_key(&meta.session_id))
             .arg(&meta.id)
-            .arg(kind)
+            .arg(entry)
             .arg(ms(self.limits.retention))
             .invoke_async::<i64>(&mut self.conn())
             .await
@@ -317,23 +388,15 @@ impl Store for RedisStore {
     }
 
     async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>> {
-        let kind: Option<String> = redis::cmd("HGET")
+        let entry: Option<String> = redis::cmd("HGET")
             .arg(self.streams_key(&key.session))
             .arg(&key.id)
             .query_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
-        let kind = match kind.as_deref() {
-            None => return Ok(None),
-            Some("request") => StreamKind::Request,
-            Some("standalone") => StreamKind::Standalone,
-            Some(other) => return Err(StoreError::Corrupt(format!("unknown stream kind {other}"))),
-        };
-        Ok(Some(StreamMeta {
-            id: key.id.clone(),
-            session_id: key.session.clone(),
-            kind,
-        }))
+        entry
+            .map(|text| meta_from(key, &text).map(|(meta, _)| meta))
+            .transpose()
     }
 
     async fn append(&self, key: &StreamKey, events: &[StoredEvent]) -> Result<()> {
@@ -362,16 +425,15 @@ impl Store for RedisStore {
     }
 
     async fn end_stream(&self, key: &StreamKey) -> Result<()> {
-        let log = self.log_key(key);
-        let mut pipe = redis::pipe();
-        // `*` is the current time in ms: always above the small seqs.
-        pipe.cmd("XADD").arg(&log).arg("*").arg("end").arg(1).ignore();
-        pipe.cmd("PEXPIRE")
-            .arg(&log)
+        self.scripts
+            .end_stream
+            .key(self.log_key(key))
+            .key(self.streams_key(&key.session))
+            .arg(&key.id)
             .arg(ms(self.limits.retention))
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn())
+            .invoke_async::<i64>(&mut self.conn())
             .await
+            .map(drop)
             .map_err(unavailable)
     }
 
@@ -445,6 +507,85 @@ impl Store for RedisStore {
             .await
             .map_err(unavailable)?;
         Ok(seq.unwrap_or(0))
+    }
+
+    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>> {
+        let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(self.streams_key(session))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let mut open = Vec::new();
+        for (id, text) in all {
+            let key = StreamKey {
+                session: session.to_owned(),
+                id,
+            };
+            let (meta, ended) = meta_from(&key, &text)?;
+            if meta.kind == StreamKind::Request && !ended {
+                open.push(meta);
+            }
+        }
+        Ok(open)
+    }
+
+    async fn last_seq(&self, key: &StreamKey) -> Result<u64> {
+        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.log_key(key))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(2)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        let ids = newest
+            .ids
+            .into_iter()
+            .filter(|e| !e.contains_key("end"))
+            .take(1)
+            .collect();
+        Ok(events_from(ids)?.0.first().map_or(0, |e| e.seq))
+    }
+
+    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool> {
+        let won: i64 = self
+            .scripts
+            .claim
+            .key(self.session_key(id))
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(unavailable)?;
+        Ok(won == 1)
+    }
+
+    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()> {
+        redis::cmd("SET")
+            .arg(self.replica_key(replica))
+            .arg(addr)
+            .arg("PX")
+            .arg(ms(ttl))
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn replica_addr(&self, replica: &str) -> Result<Option<String>> {
+        redis::cmd("GET")
+            .arg(self.replica_key(replica))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn deregister(&self, replica: &str) -> Result<()> {
+        redis::cmd("DEL")
+            .arg(self.replica_key(replica))
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<()> {

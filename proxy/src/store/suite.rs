@@ -23,6 +23,9 @@ pub fn record(id: &str) -> SessionRecord {
         initialize: r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#.into(),
         standalone_stream: format!("{id}-g"),
         created_ms: 1,
+        replay: vec![
+            r#"{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}"#.into(),
+        ],
     }
 }
 
@@ -46,13 +49,15 @@ fn key(id: &str) -> StreamKey {
     }
 }
 
-async fn stream(store: &dyn Store, id: &str) {
+async fn stream(store: &dyn Store, id: &str) -> StreamKey {
     let meta = StreamMeta {
         id: id.into(),
         session_id: "s".into(),
         kind: StreamKind::Request,
+        pending: Vec::new(),
     };
     store.create_stream(&meta).await.unwrap();
+    meta.key()
 }
 
 /// Runs every contract test, each on a fresh store.
@@ -71,6 +76,10 @@ where
     unknown_stream_reads_as_missing(&*fresh().await).await;
     delivered_cursor_only_moves_forward(&*fresh().await).await;
     deleting_a_session_drops_its_logs(&*fresh().await).await;
+    open_streams_are_the_unfinished_request_streams(&*fresh().await).await;
+    last_seq_is_the_newest_event(&*fresh().await).await;
+    one_claim_wins_a_race(fresh().await).await;
+    replicas_register_and_deregister(&*fresh().await).await;
 }
 
 async fn create_is_exclusive(store: &dyn Store) {
@@ -205,6 +214,7 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
             id: format!("{session}1"),
             session_id: session.into(),
             kind: StreamKind::Request,
+            pending: Vec::new(),
         };
         store.create_stream(&meta).await.unwrap();
         store.append(&meta.key(), &events(1..=2)).await.unwrap();
@@ -251,4 +261,85 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
         ),
         vec![1, 2]
     );
+}
+
+async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
+    let meta = |id: &str, kind, pending: Vec<serde_json::Value>| StreamMeta {
+        id: id.into(),
+        session_id: "o".into(),
+        kind,
+        pending,
+    };
+    let open = meta(
+        "open",
+        StreamKind::Request,
+        vec![serde_json::json!(7), serde_json::json!("x")],
+    );
+    let done = meta("done", StreamKind::Request, vec![serde_json::json!(8)]);
+    let standalone = meta("get", StreamKind::Standalone, vec![]);
+    for m in [&open, &done, &standalone] {
+        store.create_stream(m).await.unwrap();
+    }
+    store.end_stream(&done.key()).await.unwrap();
+    assert_eq!(store.open_streams("o").await.unwrap(), vec![open.clone()]);
+    assert_eq!(
+        store.stream_meta(&done.key()).await.unwrap(),
+        Some(done),
+        "ended streams stay readable"
+    );
+    assert!(store.open_streams("nobody").await.unwrap().is_empty());
+}
+
+async fn last_seq_is_the_newest_event(store: &dyn Store) {
+    let k = stream(store, "ls").await;
+    assert_eq!(store.last_seq(&k).await.unwrap(), 0);
+    store.append(&k, &events(1..=3)).await.unwrap();
+    assert_eq!(store.last_seq(&k).await.unwrap(), 3);
+    store.end_stream(&k).await.unwrap();
+    assert_eq!(
+        store.last_seq(&k).await.unwrap(),
+        3,
+        "the end marker is not an event"
+    );
+}
+
+async fn one_claim_wins_a_race(store: Arc<dyn Store>) {
+    assert!(store.create_session(&record("c"), IDLE).await.unwrap());
+    assert!(
+        !store.claim_session("c", "replica-x", "replica-b").await.unwrap(),
+        "only the owner can be claimed from"
+    );
+    let tasks: Vec<_> = ["replica-b", "replica-c", "replica-d"]
+        .into_iter()
+        .map(|to| {
+            let store = store.clone();
+            tokio::spawn(async move { (to, store.claim_session("c", "replica-a", to).await.unwrap()) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (to, won) = task.await.unwrap();
+        if won {
+            winners.push(to);
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    assert_eq!(store.get_session("c").await.unwrap().unwrap().owner, winners[0]);
+    assert!(
+        !store
+            .claim_session("gone", "replica-a", "replica-b")
+            .await
+            .unwrap()
+    );
+}
+
+async fn replicas_register_and_deregister(store: &dyn Store) {
+    assert_eq!(store.replica_addr("r1").await.unwrap(), None);
+    store.heartbeat("r1", "10.0.0.1:8081", IDLE).await.unwrap();
+    assert_eq!(
+        store.replica_addr("r1").await.unwrap().as_deref(),
+        Some("10.0.0.1:8081")
+    );
+    store.deregister("r1").await.unwrap();
+    assert_eq!(store.replica_addr("r1").await.unwrap(), None);
 }
