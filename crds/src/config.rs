@@ -32,6 +32,18 @@ pub struct SidecarConfig {
     /// Prefix of every key Shadowcat writes to Redis. Default `shadowcat`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store_prefix: Option<String>,
+    /// Address of the peer listener, where replicas forward requests for the
+    /// sessions they do not own. Default `0.0.0.0:8081`. Serves only when
+    /// `peerSecretFile` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_listen: Option<String>,
+    /// File holding the secret replicas share to authenticate peer requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peer_secret_file: Option<String>,
+    /// The `host:port` other replicas reach this one's peer listener at.
+    /// Default `$POD_IP:<peer port>`, else the peer listener's own address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
     /// Log output: `json` (default) or `text`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
@@ -124,6 +136,9 @@ impl SidecarConfig {
             path: self.path.or(lower.path),
             store: self.store.or(lower.store),
             store_prefix: self.store_prefix.or(lower.store_prefix),
+            peer_listen: self.peer_listen.or(lower.peer_listen),
+            peer_secret_file: self.peer_secret_file.or(lower.peer_secret_file),
+            advertise_addr: self.advertise_addr.or(lower.advertise_addr),
             log_format: self.log_format.or(lower.log_format),
             session_idle_timeout: self.session_idle_timeout.or(lower.session_idle_timeout),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),

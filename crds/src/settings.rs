@@ -67,6 +67,12 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
+    /// Peer listener (replica-to-replica forwarding).
+    pub peer_listen: SocketAddr,
+    /// File with the shared peer secret; no peer listener without it.
+    pub peer_secret_file: Option<String>,
+    /// Address other replicas reach this one at, if set explicitly.
+    pub advertise_addr: Option<String>,
     /// The upstream MCP endpoint (`http://`).
     pub upstream: Uri,
     /// Public MCP endpoint path.
@@ -96,6 +102,17 @@ impl SidecarConfig {
         Ok(Settings {
             listen: addr("listen", self.listen.as_deref(), "127.0.0.1:8080")?,
             admin_listen: addr("adminListen", self.admin_listen.as_deref(), "127.0.0.1:9090")?,
+            peer_listen: addr("peerListen", self.peer_listen.as_deref(), "0.0.0.0:8081")?,
+            peer_secret_file: self.peer_secret_file.clone(),
+            advertise_addr: match &self.advertise_addr {
+                Some(a) if !a.contains(':') => {
+                    return Err(ConfigError::new(
+                        "advertiseAddr",
+                        format!("`{a}` must be host:port"),
+                    ));
+                }
+                other => other.clone(),
+            },
             upstream: upstream(self.upstream.as_deref())?,
             path: path(self.path.as_deref())?,
             store: store(self.store.as_deref(), self.store_prefix.as_deref())?,

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::Metrics;
+use crate::peer::PeerClient;
 use crate::session::SessionManager;
 use crate::store::Store;
 use crate::upstream::Upstream;
@@ -30,12 +31,20 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Background pumps, awaited (up to the drain timeout) on shutdown.
     pub pumps: TaskTracker,
+    /// Forwarding to other replicas; `None` without a peer secret, in which
+    /// case a replica serves every session itself (adopting as needed).
+    pub peer: Option<PeerClient>,
     upstream_up: AtomicBool,
 }
 
 impl App {
     /// Assembles the shared state.
-    pub fn new(settings: Settings, store: Arc<dyn Store>, replica: String) -> Arc<Self> {
+    pub fn new(
+        settings: Settings,
+        store: Arc<dyn Store>,
+        replica: String,
+        peer: Option<PeerClient>,
+    ) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let sessions = SessionManager::new(
             store.clone(),
@@ -52,6 +61,7 @@ impl App {
             metrics,
             shutdown: CancellationToken::new(),
             pumps: TaskTracker::new(),
+            peer,
             upstream_up: AtomicBool::new(false),
         })
     }

@@ -35,6 +35,15 @@ pub struct Cli {
     /// Prefix of every Redis key [default: shadowcat].
     #[arg(long, env = "SHADOWCAT_STORE_PREFIX")]
     pub store_prefix: Option<String>,
+    /// Peer listener for replica-to-replica forwarding [default: 0.0.0.0:8081; only with --peer-secret-file].
+    #[arg(long, env = "SHADOWCAT_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// File holding the secret shared by all replicas (HMAC of peer requests).
+    #[arg(long, env = "SHADOWCAT_PEER_SECRET_FILE")]
+    pub peer_secret_file: Option<String>,
+    /// host:port other replicas reach this one at [default: $POD_IP:<peer port>, else the peer listener's address].
+    #[arg(long, env = "SHADOWCAT_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
     /// Log format: json or text [default: json].
     #[arg(long, env = "SHADOWCAT_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormatArg>,
@@ -110,6 +119,9 @@ impl Cli {
             path: self.path.clone(),
             store: self.store.clone(),
             store_prefix: self.store_prefix.clone(),
+            peer_listen: self.peer_listen.clone(),
+            peer_secret_file: self.peer_secret_file.clone(),
+            advertise_addr: self.advertise_addr.clone(),
             log_format: self.log_format.map(|f| match f {
                 LogFormatArg::Json => LogFormat::Json,
                 LogFormatArg::Text => LogFormat::Text,

@@ -78,6 +78,12 @@ pub enum Error {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A peer request without a valid signature.
+    #[error("peer request not authenticated")]
+    PeerUnauthorized,
+    /// Another replica took the session over at the same moment.
+    #[error("session is moving between replicas; retry")]
+    AdoptionRace,
     /// Shadowcat is shutting down and takes no new sessions.
     #[error("shutting down")]
     ShuttingDown,
@@ -94,7 +100,7 @@ impl Error {
                 Cause::Upstream
             }
             Error::Store(_) => Cause::Store,
-            Error::ShuttingDown => Cause::Internal,
+            Error::ShuttingDown | Error::AdoptionRace => Cause::Internal,
             _ => Cause::Client,
         }
     }
@@ -113,10 +119,11 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
             Error::UnknownSession | Error::NotFound => StatusCode::NOT_FOUND,
+            Error::PeerUnauthorized => StatusCode::UNAUTHORIZED,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::UpstreamUnavailable(_) | Error::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Store(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(_) | Error::ShuttingDown | Error::AdoptionRace => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -130,7 +137,8 @@ impl Error {
             | Error::UpstreamTimeout(_)
             | Error::UpstreamProtocol(_)
             | Error::Store(_)
-            | Error::ShuttingDown => code::INTERNAL_ERROR,
+            | Error::ShuttingDown
+            | Error::AdoptionRace => code::INTERNAL_ERROR,
             _ => code::INVALID_REQUEST,
         }
     }
@@ -156,6 +164,8 @@ impl Error {
             Error::UpstreamProtocol(_) => "upstream_protocol",
             Error::Store(_) => "store_unavailable",
             Error::ShuttingDown => "shutting_down",
+            Error::AdoptionRace => "adoption_race",
+            Error::PeerUnauthorized => "peer_unauthorized",
         }
     }
 

@@ -15,6 +15,7 @@ pub mod endpoint;
 pub mod error;
 pub mod mcp;
 pub mod metrics;
+pub mod peer;
 pub mod relay;
 pub mod route;
 pub mod server;
@@ -43,12 +44,28 @@ pub fn build_store(settings: &Settings) -> Result<Arc<dyn store::Store>, String>
     }
 }
 
+/// The peer client, when a peer secret is configured.
+fn peer_client(settings: &Settings) -> anyhow::Result<Option<peer::PeerClient>> {
+    let Some(path) = &settings.peer_secret_file else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("invalid config `peerSecretFile`: cannot read {path}: {e}"))?;
+    let secret = peer::PeerSecret::new(&bytes).ok_or_else(|| {
+        anyhow::anyhow!("invalid config `peerSecretFile`: {path} must hold at least 16 bytes")
+    })?;
+    Ok(Some(peer::PeerClient::new(secret, settings.upstream_timeout)))
+}
+
 /// Runs the sidecar until SIGTERM/SIGINT (or until the child exits, when one
 /// was given) and returns the process exit code.
 pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> anyhow::Result<i32> {
     let store = build_store(&settings).map_err(anyhow::Error::msg)?;
-    let app = app::App::new(settings, store, replica);
-    let listeners = server::Listeners::bind(app.settings.listen, app.settings.admin_listen).await?;
+    let peer = peer_client(&settings)?;
+    let peer_listen = peer.as_ref().map(|_| settings.peer_listen);
+    let app = app::App::new(settings, store, replica, peer);
+    let listeners =
+        server::Listeners::bind(app.settings.listen, app.settings.admin_listen, peer_listen).await?;
     let mut child = match command.is_empty() {
         true => None,
         false => {

@@ -51,6 +51,14 @@ pub struct Metrics {
     pub replay_misses: Counter,
     /// Events pumped from the upstream into event logs.
     pub events_pumped: Counter,
+    /// Requests forwarded to the replica owning their session.
+    pub forwards: Counter,
+    /// Sessions taken over from a replica that was gone.
+    pub adoptions: Counter,
+    /// Adoptions another replica won first.
+    pub adoptions_lost: Counter,
+    /// Upstream sessions re-created after the upstream forgot them.
+    pub reinitializations: Counter,
 }
 
 impl Metrics {
@@ -99,7 +107,35 @@ impl Metrics {
             "Upstream events written to event logs",
             events_pumped.clone(),
         );
+        let forwards = Counter::default();
+        registry.register(
+            "peer_forwards",
+            "Requests forwarded to the owning replica",
+            forwards.clone(),
+        );
+        let adoptions = Counter::default();
+        registry.register(
+            "session_adoptions",
+            "Sessions taken over from a lost replica",
+            adoptions.clone(),
+        );
+        let adoptions_lost = Counter::default();
+        registry.register(
+            "session_adoptions_lost",
+            "Adoptions another replica won first",
+            adoptions_lost.clone(),
+        );
+        let reinitializations = Counter::default();
+        registry.register(
+            "upstream_reinitializations",
+            "Upstream sessions re-created after the upstream forgot them",
+            reinitializations.clone(),
+        );
         Self {
+            forwards,
+            adoptions,
+            adoptions_lost,
+            reinitializations,
             registry,
             requests,
             request_duration,

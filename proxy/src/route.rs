@@ -14,7 +14,14 @@ use crate::error::Error;
 use crate::metrics::{MethodLabels, RequestLabels};
 
 /// The public listener: the MCP endpoint and nothing else.
-pub async fn public(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn public(app: Arc<App>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // Only the peer listener may mark a request as forwarded.
+    req.headers_mut().remove(&crate::peer::PEER_HOP);
+    req.headers_mut().remove(&crate::peer::PEER_AUTH);
+    public_or_peer(app, req).await
+}
+
+async fn public_or_peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let method = method_label(req.method());
     let response = if req.uri().path() == app.settings.path {
@@ -32,6 +39,33 @@ pub async fn public(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         .get_or_create(&MethodLabels { method })
         .observe(start.elapsed().as_secs_f64());
     Ok(response)
+}
+
+/// The peer listener: requests other replicas forward, authenticated with
+/// the shared secret over their session id, then served like public ones
+/// (but never forwarded again).
+pub async fn peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let authentic = app.peer.as_ref().is_some_and(|peer| {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        match (
+            header(&crate::peer::PEER_AUTH),
+            header(&crate::mcp::headers::MCP_SESSION_ID),
+        ) {
+            (Some(auth), Some(session)) => {
+                req.headers().contains_key(&crate::peer::PEER_HOP) && peer.secret().verify(session, auth)
+            }
+            _ => false,
+        }
+    });
+    if !authentic {
+        tracing::warn!(path = %req.uri().path(), "peer request refused: bad or missing signature");
+        return Ok(Error::PeerUnauthorized.into_response(None));
+    }
+    public_or_peer(app, req).await
 }
 
 /// The admin listener: health, readiness, metrics.

@@ -23,15 +23,64 @@ pub struct Listeners {
     pub public: TcpListener,
     /// Health, readiness and metrics.
     pub admin: TcpListener,
+    /// Replica-to-replica forwarding, when a peer secret is configured.
+    pub peer: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds both listeners.
-    pub async fn bind(public: SocketAddr, admin: SocketAddr) -> std::io::Result<Self> {
+    /// Binds the listeners.
+    pub async fn bind(
+        public: SocketAddr,
+        admin: SocketAddr,
+        peer: Option<SocketAddr>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             public: TcpListener::bind(public).await?,
             admin: TcpListener::bind(admin).await?,
+            peer: match peer {
+                Some(addr) => Some(TcpListener::bind(addr).await?),
+                None => None,
+            },
         })
+    }
+}
+
+/// How often a replica renews its registration, and how long one lasts.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
+
+/// The address other replicas reach this one at: configured, else the pod
+/// IP with the peer port, else the peer listener's own address.
+fn advertise(app: &App, bound: SocketAddr) -> String {
+    if let Some(addr) = &app.settings.advertise_addr {
+        return addr.clone();
+    }
+    if let Ok(ip) = std::env::var("POD_IP") {
+        return format!("{ip}:{}", bound.port());
+    }
+    let ip = if bound.ip().is_unspecified() {
+        "127.0.0.1".parse().unwrap_or(bound.ip())
+    } else {
+        bound.ip()
+    };
+    SocketAddr::new(ip, bound.port()).to_string()
+}
+
+/// Keeps this replica registered until shutdown, then marks it draining
+/// (registered with an empty address: alive, but not to be forwarded to).
+async fn heartbeat(app: Arc<App>, addr: String) {
+    let replica = app.sessions.replica().to_owned();
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    loop {
+        let draining = app.shutdown.is_cancelled();
+        let advertised = if draining { "" } else { addr.as_str() };
+        if let Err(e) = app.store.heartbeat(&replica, advertised, HEARTBEAT_TTL).await {
+            tracing::warn!(error = %e, "cannot renew replica registration");
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = app.shutdown.cancelled(), if !draining => {}
+        }
     }
 }
 
@@ -43,9 +92,15 @@ pub async fn serve(
     listeners: Listeners,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let peer_addr = match &listeners.peer {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     tracing::info!(
         public = %listeners.public.local_addr()?,
         admin = %listeners.admin.local_addr()?,
+        peer = ?peer_addr.map(|a| a.to_string()),
+        replica = %app.sessions.replica(),
         upstream = %app.upstream.uri(),
         path = %app.settings.path,
         "listening"
@@ -73,6 +128,12 @@ pub async fn serve(
             CancellationToken::new(),
         ))
     };
+    let peer = listeners.peer.map(|listener| {
+        let app = app.clone();
+        let service = service_fn(move |req| route::peer(app.clone(), req));
+        tokio::spawn(accept(listener, service, graceful.clone(), accepting.clone()))
+    });
+    let heartbeat = peer_addr.map(|bound| tokio::spawn(heartbeat(app.clone(), advertise(&app, bound))));
     tokio::spawn(watch_upstream(app.clone()));
     tokio::spawn(sweep_sessions(app.clone()));
 
@@ -82,6 +143,9 @@ pub async fn serve(
     app.shutdown.cancel();
     accepting.cancel();
     let _ = public.await;
+    if let Some(peer) = peer {
+        let _ = peer.await;
+    }
     if let Some(graceful) = Arc::into_inner(graceful)
         && tokio::time::timeout_at(deadline, graceful.shutdown())
             .await
@@ -95,6 +159,16 @@ pub async fn serve(
             pumps = app.pumps.len(),
             "streams still pumping at the drain timeout"
         );
+    }
+    if let Some(heartbeat) = heartbeat {
+        // Everything in flight is in the log: hand the sessions over and
+        // leave, so other replicas adopt them at once.
+        heartbeat.abort();
+        let released = app.sessions.release_all().await;
+        if let Err(e) = app.store.deregister(app.sessions.replica()).await {
+            tracing::warn!(error = %e, "cannot deregister");
+        }
+        tracing::info!(released, "sessions released");
     }
     admin.abort();
     tracing::info!("stopped");

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::validate;
+use super::{placement, validate};
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::Failure;
@@ -16,7 +17,22 @@ use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
     let headers = req.headers();
     validate::origin(headers, &app.settings.allowed_origins)?;
-    let session = app.sessions.lookup(validate::session_id(headers)?).await?;
+    let id = validate::session_id(headers)?;
+    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
+    let session = match placement::locate(
+        app,
+        id,
+        from_peer,
+        Method::DELETE,
+        req.uri().path(),
+        headers,
+        Bytes::new(),
+    )
+    .await?
+    {
+        Ok(session) => session,
+        Err(forwarded) => return Ok(forwarded),
+    };
     let upstream = match &session.record.upstream_id {
         None => None,
         Some(id) => {

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use bytes::Bytes;
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
-use super::{standalone, validate};
+use super::{placement, standalone, validate};
 use crate::app::App;
 use crate::body::Body;
 use crate::error::{Error, Failure};
@@ -24,9 +25,13 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         // 2026-07-28 has no standalone stream.
         return Err(Error::MethodNotAllowed.into());
     }
-    let session = app.sessions.lookup(validate::session_id(headers)?).await?;
+    let id = validate::session_id(headers)?;
     if let Some(last) = headers::text(headers, &LAST_EVENT_ID) {
         let last = last.map_err(|()| Error::BadLastEventId("<not ASCII>".into()))?;
+        // Resumption is served here, from the store, whoever owns the session
+        // — unless the owner is gone: then adopt first, which answers the
+        // lost owner's unfinished requests with errors into their logs.
+        let session = placement::adopt_if_orphaned(app, app.sessions.lookup(id).await?).await?;
         let (stream, seq) = parse_event_id(last).ok_or_else(|| Error::BadLastEventId(last.to_owned()))?;
         if let Some(reader) = resume(app, &session, stream, seq).await? {
             return Ok(reader.respond(app.clone()));
@@ -34,6 +39,21 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         app.metrics.replay_misses.inc();
         tracing::info!(session = %session.record.id, last_event_id = last, "resumption from an unknown stream; starting fresh");
     }
+    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
+    let session = match placement::locate(
+        app,
+        id,
+        from_peer,
+        Method::GET,
+        req.uri().path(),
+        headers,
+        Bytes::new(),
+    )
+    .await?
+    {
+        Ok(session) => session,
+        Err(forwarded) => return Ok(forwarded),
+    };
     if !standalone::ensure(app, &session, headers).await {
         return Err(Error::MethodNotAllowed.into());
     }

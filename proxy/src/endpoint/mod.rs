@@ -3,6 +3,7 @@
 
 pub mod delete;
 pub mod get;
+pub mod placement;
 pub mod post;
 pub mod standalone;
 pub mod validate;

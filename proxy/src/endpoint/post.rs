@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{standalone, validate, with_session_id};
+use super::{placement, standalone, validate, with_session_id};
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::{Error, Failure};
@@ -56,10 +56,24 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         return initialize(app, headers, bytes, &message).await.map_err(with_id);
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
-    let session = app.sessions.lookup(session_id).await.map_err(with_id)?;
-    forward(app, headers, bytes, &message, session)
-        .await
-        .map_err(with_id)
+    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
+    let located = placement::locate(
+        app,
+        session_id,
+        from_peer,
+        Method::POST,
+        parts.uri.path(),
+        headers,
+        bytes.clone(),
+    )
+    .await
+    .map_err(with_id)?;
+    match located {
+        Err(forwarded) => Ok(forwarded),
+        Ok(session) => forward(app, headers, bytes, &message, session)
+            .await
+            .map_err(with_id),
+    }
 }
 
 /// Forwards an initialize and, if the upstream accepts it, creates the session.
@@ -142,23 +156,23 @@ async fn forward(
     headers: &HeaderMap,
     bytes: Bytes,
     message: &jsonrpc::Body,
-    session: Session,
+    mut session: Session,
 ) -> Result<Response<Body>, Error> {
-    let request = UpstreamRequest {
-        method: Method::POST,
-        headers: client_headers_for_upstream(headers),
-        session: session.record.upstream_id.clone(),
-        body: bytes,
-        ..Default::default()
-    };
-    let response = app.upstream.send(request).await?;
+    let mut response = send_upstream(app, headers, &bytes, &session).await?;
+    if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST) {
+        // Maybe the upstream restarted and forgot the session: then give it a
+        // new one and try once more, rather than fail a valid client session.
+        let (parts, incoming) = response.into_parts();
+        let answer = json::collect(incoming, app.settings.max_body_bytes).await?;
+        if !placement::lost_session(parts.status, &answer) || session.record.upstream_id.is_none() {
+            return Ok(json::buffered(parts, answer));
+        }
+        session = placement::reinitialize_owned(app, &session).await?;
+        response = send_upstream(app, headers, &bytes, &session).await?;
+    }
     let status = response.status();
-    if status == StatusCode::NOT_FOUND && session.record.upstream_id.is_some() {
-        // The upstream no longer knows the session (it restarted): the
-        // session cannot go on, so the client must initialize again.
-        tracing::warn!(session = %session.record.id, "upstream lost the session");
-        app.sessions.end(&session.record.id).await?;
-        return Err(Error::UnknownSession);
+    if status.is_success() {
+        record_if_replayable(app, message, &bytes, &session).await;
     }
     if status.is_success() && is_event_stream(response.headers()) && message.has_requests() {
         let pending = message
@@ -182,6 +196,40 @@ async fn forward(
     Ok(json::pass_through(response))
 }
 
+async fn send_upstream(
+    app: &App,
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    session: &Session,
+) -> Result<Response<Incoming>, Error> {
+    let request = UpstreamRequest {
+        method: Method::POST,
+        headers: client_headers_for_upstream(headers),
+        session: session.record.upstream_id.clone(),
+        body: bytes.clone(),
+        ..Default::default()
+    };
+    app.upstream.send(request).await
+}
+
+/// Keeps requests that shape the upstream session (subscriptions, log level)
+/// in the session record, for a replica that has to adopt it.
+async fn record_if_replayable(app: &App, message: &jsonrpc::Body, bytes: &Bytes, session: &Session) {
+    let jsonrpc::Body::Single(m) = message else { return };
+    if !m
+        .method
+        .as_deref()
+        .is_some_and(|method| placement::RECORDED_METHODS.contains(&method))
+    {
+        return;
+    }
+    let mut record = session.record.clone();
+    record.replay.push(String::from_utf8_lossy(bytes).into_owned());
+    if let Err(e) = app.sessions.save(&record).await {
+        tracing::warn!(session = %record.id, error = %e, "cannot record a request for re-initialization");
+    }
+}
+
 /// Starts pumping an upstream event stream into a new log and returns the
 /// client's response: a reader of that log from its start.
 async fn start_stream(
@@ -198,6 +246,7 @@ async fn start_stream(
         session_id: session.record.id.clone(),
         kind: StreamKind::Request,
         pending: pending.clone(),
+        replica: app.sessions.replica().to_owned(),
     };
     app.store.create_stream(&meta).await?;
     let client_gone = CancellationToken::new();

@@ -52,6 +52,7 @@ async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> 
         session_id: session.record.id.clone(),
         kind: StreamKind::Standalone,
         pending: Vec::new(),
+        replica: app.sessions.replica().to_owned(),
     };
     if let Err(e) = app.store.create_stream(&meta).await {
         tracing::warn!(session = %session.record.id, error = %e, "cannot create standalone log");
@@ -64,7 +65,8 @@ async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> 
         headers,
         pending: Vec::new(),
         initialize_of: None,
-        next_seq: 1,
+        // After an adoption the log already holds the lost owner's events.
+        next_seq: app.store.last_seq(&meta.key()).await.unwrap_or(0) + 1,
     };
     app.pumps.spawn(run(pump, session.clone(), body));
     true
@@ -77,7 +79,13 @@ async fn run(mut pump: Pump, session: Session, mut body: Incoming) {
     let mut last_id = None;
     let mut failures = 0;
     loop {
-        let end = pump.pump_body(body, &ended, &mut None, &mut last_id).await;
+        // Standalone streams never end by themselves: stop at shutdown.
+        let shutdown = pump.app.shutdown.clone();
+        let mut no_deadline = None;
+        let end = tokio::select! {
+            end = pump.pump_body(body, &ended, &mut no_deadline, &mut last_id) => end,
+            () = shutdown.cancelled() => return,
+        };
         if end == BodyEnd::Stopped || ended.is_cancelled() || pump.app.shutdown.is_cancelled() {
             return;
         }

@@ -19,6 +19,14 @@ pub fn pass_through(response: Response<Incoming>) -> Response<Body> {
     out
 }
 
+/// A response from upstream parts and a body already read.
+pub fn buffered(parts: http::response::Parts, bytes: Bytes) -> Response<Body> {
+    let mut out = Response::new(body::full(bytes));
+    *out.status_mut() = parts.status;
+    *out.headers_mut() = upstream_headers_for_client(&parts.headers);
+    out
+}
+
 /// Reads a whole (small) upstream body, refusing more than `limit` bytes.
 /// Only for answers Shadowcat must look into, such as an InitializeResult.
 pub async fn collect(incoming: Incoming, limit: u64) -> Result<Bytes> {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,13 @@ pub struct LocalSession {
     /// The client connection now reading the standalone stream. A new GET
     /// supersedes it, so one server message never goes out on two streams.
     reader: Mutex<Option<CancellationToken>>,
+    /// Held while this process adopts or re-initializes the session, so
+    /// concurrent requests do it once.
+    pub reinit: tokio::sync::Mutex<()>,
+    /// The record as last read, for sessions this replica owns: requests
+    /// skip the store round trip while it is fresh, and keep flowing from it
+    /// while the store is unreachable.
+    cached: Mutex<Option<(SessionRecord, Instant)>>,
 }
 
 impl LocalSession {
@@ -78,6 +85,15 @@ pub fn new_id() -> String {
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn session(record: SessionRecord, local: Arc<LocalSession>) -> Session {
+    let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
+    Session {
+        record,
+        version,
+        local,
+    }
 }
 
 fn now_ms() -> u64 {
@@ -121,6 +137,7 @@ impl SessionManager {
             return Err(Error::UpstreamProtocol("session id already taken".into()));
         }
         let local = self.local_for(&record.id);
+        self.cache(&local, &record);
         Ok(Session {
             record,
             version,
@@ -128,29 +145,102 @@ impl SessionManager {
         })
     }
 
-    /// Finds a live session and restarts its idle clock.
+    /// This replica's id.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Finds a live session and restarts its idle clock. For a session this
+    /// replica owns, a fresh cached record answers without the store, and a
+    /// cached one of any age answers while the store is unreachable.
     pub async fn lookup(&self, id: &str) -> Result<Session> {
-        let Some(record) = self.store.get_session(id).await? else {
-            self.forget(id);
-            return Err(Error::UnknownSession);
+        let local = self.local_for(id);
+        let cached = local.cached.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((record, touched)) = &cached
+            && touched.elapsed() < self.cache_for()
+        {
+            return Ok(session(record.clone(), local));
+        }
+        let fetched = async {
+            let record = self.store.get_session(id).await?;
+            let alive = match &record {
+                Some(_) => self.store.touch_session(id, self.idle).await?,
+                None => false,
+            };
+            Ok::<_, crate::store::StoreError>(record.filter(|_| alive))
         };
-        if !self.store.touch_session(id, self.idle).await? {
-            self.forget(id);
+        match fetched.await {
+            Ok(Some(record)) => {
+                self.cache(&local, &record);
+                Ok(session(record, local))
+            }
+            Ok(None) => {
+                self.forget(id);
+                Err(Error::UnknownSession)
+            }
+            Err(e) => match cached {
+                Some((record, _)) => {
+                    tracing::debug!(session = %id, error = %e, "store unreachable; serving an owned session from cache");
+                    Ok(session(record, local))
+                }
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// Writes a changed record of a live session (and the cache).
+    pub async fn save(&self, record: &SessionRecord) -> Result<()> {
+        if !self.store.update_session(record, self.idle).await? {
+            self.forget(&record.id);
             return Err(Error::UnknownSession);
         }
-        let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
-        Ok(Session {
-            local: self.local_for(id),
-            record,
-            version,
-        })
+        self.cache(&self.local_for(&record.id), record);
+        Ok(())
+    }
+
+    /// Replaces a session's local state: its tasks and readers stop, and the
+    /// next request starts them afresh (after an adoption or re-initialize).
+    pub fn reset_local(&self, id: &str) {
+        self.forget(id);
+    }
+
+    /// Hands every session this replica owns back (owner "") so the next
+    /// request adopts it at once elsewhere, instead of waiting for this
+    /// replica's heartbeat to expire. Returns how many were released.
+    pub async fn release_all(&self) -> usize {
+        let ids: Vec<String> = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut released = 0;
+        for id in ids {
+            match self.store.claim_session(&id, &self.replica, "").await {
+                Ok(true) => released += 1,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session = %id, error = %e, "cannot release session"),
+            }
+        }
+        released
+    }
+
+    /// How long a cached record answers without the store.
+    fn cache_for(&self) -> Duration {
+        (self.idle / 4).min(Duration::from_secs(1))
+    }
+
+    fn cache(&self, local: &LocalSession, record: &SessionRecord) {
+        let entry = (record.owner == self.replica).then(|| (record.clone(), Instant::now()));
+        *local.cached.lock().unwrap_or_else(|p| p.into_inner()) = entry;
     }
 
     /// Records the version negotiated by an initialize answered over SSE.
     pub async fn set_version(&self, id: &str, version: ProtocolVersion) -> Result<()> {
         if let Some(mut record) = self.store.get_session(id).await? {
             record.protocol_version = version.as_str().to_owned();
-            self.store.update_session(&record, self.idle).await?;
+            self.save(&record).await?;
         }
         Ok(())
     }

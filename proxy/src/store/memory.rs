@@ -412,6 +412,7 @@ mod tests {
             session_id: "s".into(),
             kind: StreamKind::Request,
             pending: Vec::new(),
+            replica: "replica-a".into(),
         };
         // l0 stays live; every other log ends as soon as it is made.
         for i in 0..24 {

@@ -96,6 +96,9 @@ pub struct StreamMeta {
     /// for forever if the pump died with its replica.
     #[serde(default)]
     pub pending: Vec<serde_json::Value>,
+    /// The replica whose pump writes this log.
+    #[serde(default)]
+    pub replica: String,
 }
 
 impl StreamMeta {

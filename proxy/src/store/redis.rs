@@ -267,6 +267,8 @@ struct Entry {
     p: serde_json::Value,
     #[serde(default)]
     e: bool,
+    #[serde(default)]
+    r: String,
 }
 
 fn meta_from(key: &StreamKey, text: &str) -> Result<(StreamMeta, bool)> {
@@ -287,6 +289,7 @@ fn meta_from(key: &StreamKey, text: &str) -> Result<(StreamMeta, bool)> {
             session_id: key.session.clone(),
             kind,
             pending,
+            replica: entry.r,
         },
         entry.e,
     ))
@@ -373,6 +376,7 @@ impl Store for RedisStore {
             k: kind.into(),
             p: serde_json::Value::Array(meta.pending.clone()),
             e: false,
+            r: meta.replica.clone(),
         };
         let entry = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.scripts

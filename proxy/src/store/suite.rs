@@ -55,6 +55,7 @@ async fn stream(store: &dyn Store, id: &str) -> StreamKey {
         session_id: "s".into(),
         kind: StreamKind::Request,
         pending: Vec::new(),
+        replica: "replica-a".into(),
     };
     store.create_stream(&meta).await.unwrap();
     meta.key()
@@ -215,6 +216,7 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
             session_id: session.into(),
             kind: StreamKind::Request,
             pending: Vec::new(),
+            replica: "replica-a".into(),
         };
         store.create_stream(&meta).await.unwrap();
         store.append(&meta.key(), &events(1..=2)).await.unwrap();
@@ -269,6 +271,7 @@ async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
         session_id: "o".into(),
         kind,
         pending,
+        replica: "replica-a".into(),
     };
     let open = meta(
         "open",

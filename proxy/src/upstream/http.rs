@@ -138,6 +138,7 @@ pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
             || *name == header::ACCEPT_ENCODING
             || *name == MCP_SESSION_ID
             || *name == LAST_EVENT_ID
+            || name.as_str().starts_with("shadowcat-")
         {
             continue;
         }
