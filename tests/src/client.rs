@@ -259,3 +259,13 @@ pub async fn answer(response: Response<Incoming>) -> Value {
         .rfind(|m| m.get("result").is_some() || m.get("error").is_some())
         .expect("stream ended without a response")
 }
+
+/// A counter or gauge from a replica's `/metrics` (0 when absent).
+pub async fn metric(http: &Http, admin: &str, name: &str) -> u64 {
+    let response = send(http, Method::GET, &format!("{admin}/metrics"), &[], Bytes::new()).await;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod client;
+pub mod cluster;
 pub mod procs;
 pub mod upstream;
 

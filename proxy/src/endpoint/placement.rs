@@ -104,6 +104,36 @@ pub async fn locate(
     }
 }
 
+/// What is known of a replica.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Registered and accepting peer connections at this address.
+    Serving(String),
+    /// Registered as draining: its pumps still run, it takes nothing new.
+    Draining,
+    /// Not registered, or registered but refusing connections (killed; its
+    /// registration outlives it by up to a heartbeat TTL).
+    Gone,
+}
+
+/// Checks whether `replica` is alive.
+pub async fn liveness(app: &App, replica: &str) -> Result<Liveness> {
+    if replica.is_empty() {
+        return Ok(Liveness::Gone);
+    }
+    match app.store.replica_addr(replica).await? {
+        None => Ok(Liveness::Gone),
+        Some(addr) if addr.is_empty() => Ok(Liveness::Draining),
+        Some(addr) => {
+            let connect = tokio::net::TcpStream::connect(addr.as_str());
+            match tokio::time::timeout(std::time::Duration::from_millis(500), connect).await {
+                Ok(Ok(_)) => Ok(Liveness::Serving(addr)),
+                _ => Ok(Liveness::Gone),
+            }
+        }
+    }
+}
+
 /// The session, adopted first if its owner is gone (not registered, or
 /// released); a live owner keeps it.
 pub async fn adopt_if_orphaned(app: &Arc<App>, session: Session) -> Result<Session> {
@@ -111,22 +141,7 @@ pub async fn adopt_if_orphaned(app: &Arc<App>, session: Session) -> Result<Sessi
     if owner == app.sessions.replica() {
         return Ok(session);
     }
-    let addr = match owner.is_empty() {
-        true => None,
-        false => app.store.replica_addr(owner).await?.filter(|a| !a.is_empty()),
-    };
-    // Registered is not enough after a kill -9: its registration outlives it
-    // by up to a heartbeat TTL. A refused connection says it is gone now.
-    let alive = match addr {
-        Some(addr) => {
-            let connect = tokio::net::TcpStream::connect(addr.as_str());
-            matches!(
-                tokio::time::timeout(std::time::Duration::from_millis(500), connect).await,
-                Ok(Ok(_))
-            )
-        }
-        None => false,
-    };
+    let alive = matches!(liveness(app, owner).await?, Liveness::Serving(_));
     if alive || app.peer.is_none() {
         return Ok(session);
     }
@@ -155,6 +170,7 @@ pub async fn adopt(app: &Arc<App>, id: &str, why: &str) -> Result<Session> {
         record.upstream_id =
             reinitialize(app, &record.initialize, &record.protocol_version, &record.replay).await?;
         app.sessions.save(&record).await?;
+        tracing::debug!(session = %id, upstream = ?record.upstream_id, "upstream re-initialized");
         fail_orphans(app, id).await;
         app.sessions.reset_local(id);
     }
@@ -253,13 +269,16 @@ async fn fail_orphans(app: &App, session: &str) {
             return;
         }
     };
+    tracing::debug!(%session, open = open.len(), "streams left open by the lost owner");
     for meta in open {
-        // A stream whose replica is still registered (alive or draining) is
-        // still being pumped: it ends by itself.
-        if meta.replica != app.sessions.replica()
-            && matches!(app.store.replica_addr(&meta.replica).await, Ok(Some(_)))
-        {
-            continue;
+        // A stream whose replica is alive or draining is still being pumped:
+        // it ends by itself.
+        if meta.replica != app.sessions.replica() {
+            let pumper = liveness(app, &meta.replica).await;
+            if !matches!(pumper, Ok(Liveness::Gone)) {
+                tracing::debug!(%session, stream = %meta.id, replica = %meta.replica, ?pumper, "stream still pumped elsewhere");
+                continue;
+            }
         }
         let key: StreamKey = meta.key();
         let result = async {

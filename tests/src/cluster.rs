@@ -1,0 +1,218 @@
+//! Several Shadowcat replicas sharing one Redis, each in front of its own
+//! upstream (as pods would be), behind a round-robin front that plays the
+//! Kubernetes Service: every request goes to the next replica that accepts a
+//! connection.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::client::{Http, http};
+use crate::procs::{RedisServer, Shadowcat};
+use crate::upstream::Scripted;
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    /// The shared store.
+    pub redis: RedisServer,
+    /// One upstream per replica.
+    pub upstreams: Vec<Scripted>,
+    /// The replicas; `None` while one is down.
+    pub replicas: Vec<Option<Shadowcat>>,
+    /// The Service.
+    pub front: Front,
+    secret: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Cluster {
+    /// Starts `n` replicas.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let redis = RedisServer::start().await;
+        let secret = std::env::temp_dir().join(format!(
+            "shadowcat-peer-secret-{}-{}",
+            std::process::id(),
+            redis.port
+        ));
+        std::fs::write(&secret, "a-secret-the-replicas-share\n").unwrap();
+        let mut upstreams = Vec::new();
+        for _ in 0..n {
+            upstreams.push(Scripted::start().await);
+        }
+        let front = Front::start().await;
+        let mut cluster = Cluster {
+            redis,
+            upstreams,
+            replicas: (0..n).map(|_| None).collect(),
+            front,
+            secret,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            cluster.start_replica(i).await;
+        }
+        cluster
+    }
+
+    /// (Re)starts replica `i` (id `replica-i`) in front of upstream `i`.
+    pub async fn start_replica(&mut self, i: usize) {
+        let id = format!("replica-{i}");
+        let secret = self.secret.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--store",
+            self.redis.url.as_str(),
+            "--peer-secret-file",
+            secret.as_str(),
+            "--peer-listen",
+            "127.0.0.1:0",
+            "--replica-id",
+            id.as_str(),
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let replica = Shadowcat::start(&self.upstreams[i].url, &args).await;
+        self.front.set(i, Some(replica.url.clone()));
+        self.replicas[i] = Some(replica);
+    }
+
+    /// Kills replica `i` with SIGKILL and takes it out of the front.
+    pub async fn kill(&mut self, i: usize) {
+        self.front.set(i, None);
+        if let Some(mut replica) = self.replicas[i].take() {
+            replica.proc.child.kill().await.unwrap();
+        }
+    }
+
+    /// Stops replica `i` with SIGTERM (out of the front first, as Kubernetes
+    /// does) and waits for it to exit; returns its output.
+    pub async fn stop(&mut self, i: usize) -> String {
+        self.front.set(i, None);
+        let mut replica = self.replicas[i].take().unwrap();
+        replica.proc.terminate();
+        let status = crate::within(
+            "replica to exit",
+            std::time::Duration::from_secs(40),
+            replica.proc.child.wait(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            status.success(),
+            "replica {i} exited with {status}\n{}",
+            replica.proc.output()
+        );
+        replica
+            .proc
+            .wait_line("stopped", |l| l.contains("\"stopped\"").then_some(()))
+            .await;
+        replica.proc.output()
+    }
+
+    /// Which upstream saw the session's initialize last (its owner's).
+    pub fn initialized_on(&self) -> Vec<usize> {
+        (0..self.upstreams.len())
+            .filter(|i| self.upstreams[*i].rpc_methods().iter().any(|m| m == "initialize"))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.secret);
+    }
+}
+
+/// The round-robin front.
+#[derive(Debug)]
+pub struct Front {
+    /// `http://127.0.0.1:PORT/mcp`.
+    pub url: String,
+    backends: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+type FrontBody = BoxBody<Bytes, hyper::Error>;
+
+impl Front {
+    async fn start() -> Front {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let backends: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let next = Arc::new(AtomicUsize::new(0));
+        let client = http();
+        let state = (backends.clone(), next, client);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (backends, next, client) = state.clone();
+                        async move { Ok::<_, Infallible>(route(&backends, &next, &client, req).await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Front { url, backends }
+    }
+
+    fn set(&self, i: usize, url: Option<String>) {
+        let mut backends = self.backends.lock().unwrap();
+        if backends.len() <= i {
+            backends.resize(i + 1, None);
+        }
+        backends[i] = url;
+    }
+}
+
+/// Sends the request to the next backend that takes it, as a Service would.
+async fn route(
+    backends: &Mutex<Vec<Option<String>>>,
+    next: &AtomicUsize,
+    client: &Http,
+    req: Request<Incoming>,
+) -> Response<FrontBody> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let count = backends.lock().unwrap().len();
+    for _ in 0..count {
+        let i = next.fetch_add(1, Ordering::SeqCst) % count;
+        let Some(url) = backends.lock().unwrap()[i].clone() else {
+            continue;
+        };
+        let mut request = Request::builder()
+            .method(parts.method.clone())
+            .uri(url.parse::<Uri>().unwrap());
+        for (k, v) in &parts.headers {
+            if k != http::header::HOST {
+                request = request.header(k, v);
+            }
+        }
+        match client
+            .request(request.body(Full::new(body.clone())).unwrap())
+            .await
+        {
+            Ok(response) => return response.map(|b| b.boxed()),
+            Err(_) => continue,
+        }
+    }
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(b"no backend"))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+    r
+}
