@@ -46,6 +46,7 @@ pub struct Scripted {
     sent_changed: Arc<Notify>,
     /// Requests received, in order.
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    state: Arc<State>,
 }
 
 impl Scripted {
@@ -59,6 +60,8 @@ impl Scripted {
             sent_changed: Arc::new(Notify::new()),
             seen: Arc::default(),
             sessions: AtomicUsize::new(0),
+            forgotten_below: AtomicUsize::new(0),
+            forgotten_status: std::sync::atomic::AtomicU16::new(404),
         });
         let scripted = Scripted {
             url,
@@ -66,6 +69,7 @@ impl Scripted {
             sent: state.sent.clone(),
             sent_changed: state.sent_changed.clone(),
             seen: state.seen.clone(),
+            state: state.clone(),
         };
         tokio::spawn(async move {
             loop {
@@ -107,6 +111,15 @@ impl Scripted {
         .await;
     }
 
+    /// Forgets every session so far, as a restarted server would; requests
+    /// naming one get `status` (404, or 400 as server-everything answers).
+    pub fn forget_sessions(&self, status: u16) {
+        self.state.forgotten_status.store(status, Ordering::SeqCst);
+        self.state
+            .forgotten_below
+            .store(self.state.sessions.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
     /// The JSON-RPC methods the upstream received.
     pub fn rpc_methods(&self) -> Vec<String> {
         self.seen
@@ -125,6 +138,10 @@ struct State {
     sent_changed: Arc<Notify>,
     seen: Arc<Mutex<Vec<Seen>>>,
     sessions: AtomicUsize,
+    /// Sessions numbered below this are forgotten (a restart).
+    forgotten_below: AtomicUsize,
+    /// What a forgotten session gets: 404, or 400 as some servers answer.
+    forgotten_status: std::sync::atomic::AtomicU16,
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -145,10 +162,21 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         .and_then(|m| m["method"].as_str().map(str::to_owned));
     state.seen.lock().unwrap().push(Seen {
         method: method.clone(),
-        session,
+        session: session.clone(),
         rpc_method: rpc_method.clone(),
     });
+    let forgotten = session
+        .as_deref()
+        .and_then(|s| s.strip_prefix("up-")?.parse::<usize>().ok())
+        .is_some_and(|n| n < state.forgotten_below.load(Ordering::SeqCst));
     let response = match method.as_str() {
+        _ if forgotten => {
+            let code = state.forgotten_status.load(Ordering::SeqCst);
+            let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000, "message": "Bad Request: No valid session ID provided"}});
+            let mut r = json_response(&body);
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            r
+        }
         "GET" => status(StatusCode::METHOD_NOT_ALLOWED),
         "DELETE" => status(StatusCode::OK),
         _ if message.as_ref().and_then(|m| m.pointer("/params/name")) == Some(&json!("slow")) => {

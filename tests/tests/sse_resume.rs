@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
 use serde_json::{Value, json};
-use shadowcat_tests::client::{Events, Mcp};
+use shadowcat_tests::client::{Events, Mcp, metric};
 use shadowcat_tests::procs::{RedisServer, Shadowcat};
 use shadowcat_tests::upstream::Scripted;
 
@@ -301,4 +301,47 @@ async fn stateless_streams_are_relayed_without_ids() {
     assert_eq!(rest.len(), 2);
     assert!(rest.iter().all(|(id, _)| id.is_none()));
     assert_eq!(rest[1].1["result"]["content"][0]["text"], "done after 2");
+}
+
+#[tokio::test]
+async fn upstream_that_forgot_the_session_is_reinitialized_transparently() {
+    // 404 is the spec's answer; 400 is what server-everything sends.
+    for status in [404, 400] {
+        let (upstream, proxy, mcp) = setup("2025-06-18").await;
+        let sub = mcp
+            .request("resources/subscribe", json!({"uri": "test://watched"}))
+            .await;
+        assert!(sub.get("result").is_some());
+        upstream.forget_sessions(status);
+        let answer = mcp
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+        assert_eq!(answer["result"]["content"][0]["text"], "ok", "status {status}");
+        let methods = upstream.rpc_methods();
+        let tail: Vec<&str> = methods.iter().rev().take(5).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "tools/call",
+                "initialize",
+                "notifications/initialized",
+                "resources/subscribe",
+                "tools/call"
+            ],
+            "the failed call, the re-initialize with the recorded subscription, the retried call"
+        );
+        let seen = upstream.seen.lock().unwrap().clone();
+        assert_eq!(
+            seen.last().unwrap().session.as_deref(),
+            Some("up-1"),
+            "the retry uses the new upstream session"
+        );
+        let reinits = metric(
+            &mcp.http,
+            &proxy.admin,
+            "shadowcat_upstream_reinitializations_total",
+        )
+        .await;
+        assert_eq!(reinits, 1);
+    }
 }

@@ -720,4 +720,29 @@ mod tests {
             "{result:?}"
         );
     }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_replicas_race_to_adopt_one_session_100_times_and_one_wins_each() {
+        let server = server().await;
+        let a = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
+        let b = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
+        let idle = Duration::from_secs(60);
+        let mut wins = [0usize; 2];
+        for round in 0..100 {
+            let mut record = super::super::suite::record(&format!("s{round}"));
+            record.owner = "dead-replica".into();
+            assert!(a.create_session(&record, idle).await.unwrap());
+            let id = record.id.clone();
+            let (ra, rb) = tokio::join!(
+                a.claim_session(&id, "dead-replica", "replica-a"),
+                b.claim_session(&id, "dead-replica", "replica-b"),
+            );
+            let (ra, rb) = (ra.unwrap(), rb.unwrap());
+            assert!(ra ^ rb, "round {round}: exactly one claim wins (a={ra}, b={rb})");
+            let owner = a.get_session(&id).await.unwrap().unwrap().owner;
+            assert_eq!(owner, if ra { "replica-a" } else { "replica-b" });
+            wins[usize::from(rb)] += 1;
+        }
+        assert_eq!(wins[0] + wins[1], 100);
+    }
 }
