@@ -29,6 +29,10 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Cancelled when shutdown begins: readers close with `retry:`.
     pub shutdown: CancellationToken,
+    /// Cancelled late in a shutdown (most of the drain timeout gone): the
+    /// response streams still open then are closed with `retry:` too. Until
+    /// then they run, so an answer that is about to come is not cut off.
+    pub streams_closing: CancellationToken,
     /// Background pumps, awaited (up to the drain timeout) on shutdown.
     pub pumps: TaskTracker,
     /// Forwarding to other replicas; `None` without a peer secret, in which
@@ -60,6 +64,7 @@ impl App {
             upstream,
             metrics,
             shutdown: CancellationToken::new(),
+            streams_closing: CancellationToken::new(),
             pumps: TaskTracker::new(),
             peer,
             upstream_up: AtomicBool::new(false),

@@ -142,6 +142,14 @@ pub async fn serve(
     tracing::info!(drain_timeout = ?app.settings.drain_timeout, "shutting down");
     app.shutdown.cancel();
     accepting.cancel();
+    {
+        let app = app.clone();
+        let closing_at = Instant::now() + app.settings.drain_timeout.mul_f32(0.8);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(closing_at).await;
+            app.streams_closing.cancel();
+        });
+    }
     let _ = public.await;
     if let Some(peer) = peer {
         let _ = peer.await;

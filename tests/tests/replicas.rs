@@ -175,3 +175,116 @@ async fn sse_resume_after_owner_killed_gets_an_error_and_the_session_is_adopted(
     .await;
     assert_eq!(adoptions, 1);
 }
+
+/// What the client loop saw during a rolling restart.
+#[derive(Debug, Default)]
+struct Tally {
+    calls: usize,
+    failed: Vec<String>,
+    events: usize,
+    lost: usize,
+    resumes: usize,
+}
+
+/// One streamed call, read to its result, resuming through the front (with
+/// `Last-Event-ID`) whenever a connection closes first, as SDK clients do.
+async fn streamed_call(mcp: &Mcp, tally: &mut Tally) -> Result<(), String> {
+    let body = mcp.request_body("tools/call", json!({"name": "stream", "arguments": {"count": 3}}));
+    let response = mcp.post(&body).await;
+    if response.status() != 200 {
+        return Err(format!("stream call answered {}", response.status()));
+    }
+    let mut events = Events::new(response);
+    let mut progress_seen = Vec::new();
+    let mut last_id = None;
+    for _ in 0..5 {
+        while let Some((id, message)) = events.next_message().await {
+            last_id = id.or(last_id);
+            if message.get("method").is_some() {
+                progress_seen.push(progress(&message));
+                continue;
+            }
+            tally.events += progress_seen.len();
+            tally.lost += 3usize.saturating_sub(progress_seen.len());
+            return match message.get("result") {
+                Some(_) if progress_seen == [1, 2, 3] => Ok(()),
+                Some(_) => Err(format!("progress {progress_seen:?}")),
+                None => Err(format!("error answer {message}")),
+            };
+        }
+        let Some(id) = last_id.clone() else {
+            return Err("stream closed before any event".into());
+        };
+        tally.resumes += 1;
+        let resumed = mcp.get(Some(&id)).await;
+        if resumed.status() != 200 {
+            return Err(format!("resume answered {}", resumed.status()));
+        }
+        events = Events::new(resumed);
+    }
+    Err("stream never finished".into())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_restart_of_every_replica_fails_no_call_and_loses_no_event() {
+    let mut cluster = Cluster::start(3, &["--drain-timeout", "10s"]).await;
+    for upstream in &cluster.upstreams {
+        upstream.release(1 << 20);
+    }
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress_made = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = {
+        let (done, progress_made) = (done.clone(), progress_made.clone());
+        tokio::spawn(async move {
+            let mut tally = Tally::default();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                tally.calls += 1;
+                let answer = mcp
+                    .request("tools/call", json!({"name": "echo", "arguments": {}}))
+                    .await;
+                if answer["result"]["content"][0]["text"] != "ok" {
+                    tally.failed.push(format!("echo: {answer}"));
+                }
+                tally.calls += 1;
+                if let Err(e) = streamed_call(&mcp, &mut tally).await {
+                    tally.failed.push(e);
+                }
+                progress_made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            tally
+        })
+    };
+    let wait_for_calls = |n: usize| {
+        let progress_made = progress_made.clone();
+        async move {
+            let target = progress_made.load(std::sync::atomic::Ordering::SeqCst) + n;
+            shadowcat_tests::eventually("client calls", std::time::Duration::from_secs(60), || {
+                let p = progress_made.clone();
+                async move { (p.load(std::sync::atomic::Ordering::SeqCst) >= target).then_some(()) }
+            })
+            .await;
+        }
+    };
+    wait_for_calls(5).await;
+    for i in 0..3 {
+        cluster.stop(i).await;
+        wait_for_calls(5).await;
+        cluster.start_replica(i).await;
+        wait_for_calls(5).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tally = client.await.unwrap();
+    println!(
+        "rolling restart: {} calls, {} failed, {} events, {} lost, {} resumes",
+        tally.calls,
+        tally.failed.len(),
+        tally.events,
+        tally.lost,
+        tally.resumes
+    );
+    assert!(tally.calls >= 60, "{tally:?}");
+    assert_eq!(tally.failed, Vec::<String>::new());
+    assert_eq!(tally.lost, 0);
+}

@@ -1,5 +1,6 @@
-//! SIGTERM: streams are told to come back (`retry:`), in-flight pumps finish,
-//! and the process exits within the drain timeout.
+//! SIGTERM: in-flight answers finish, streams that would outlast the drain
+//! are told to come back (`retry:`), and the process exits within the drain
+//! timeout.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
@@ -11,12 +12,11 @@ use shadowcat_tests::procs::Shadowcat;
 use shadowcat_tests::upstream::Scripted;
 use shadowcat_tests::within;
 
-#[tokio::test]
-async fn sigterm_closes_streams_with_retry_and_drains_pumps() {
+async fn streaming_call(drain: &str) -> (Scripted, Shadowcat, Events) {
     let upstream = Scripted::start().await;
-    let mut proxy = Shadowcat::start(
+    let proxy = Shadowcat::start(
         &upstream.url,
-        &["--drain-timeout", "20s", "--sse-retry", "2500ms"],
+        &["--drain-timeout", drain, "--sse-retry", "2500ms"],
     )
     .await;
     let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
@@ -25,18 +25,13 @@ async fn sigterm_closes_streams_with_retry_and_drains_pumps() {
     let mut events = Events::new(mcp.post(&body).await);
     upstream.release(1);
     events.next_message().await.unwrap();
+    (upstream, proxy, events)
+}
 
-    proxy.proc.terminate();
-    // The client is told when to come back, then the connection closes.
-    assert!(events.next_message().await.is_none());
-    assert!(events.raw.contains("retry: 2500"), "{}", events.raw);
-
-    // The pump still runs: the upstream's remaining events are read.
-    upstream.release(3);
-    upstream.wait_sent(4).await;
+async fn exits_cleanly(proxy: &mut Shadowcat) {
     let status = within(
         "shadowcat to exit",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         proxy.proc.child.wait(),
     )
     .await
@@ -49,6 +44,32 @@ async fn sigterm_closes_streams_with_retry_and_drains_pumps() {
             l.contains("\"stopped\"").then_some(())
         })
         .await;
-    let output = proxy.proc.output();
-    assert!(!output.contains("streams still pumping"), "{output}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_an_in_flight_answer_finish() {
+    let (upstream, mut proxy, mut events) = streaming_call("20s").await;
+    proxy.proc.terminate();
+    proxy
+        .proc
+        .wait_line("shutdown to begin", |l| l.contains("shutting down").then_some(()))
+        .await;
+    // The answer comes after SIGTERM, and still reaches the client.
+    upstream.release(3);
+    let rest = events.rest().await;
+    assert_eq!(rest.len(), 3, "{rest:?}");
+    assert_eq!(rest[2].1["result"]["content"][0]["text"], "done after 3");
+    exits_cleanly(&mut proxy).await;
+    assert!(!proxy.proc.output().contains("streams still pumping"));
+}
+
+#[tokio::test]
+async fn sigterm_closes_a_stream_that_outlasts_the_drain_with_retry() {
+    let (_upstream, mut proxy, mut events) = streaming_call("2s").await;
+    proxy.proc.terminate();
+    // Nothing more comes from the upstream: before the drain ends, the
+    // client is told when to come back, then the connection closes.
+    assert!(events.next_message().await.is_none());
+    assert!(events.raw.contains("retry: 2500"), "{}", events.raw);
+    exits_cleanly(&mut proxy).await;
 }

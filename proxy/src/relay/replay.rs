@@ -78,7 +78,11 @@ impl Reader {
                 read = app.store.read(&self.stream, self.after, sse.keep_alive_interval) => read,
                 () = tx.closed() => return Close::Gone,
                 () = self.superseded.cancelled() => return Close::Quiet,
-                () = app.shutdown.cancelled() => return Close::Retry,
+                // Standalone streams never end: close them as shutdown begins.
+                // Response streams end with their answer: let them, unless
+                // the drain is nearly over.
+                () = app.shutdown.cancelled(), if self.track_delivery => return Close::Retry,
+                () = app.streams_closing.cancelled() => return Close::Retry,
                 () = sleep_until(connection_deadline) => return Close::Retry,
             };
             let read = match read {
