@@ -24,8 +24,10 @@ use crate::upstream::Scripted;
 pub struct Cluster {
     /// The shared store.
     pub redis: RedisServer,
-    /// One upstream per replica.
+    /// One scripted upstream per replica (empty when started over other
+    /// upstreams).
     pub upstreams: Vec<Scripted>,
+    upstream_urls: Vec<String>,
     /// The replicas; `None` while one is down.
     pub replicas: Vec<Option<Shadowcat>>,
     /// The Service.
@@ -35,8 +37,19 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` replicas.
+    /// Starts `n` replicas, each in front of a scripted upstream of its own.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut upstreams = Vec::new();
+        for _ in 0..n {
+            upstreams.push(Scripted::start().await);
+        }
+        let urls = upstreams.iter().map(|u| u.url.clone()).collect();
+        Self::start_over(upstreams, urls, extra).await
+    }
+
+    /// Starts one replica in front of each of `urls`.
+    pub async fn start_over(upstreams: Vec<Scripted>, urls: Vec<String>, extra: &[&str]) -> Cluster {
+        let n = urls.len();
         let redis = RedisServer::start().await;
         let secret = std::env::temp_dir().join(format!(
             "shadowcat-peer-secret-{}-{}",
@@ -44,14 +57,11 @@ impl Cluster {
             redis.port
         ));
         std::fs::write(&secret, "a-secret-the-replicas-share\n").unwrap();
-        let mut upstreams = Vec::new();
-        for _ in 0..n {
-            upstreams.push(Scripted::start().await);
-        }
         let front = Front::start().await;
         let mut cluster = Cluster {
             redis,
             upstreams,
+            upstream_urls: urls,
             replicas: (0..n).map(|_| None).collect(),
             front,
             secret,
@@ -78,7 +88,7 @@ impl Cluster {
             id.as_str(),
         ];
         args.extend(self.extra.iter().map(String::as_str));
-        let replica = Shadowcat::start(&self.upstreams[i].url, &args).await;
+        let replica = Shadowcat::start(&self.upstream_urls[i], &args).await;
         self.front.set(i, Some(replica.url.clone()));
         self.replicas[i] = Some(replica);
     }

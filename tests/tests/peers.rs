@@ -151,3 +151,25 @@ async fn conformance_fixture_passes_every_scenario_through_redis_store() {
     assert_eq!(failing(&direct), Vec::<&str>::new());
     assert_eq!(failing(&proxied), Vec::<&str>::new(), "{}", proxy.proc.output());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_and_python_sdk_pass_through_three_replicas_round_robin() {
+    let servers = [fixture().await, fixture().await, fixture().await];
+    let urls = servers.iter().map(|s| s.url.clone()).collect();
+    let cluster = shadowcat_tests::cluster::Cluster::start_over(Vec::new(), urls, &[]).await;
+    let results = conformance(&cluster.front.url).await;
+    let logs = || {
+        cluster
+            .replicas
+            .iter()
+            .flatten()
+            .map(|r| r.proc.output())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    assert!(results.len() >= 25);
+    assert_eq!(failing(&results), Vec::<&str>::new(), "{}", logs());
+    let report = python_client(&cluster.front.url).await;
+    assert!(report["echo"].as_str().unwrap().contains("shadowcat"), "{report}");
+    assert_eq!(report["deleteStatus"], 200, "{report}");
+}
