@@ -59,6 +59,8 @@ pub struct Metrics {
     pub adoptions_lost: Counter,
     /// Upstream sessions re-created after the upstream forgot them.
     pub reinitializations: Counter,
+    /// Event streams relayed without a log because the store was down.
+    pub store_bypasses: Counter,
 }
 
 impl Metrics {
@@ -131,7 +133,14 @@ impl Metrics {
             "Upstream sessions re-created after the upstream forgot them",
             reinitializations.clone(),
         );
+        let store_bypasses = Counter::default();
+        registry.register(
+            "sse_store_bypasses",
+            "Event streams relayed without a log while the store was unreachable",
+            store_bypasses.clone(),
+        );
         Self {
+            store_bypasses,
             forwards,
             adoptions,
             adoptions_lost,

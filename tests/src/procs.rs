@@ -206,19 +206,19 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one on a free port (or `port`, to restart on the same one).
-    pub async fn start_on(port: u16) -> RedisServer {
+    /// Starts one on `port`. With `dir`, it keeps its data there (append-only
+    /// file), so a restart on the same port and dir comes back with it.
+    pub async fn start_on(port: u16, dir: Option<&std::path::Path>) -> RedisServer {
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        match dir {
+            None => cmd.args(["--appendonly", "no"]),
+            Some(dir) => {
+                std::fs::create_dir_all(dir).unwrap();
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
+                    .arg(dir)
+            }
+        };
         let proc = Proc::spawn(cmd);
         eventually("redis-server to listen", Duration::from_secs(10), || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -236,6 +236,6 @@ impl RedisServer {
 
     /// Starts one on a free port.
     pub async fn start() -> RedisServer {
-        Self::start_on(free_port()).await
+        Self::start_on(free_port(), None).await
     }
 }

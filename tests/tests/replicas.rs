@@ -288,3 +288,95 @@ async fn rolling_restart_of_every_replica_fails_no_call_and_loses_no_event() {
     assert_eq!(tally.failed, Vec::<String>::new());
     assert_eq!(tally.lost, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_keeps_owned_sessions_flowing_and_all_recovers_without_restart() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    for upstream in &cluster.upstreams {
+        upstream.release(1 << 20);
+    }
+    // A Redis that keeps its data across a restart, as a real one would.
+    let port = cluster.redis.port;
+    let dir = std::env::temp_dir().join(format!("shadowcat-redis-{}-{port}", std::process::id()));
+    cluster.redis.proc.child.kill().await.unwrap();
+    cluster.redis = shadowcat_tests::procs::RedisServer::start_on(port, Some(&dir)).await;
+
+    let ready = |admin: String, want: u16| async move {
+        let http = shadowcat_tests::client::http();
+        shadowcat_tests::eventually("readiness", std::time::Duration::from_secs(20), || {
+            let (http, admin) = (http.clone(), admin.clone());
+            async move {
+                let r = shadowcat_tests::client::send(
+                    &http,
+                    http::Method::GET,
+                    &format!("{admin}/readyz"),
+                    &[],
+                    bytes::Bytes::new(),
+                )
+                .await;
+                (r.status() == want).then_some(())
+            }
+        })
+        .await;
+    };
+
+    for replica in cluster.replicas.iter().flatten() {
+        ready(replica.admin.clone(), 200).await;
+    }
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let owner = cluster.initialized_on()[0];
+    let owner_replica = cluster.replicas[owner].as_ref().unwrap();
+    let mut direct = Mcp::new(&owner_replica.url, "2025-06-18");
+    direct.session = mcp.session.clone();
+
+    cluster.redis.proc.child.kill().await.unwrap();
+    ready(owner_replica.admin.clone(), 503).await;
+    let mut tally = Tally::default();
+    for _ in 0..5 {
+        let answer = direct
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "ok",
+            "echo during the outage"
+        );
+        streamed_call(&direct, &mut tally).await.unwrap();
+    }
+    assert_eq!(tally.events, 15);
+    // What needs Redis says so, with a retry hint.
+    let init = direct.request_body(
+        "initialize",
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
+    );
+    let mut fresh = Mcp::new(&owner_replica.url, "2025-06-18");
+    fresh.session = None;
+    let refused = fresh.post(&init).await;
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers().get("retry-after").unwrap(), "1");
+
+    cluster.redis = shadowcat_tests::procs::RedisServer::start_on(port, Some(&dir)).await;
+    for replica in cluster.replicas.iter().flatten() {
+        ready(replica.admin.clone(), 200).await;
+    }
+    // Cross-replica service is back, with no restart of Shadowcat.
+    for _ in 0..4 {
+        let answer = mcp
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "ok",
+            "echo after the outage"
+        );
+    }
+    let mut events = {
+        let body = mcp.request_body("tools/call", json!({"name": "stream", "arguments": {"count": 3}}));
+        Events::new(mcp.post(&body).await)
+    };
+    let (first, _) = events.next_message().await.unwrap();
+    drop(events);
+    let resumed = Events::new(mcp.get(first.as_deref()).await).rest().await;
+    assert_eq!(resumed.len(), 3, "{resumed:?}");
+    assert_eq!(resumed[2].1["result"]["content"][0]["text"], "done after 3");
+    let _ = std::fs::remove_dir_all(&dir);
+}

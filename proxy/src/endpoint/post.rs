@@ -248,7 +248,13 @@ async fn start_stream(
         pending: pending.clone(),
         replica: app.sessions.replica().to_owned(),
     };
-    app.store.create_stream(&meta).await?;
+    if let Err(e) = app.store.create_stream(&meta).await {
+        // The store is unreachable: the answer still flows, relayed event by
+        // event, just not resumable until the store is back.
+        tracing::warn!(session = %session.record.id, error = %e, "store unreachable; relaying the stream without a log");
+        app.metrics.store_bypasses.inc();
+        return Ok(event_stream_response(stateless::relay(app.clone(), upstream)));
+    }
     let client_gone = CancellationToken::new();
     let pump = Pump {
         app: app.clone(),

@@ -26,6 +26,9 @@ use crate::upstream::UpstreamRequest;
 /// the upstream (with its `Last-Event-ID`) before the pump gives up.
 const UPSTREAM_RESUMES: usize = 3;
 
+/// Tries to append one batch before a pump gives up (about 10 s of backoff).
+const APPEND_ATTEMPTS: usize = 14;
+
 /// One stream being pumped.
 #[derive(Debug)]
 pub struct Pump {
@@ -144,8 +147,7 @@ impl Pump {
                 self.next_seq += 1;
             }
             if !batch.is_empty() {
-                if let Err(e) = self.app.store.append(&self.stream, &batch).await {
-                    tracing::error!(stream = %self.stream, error = %e, "cannot append events; stream stops");
+                if !self.append_patiently(&batch).await {
                     return BodyEnd::Stopped;
                 }
                 self.app.metrics.events_pumped.inc_by(batch.len() as u64);
@@ -154,6 +156,24 @@ impl Pump {
                 return BodyEnd::Answered;
             }
         }
+    }
+
+    /// Appends, retrying through a short store outage rather than dropping
+    /// events; `false` when the store stays away.
+    async fn append_patiently(&self, batch: &[StoredEvent]) -> bool {
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 0..APPEND_ATTEMPTS {
+            match self.app.store.append(&self.stream, batch).await {
+                Ok(()) => return true,
+                Err(e) if attempt + 1 == APPEND_ATTEMPTS => {
+                    tracing::error!(stream = %self.stream, error = %e, "cannot append events; stream stops");
+                }
+                Err(e) => tracing::warn!(stream = %self.stream, error = %e, "append failed; retrying"),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(1));
+        }
+        false
     }
 
     /// Notes responses to awaited requests, and the negotiated version of an
