@@ -63,6 +63,12 @@ pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> a
     let store = build_store(&settings).map_err(anyhow::Error::msg)?;
     let peer = peer_client(&settings)?;
     let peer_listen = peer.as_ref().map(|_| settings.peer_listen);
+    if peer.is_none() && matches!(settings.store, StoreSettings::Redis { .. }) {
+        tracing::warn!(
+            "redis store without --peer-secret-file: replicas cannot forward to each other, so each one \
+             adopts the sessions it receives; fine for one replica, costly for several"
+        );
+    }
     let app = app::App::new(settings, store, replica, peer);
     let listeners =
         server::Listeners::bind(app.settings.listen, app.settings.admin_listen, peer_listen).await?;

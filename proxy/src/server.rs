@@ -99,7 +99,7 @@ pub async fn serve(
     tracing::info!(
         public = %listeners.public.local_addr()?,
         admin = %listeners.admin.local_addr()?,
-        peer = ?peer_addr.map(|a| a.to_string()),
+        peer = %peer_addr.map(|a| a.to_string()).unwrap_or_default(),
         replica = %app.sessions.replica(),
         upstream = %app.upstream.uri(),
         path = %app.settings.path,

@@ -105,6 +105,8 @@ pub struct Shadowcat {
     pub url: String,
     /// `http://127.0.0.1:PORT` of the admin listener.
     pub admin: String,
+    /// `127.0.0.1:PORT` of the peer listener; empty without one.
+    pub peer: String,
 }
 
 impl Shadowcat {
@@ -123,19 +125,25 @@ impl Shadowcat {
         .args(extra)
         .env("SHADOWCAT_LOG", "info,shadowcat_proxy=debug");
         let proc = Proc::spawn(cmd);
-        let (public, admin) = proc
+        let (public, admin, peer) = proc
             .wait_line("shadowcat to listen", |line| {
                 let v: serde_json::Value = serde_json::from_str(line).ok()?;
                 if v["message"] != "listening" {
                     return None;
                 }
-                Some((v["public"].as_str()?.to_owned(), v["admin"].as_str()?.to_owned()))
+                let field = |k: &str| v[k].as_str().map(str::to_owned);
+                Some((
+                    field("public")?,
+                    field("admin")?,
+                    field("peer").unwrap_or_default(),
+                ))
             })
             .await;
         Shadowcat {
             proc,
             url: format!("http://{public}/mcp"),
             admin: format!("http://{admin}"),
+            peer,
         }
     }
 }

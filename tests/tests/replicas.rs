@@ -380,3 +380,42 @@ async fn redis_outage_keeps_owned_sessions_flowing_and_all_recovers_without_rest
     assert_eq!(resumed[2].1["result"]["content"][0]["text"], "done after 3");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_port_refuses_requests_without_a_valid_signature() {
+    let cluster = Cluster::start(2, &[]).await;
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let session = mcp.session.clone().unwrap();
+    let peer = &cluster.replicas[0].as_ref().unwrap().peer;
+    assert!(!peer.is_empty());
+    let url = format!("http://{peer}/mcp");
+    let body = bytes::Bytes::from(mcp.request_body("tools/list", json!({})).to_string());
+    let base = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-session-id", session.as_str()),
+        ("shadowcat-hop", "1"),
+    ];
+    let forged = [("shadowcat-peer-auth", "t=1,sig=00")];
+    for extra in [&[][..], &forged[..]] {
+        let headers: Vec<_> = base.iter().chain(extra).copied().collect();
+        let response =
+            shadowcat_tests::client::send(&mcp.http, http::Method::POST, &url, &headers, body.clone()).await;
+        assert_eq!(response.status(), 401);
+        let answer = shadowcat_tests::client::json_body(response).await;
+        assert_eq!(answer["error"]["code"], -32600);
+    }
+    // A client cannot mark its own request as forwarded on the public port:
+    // the marker is dropped and the request is placed as usual.
+    let headers: Vec<_> = base.iter().chain(&forged).copied().collect();
+    let public = &cluster.replicas[0].as_ref().unwrap().url;
+    let response = shadowcat_tests::client::send(&mcp.http, http::Method::POST, public, &headers, body).await;
+    assert_eq!(response.status(), 200);
+    let owner = cluster.initialized_on()[0];
+    assert_eq!(
+        count(&cluster, owner, "tools/list"),
+        1,
+        "served by the owner's upstream"
+    );
+}
