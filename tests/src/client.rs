@@ -269,3 +269,11 @@ pub async fn metric(http: &Http, admin: &str, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The `progress` of a `notifications/progress` message (panics otherwise).
+pub fn progress(message: &Value) -> u64 {
+    message
+        .pointer("/params/progress")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("not progress: {message}"))
+}

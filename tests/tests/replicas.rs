@@ -4,16 +4,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use serde_json::{Value, json};
-use shadowcat_tests::client::{Events, Mcp, metric};
+use serde_json::json;
+use shadowcat_tests::client::{Events, Mcp, metric, progress};
 use shadowcat_tests::cluster::Cluster;
-
-fn progress(message: &Value) -> u64 {
-    message
-        .pointer("/params/progress")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("not progress: {message}"))
-}
 
 fn count(cluster: &Cluster, upstream: usize, method: &str) -> usize {
     cluster.upstreams[upstream]

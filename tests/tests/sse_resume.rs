@@ -3,8 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
-use serde_json::{Value, json};
-use shadowcat_tests::client::{Events, Mcp, metric};
+use serde_json::json;
+use shadowcat_tests::client::{Events, Mcp, metric, progress};
 use shadowcat_tests::procs::{RedisServer, Shadowcat};
 use shadowcat_tests::upstream::Scripted;
 
@@ -44,13 +44,6 @@ async fn call_stream(mcp: &Mcp, count: u64) -> Events {
     let response = mcp.post(&body).await;
     assert_eq!(response.status(), 200);
     Events::new(response)
-}
-
-fn progress(message: &Value) -> u64 {
-    message
-        .pointer("/params/progress")
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("not progress: {message}"))
 }
 
 #[tokio::test]
@@ -167,23 +160,10 @@ async fn resume_after_completion(backing: Backing) {
     let again = Events::new(mcp.get(first_id.as_deref()).await).rest().await;
     assert_eq!(again, resumed);
 
-    let metrics = shadowcat_tests::client::send(
-        &mcp.http,
-        http::Method::GET,
-        &format!("{}/metrics", proxy.admin),
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    let text = String::from_utf8(
-        http_body_util::BodyExt::collect(metrics.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
-    assert!(text.contains("shadowcat_sse_events_replayed_total 8"), "{text}");
+    assert_eq!(
+        metric(&mcp.http, &proxy.admin, "shadowcat_sse_events_replayed_total").await,
+        8
+    );
 }
 
 #[tokio::test]
@@ -193,23 +173,10 @@ async fn sse_resume_from_unknown_stream_starts_fresh_and_counts_a_miss() {
     // and an unknown Last-Event-ID falls back to exactly that.
     let response = mcp.get(Some("0123abcd.7")).await;
     assert_eq!(response.status(), 405);
-    let metrics = shadowcat_tests::client::send(
-        &mcp.http,
-        http::Method::GET,
-        &format!("{}/metrics", proxy.admin),
-        &[],
-        bytes::Bytes::new(),
-    )
-    .await;
-    let text = String::from_utf8(
-        http_body_util::BodyExt::collect(metrics.into_body())
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec(),
-    )
-    .unwrap();
-    assert!(text.contains("shadowcat_sse_replay_misses_total 1"), "{text}");
+    assert_eq!(
+        metric(&mcp.http, &proxy.admin, "shadowcat_sse_replay_misses_total").await,
+        1
+    );
 }
 
 #[tokio::test]

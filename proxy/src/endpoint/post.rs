@@ -95,13 +95,7 @@ async fn initialize(
         })
         .unwrap_or(ProtocolVersion::ASSUMED);
     let initialize_text = String::from_utf8_lossy(&bytes).into_owned();
-    let request = UpstreamRequest {
-        method: Method::POST,
-        headers: client_headers_for_upstream(headers),
-        body: bytes,
-        ..Default::default()
-    };
-    let response = app.upstream.send(request).await?;
+    let response = send_upstream(app, headers, &bytes, None).await?;
     if !response.status().is_success() {
         return Ok(json::pass_through(response));
     }
@@ -158,7 +152,7 @@ async fn forward(
     message: &jsonrpc::Body,
     mut session: Session,
 ) -> Result<Response<Body>, Error> {
-    let mut response = send_upstream(app, headers, &bytes, &session).await?;
+    let mut response = send_upstream(app, headers, &bytes, session.record.upstream_id.clone()).await?;
     if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST) {
         // Maybe the upstream restarted and forgot the session: then give it a
         // new one and try once more, rather than fail a valid client session.
@@ -168,7 +162,7 @@ async fn forward(
             return Ok(json::buffered(parts, answer));
         }
         session = placement::reinitialize_owned(app, &session).await?;
-        response = send_upstream(app, headers, &bytes, &session).await?;
+        response = send_upstream(app, headers, &bytes, session.record.upstream_id.clone()).await?;
     }
     let status = response.status();
     if status.is_success() {
@@ -196,16 +190,17 @@ async fn forward(
     Ok(json::pass_through(response))
 }
 
+/// POSTs the client's message upstream, in `upstream_session` if any.
 async fn send_upstream(
     app: &App,
     headers: &HeaderMap,
     bytes: &Bytes,
-    session: &Session,
+    upstream_session: Option<String>,
 ) -> Result<Response<Incoming>, Error> {
     let request = UpstreamRequest {
         method: Method::POST,
         headers: client_headers_for_upstream(headers),
-        session: session.record.upstream_id.clone(),
+        session: upstream_session,
         body: bytes.clone(),
         ..Default::default()
     };
@@ -281,13 +276,7 @@ async fn start_stream(
 
 /// 2026-07-28: no session; relay the answer, event streams without a log.
 async fn stateless_post(app: &Arc<App>, headers: &HeaderMap, bytes: Bytes) -> Result<Response<Body>, Error> {
-    let request = UpstreamRequest {
-        method: Method::POST,
-        headers: client_headers_for_upstream(headers),
-        body: bytes,
-        ..Default::default()
-    };
-    let response = app.upstream.send(request).await?;
+    let response = send_upstream(app, headers, &bytes, None).await?;
     if response.status().is_success() && is_event_stream(response.headers()) {
         return Ok(event_stream_response(stateless::relay(
             app.clone(),

@@ -208,13 +208,7 @@ impl SessionManager {
     /// request adopts it at once elsewhere, instead of waiting for this
     /// replica's heartbeat to expire. Returns how many were released.
     pub async fn release_all(&self) -> usize {
-        let ids: Vec<String> = self
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let ids = self.local_ids();
         let mut released = 0;
         for id in ids {
             match self.store.claim_session(&id, &self.replica, "").await {
@@ -254,19 +248,22 @@ impl SessionManager {
 
     /// Drops local state of sessions the store no longer has (expired).
     pub async fn sweep(&self) {
-        let ids: Vec<String> = self
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let ids = self.local_ids();
         for id in ids {
             if let Ok(None) = self.store.get_session(&id).await {
                 tracing::debug!(session = %id, "session expired");
                 self.forget(&id);
             }
         }
+    }
+
+    fn local_ids(&self) -> Vec<String> {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn local_for(&self, id: &str) -> Arc<LocalSession> {

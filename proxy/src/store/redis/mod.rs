@@ -22,6 +22,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
 
+use self::scripts::Scripts;
+
+mod scripts;
+#[cfg(test)]
+mod tests;
+
 use super::{
     LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
     StreamKind, StreamMeta,
@@ -47,74 +53,6 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
-    }
-}
-
-struct Scripts {
-    create: Script,
-    update: Script,
-    touch: Script,
-    delete: Script,
-    add_stream: Script,
-    end_stream: Script,
-    delivered: Script,
-    claim: Script,
-}
-
-impl Scripts {
-    fn new() -> Self {
-        Self {
-            // KEYS[1] session; ARGV[1] ttl ms, then field/value pairs.
-            create: Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end \
-                 redis.call('HSET', KEYS[1], unpack(ARGV, 2)) \
-                 redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1",
-            ),
-            update: Script::new(
-                "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
-                 redis.call('DEL', KEYS[1]) \
-                 redis.call('HSET', KEYS[1], unpack(ARGV, 2)) \
-                 redis.call('PEXPIRE', KEYS[1], ARGV[1]) return 1",
-            ),
-            // KEYS session, streams, delivered; ARGV[1] ttl ms.
-            touch: Script::new(
-                "if redis.call('PEXPIRE', KEYS[1], ARGV[1]) == 0 then return 0 end \
-                 for i = 2, 3 do if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[1]) then \
-                 redis.call('PEXPIRE', KEYS[i], ARGV[1]) end end return 1",
-            ),
-            // KEYS session, streams, delivered; ARGV[1] log key prefix.
-            delete: Script::new(
-                "local n = redis.call('DEL', KEYS[1]) \
-                 for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('DEL', ARGV[1] .. id) end \
-                 redis.call('DEL', KEYS[2], KEYS[3]) return n",
-            ),
-            // KEYS streams; ARGV stream id, kind, ttl ms: registers a log and
-            // keeps the registry at least as long as the log.
-            add_stream: Script::new(
-                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
-                 local t = redis.call('PTTL', KEYS[1]) \
-                 if t < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1",
-            ),
-            // KEYS log, streams; ARGV stream id, ttl ms: the end marker, and
-            // the registry entry flagged ended.
-            end_stream: Script::new(
-                "redis.call('XADD', KEYS[1], '*', 'end', 1) redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
-                 local v = redis.call('HGET', KEYS[2], ARGV[1]) \
-                 if v then local m = cjson.decode(v) m['e'] = true \
-                 redis.call('HSET', KEYS[2], ARGV[1], cjson.encode(m)) end return 1",
-            ),
-            // KEYS session; ARGV from, to.
-            claim: Script::new(
-                "if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end \
-                 redis.call('HSET', KEYS[1], 'owner', ARGV[2]) return 1",
-            ),
-            // KEYS delivered; ARGV stream id, seq, ttl ms.
-            delivered: Script::new(
-                "local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') \
-                 if tonumber(ARGV[2]) > cur then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end \
-                 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1",
-            ),
-        }
     }
 }
 
@@ -601,148 +539,5 @@ impl Store for RedisStore {
             Value::SimpleString(_) | Value::BulkString(_) => Ok(()),
             other => Err(StoreError::Corrupt(format!("PING answered {other:?}"))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use super::*;
-
-    /// A redis-server of the test's own, on a free port, gone when dropped.
-    struct Server {
-        child: std::process::Child,
-        url: String,
-    }
-
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    async fn server() -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be on PATH (tests/peers/install.sh checks)");
-        let server = Server {
-            child,
-            url: format!("redis://127.0.0.1:{port}"),
-        };
-        let store = RedisStore::new(&server.url, "probe", limits()).unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while store.ping().await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        server
-    }
-
-    fn limits() -> LogLimits {
-        LogLimits {
-            max_events: 8,
-            max_streams: 16,
-            retention: Duration::from_secs(60),
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn redis_store_passes_the_store_suite() {
-        let server = server().await;
-        let n = AtomicUsize::new(0);
-        super::super::suite::run_all(|| {
-            // A fresh prefix is a fresh, empty store on the same server.
-            let prefix = format!("t{}", n.fetch_add(1, Ordering::SeqCst));
-            let url = server.url.clone();
-            async move { Arc::new(RedisStore::new(&url, &prefix, limits()).unwrap()) as Arc<dyn Store> }
-        })
-        .await;
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn redis_sessions_expire_when_idle() {
-        let server = server().await;
-        let store = RedisStore::new(&server.url, "idle", limits()).unwrap();
-        let record = super::super::suite::record("idle");
-        assert!(
-            store
-                .create_session(&record, Duration::from_millis(300))
-                .await
-                .unwrap()
-        );
-        assert!(store.get_session("idle").await.unwrap().is_some());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while store.get_session("idle").await.unwrap().is_some() {
-            assert!(tokio::time::Instant::now() < deadline, "session never expired");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(
-            !store
-                .touch_session("idle", Duration::from_secs(10))
-                .await
-                .unwrap()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn redis_down_is_an_error_not_a_hang() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = RedisStore::new(&format!("redis://127.0.0.1:{port}"), "down", limits()).unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(10), store.get_session("x")).await;
-        assert!(
-            matches!(result, Ok(Err(StoreError::Unavailable(_)))),
-            "{result:?}"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread")]
-    async fn two_replicas_race_to_adopt_one_session_100_times_and_one_wins_each() {
-        let server = server().await;
-        let a = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
-        let b = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
-        let idle = Duration::from_secs(60);
-        let mut wins = [0usize; 2];
-        for round in 0..100 {
-            let mut record = super::super::suite::record(&format!("s{round}"));
-            record.owner = "dead-replica".into();
-            assert!(a.create_session(&record, idle).await.unwrap());
-            let id = record.id.clone();
-            let (ra, rb) = tokio::join!(
-                a.claim_session(&id, "dead-replica", "replica-a"),
-                b.claim_session(&id, "dead-replica", "replica-b"),
-            );
-            let (ra, rb) = (ra.unwrap(), rb.unwrap());
-            assert!(ra ^ rb, "round {round}: exactly one claim wins (a={ra}, b={rb})");
-            let owner = a.get_session(&id).await.unwrap().unwrap().owner;
-            assert_eq!(owner, if ra { "replica-a" } else { "replica-b" });
-            wins[usize::from(rb)] += 1;
-        }
-        assert_eq!(wins[0] + wins[1], 100);
     }
 }
