@@ -7,7 +7,12 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod mcpproxy;
 mod settings;
 
 pub use config::{LogFormat, SidecarConfig, SseConfig};
+pub use mcpproxy::{
+    ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,
+    ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
+};
 pub use settings::{ConfigError, Settings, SseSettings, StoreSettings};

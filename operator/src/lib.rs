@@ -1,0 +1,6 @@
+//! Shadowcat's operator: turns `McpProxy` resources into a sidecar in the
+//! target workload's pods, the sidecar's config, and a Service.
+#![forbid(unsafe_code)]
+
+pub mod crdgen;
+pub mod render;

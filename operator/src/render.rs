@@ -1,0 +1,1 @@
+//! Pure functions from an McpProxy to the objects the operator applies.
