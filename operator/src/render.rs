@@ -1,1 +1,359 @@
-//! Pure functions from an McpProxy to the objects the operator applies.
+//! Pure functions from an McpProxy to the objects the operator applies: the
+//! sidecar's config (the very `SidecarConfig` type the sidecar reads), its
+//! ConfigMap, the patch that puts the sidecar into the target's pod template,
+//! and the Service. No I/O here, so every rule is unit-tested on its output.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+    Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use shadowcat_crds::{LogFormat, McpProxy, SidecarConfig, SseConfig, StoreKind, TargetKind};
+
+/// Name of the sidecar container.
+pub const CONTAINER: &str = "shadowcat";
+/// Pod template annotation whose change rolls the pods on a config change.
+pub const CONFIG_HASH: &str = "shadowcat.dev/config-hash";
+/// Label on everything the operator makes, naming the McpProxy.
+pub const PROXY_LABEL: &str = "shadowcat.dev/proxy";
+/// Key of the sidecar config in its ConfigMap.
+pub const CONFIG_KEY: &str = "config.yaml";
+/// Key of the peer secret in its Secret.
+pub const PEER_SECRET_KEY: &str = "secret";
+/// Admin (health, readiness, metrics) port.
+pub const ADMIN_PORT: u16 = 9090;
+/// Replica-to-replica port.
+pub const PEER_PORT: u16 = 8081;
+const CONFIG_DIR: &str = "/etc/shadowcat";
+const PEER_DIR: &str = "/etc/shadowcat-peer";
+
+/// Operator-wide defaults for what an McpProxy does not say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Defaults {
+    /// Sidecar image.
+    pub image: String,
+    /// Sidecar resources.
+    pub resources: ResourceRequirements,
+    /// Graceful shutdown given to the sidecar, in seconds.
+    pub drain_seconds: i64,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        let quantities = |cpu: &str, memory: &str| {
+            BTreeMap::from([
+                ("cpu".to_owned(), Quantity(cpu.into())),
+                ("memory".to_owned(), Quantity(memory.into())),
+            ])
+        };
+        Self {
+            image: "shadowcat:latest".into(),
+            resources: ResourceRequirements {
+                requests: Some(quantities("50m", "64Mi")),
+                limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
+                ..Default::default()
+            },
+            drain_seconds: 25,
+        }
+    }
+}
+
+/// Names of the objects an McpProxy owns.
+pub fn config_map_name(proxy: &McpProxy) -> String {
+    format!("{}-shadowcat", proxy.name_any())
+}
+
+/// The peer Secret's name.
+pub fn peer_secret_name(proxy: &McpProxy) -> String {
+    format!("{}-shadowcat-peer", proxy.name_any())
+}
+
+/// The Service's name.
+pub fn service_name(proxy: &McpProxy) -> String {
+    proxy
+        .spec
+        .service
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| proxy.name_any())
+}
+
+/// The sidecar config for `proxy`. The Redis URL is not in it (it is a
+/// secret): the sidecar gets it from the environment, which overrides the file.
+pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
+    let spec = &proxy.spec;
+    let sse = SseConfig {
+        max_events_per_stream: spec.replay.max_events_per_stream,
+        retention: spec.replay.retention.clone(),
+        ..Default::default()
+    };
+    let redis = (spec.sessions.store == StoreKind::Redis)
+        .then_some(spec.sessions.redis.as_ref())
+        .flatten();
+    SidecarConfig {
+        listen: Some(format!("0.0.0.0:{}", spec.listen.port)),
+        admin_listen: Some(format!("0.0.0.0:{ADMIN_PORT}")),
+        upstream: Some(format!(
+            "http://127.0.0.1:{}{}",
+            spec.upstream.port, spec.upstream.path
+        )),
+        path: Some(spec.listen.path.clone()),
+        store_prefix: redis.and_then(|r| r.key_prefix.clone()),
+        log_format: Some(LogFormat::Json),
+        session_idle_timeout: spec.sessions.idle_timeout.clone(),
+        drain_timeout: Some(format!("{}s", (defaults.drain_seconds - 5).max(1))),
+        peer_listen: redis.map(|_| format!("0.0.0.0:{PEER_PORT}")),
+        peer_secret_file: redis.map(|_| format!("{PEER_DIR}/{PEER_SECRET_KEY}")),
+        sse: (sse != SseConfig::default()).then_some(sse),
+        ..Default::default()
+    }
+}
+
+/// The config as the file the sidecar reads, and its hash.
+pub fn config_yaml(config: &SidecarConfig) -> Result<(String, String), serde_yaml::Error> {
+    let yaml = config.to_yaml()?;
+    let digest = Sha256::digest(yaml.as_bytes());
+    let hash = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    Ok((yaml, hash))
+}
+
+fn owner(proxy: &McpProxy) -> Option<OwnerReference> {
+    proxy.controller_owner_ref(&())
+}
+
+fn labels(proxy: &McpProxy) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (PROXY_LABEL.to_owned(), proxy.name_any()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "shadowcat-operator".to_owned(),
+        ),
+    ])
+}
+
+/// The ConfigMap holding the sidecar config, owned by the McpProxy.
+pub fn config_map(proxy: &McpProxy, yaml: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(proxy)),
+            namespace: proxy.namespace(),
+            labels: Some(labels(proxy)),
+            owner_references: owner(proxy).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), yaml.to_owned())])),
+        ..Default::default()
+    }
+}
+
+/// The sidecar container.
+pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
+    let spec = &proxy.spec;
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector {
+            field_path: path.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut env = vec![
+        EnvVar {
+            name: "POD_NAME".into(),
+            value_from: Some(field("metadata.name")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "POD_IP".into(),
+            value_from: Some(field("status.podIP")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "SHADOWCAT_CONFIG".into(),
+            value: Some(format!("{CONFIG_DIR}/{CONFIG_KEY}")),
+            ..Default::default()
+        },
+    ];
+    let redis = (spec.sessions.store == StoreKind::Redis)
+        .then_some(spec.sessions.redis.as_ref())
+        .flatten();
+    if let Some(redis) = redis {
+        env.push(EnvVar {
+            name: "SHADOWCAT_STORE".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: redis.url_secret_ref.name.clone(),
+                    key: redis.url_secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(level) = &spec.sidecar.log_level {
+        env.push(EnvVar {
+            name: "SHADOWCAT_LOG".into(),
+            value: Some(level.clone()),
+            ..Default::default()
+        });
+    }
+    env.extend(spec.sidecar.env.iter().map(|(k, v)| EnvVar {
+        name: k.clone(),
+        value: Some(v.clone()),
+        ..Default::default()
+    }));
+    let port = |name: &str, port: u16| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: i32::from(port),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let mut ports = vec![port("mcp", spec.listen.port), port("admin", ADMIN_PORT)];
+    let mut mounts = vec![VolumeMount {
+        name: "shadowcat-config".into(),
+        mount_path: CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    if redis.is_some() {
+        ports.push(port("peer", PEER_PORT));
+        mounts.push(VolumeMount {
+            name: "shadowcat-peer".into(),
+            mount_path: PEER_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("admin".into()),
+            ..Default::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Default::default()
+    };
+    Container {
+        name: CONTAINER.into(),
+        image: Some(
+            spec.sidecar
+                .image
+                .clone()
+                .unwrap_or_else(|| defaults.image.clone()),
+        ),
+        env: Some(env),
+        ports: Some(ports),
+        volume_mounts: Some(mounts),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: Some(
+            spec.sidecar
+                .resources
+                .clone()
+                .unwrap_or_else(|| defaults.resources.clone()),
+        ),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The volumes the sidecar needs.
+pub fn sidecar_volumes(proxy: &McpProxy) -> Vec<Volume> {
+    let mut volumes = vec![Volume {
+        name: "shadowcat-config".into(),
+        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+            name: config_map_name(proxy),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if proxy.spec.sessions.store == StoreKind::Redis {
+        volumes.push(Volume {
+            name: "shadowcat-peer".into(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(peer_secret_name(proxy)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    volumes
+}
+
+/// The server-side-apply patch for the target workload: only the fields the
+/// operator owns (sidecar container, volumes, hash annotation, grace period),
+/// so releasing the field manager removes exactly them.
+pub fn workload_patch(proxy: &McpProxy, defaults: &Defaults, hash: &str) -> Value {
+    let (api_version, kind) = match proxy.spec.target_ref.kind {
+        TargetKind::Deployment => ("apps/v1", "Deployment"),
+        TargetKind::StatefulSet => ("apps/v1", "StatefulSet"),
+    };
+    json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": proxy.spec.target_ref.name, "namespace": proxy.namespace()},
+        "spec": {"template": {
+            "metadata": {"annotations": {CONFIG_HASH: hash}},
+            "spec": {
+                "containers": [sidecar_container(proxy, defaults)],
+                "volumes": sidecar_volumes(proxy),
+                // Long enough for the sidecar's drain.
+                "terminationGracePeriodSeconds": defaults.drain_seconds + 5,
+            }
+        }}
+    })
+}
+
+/// The Service in front of the sidecar, if the McpProxy asks for one.
+/// `selector` is the target's pod selector.
+pub fn service(proxy: &McpProxy, selector: BTreeMap<String, String>) -> Option<Service> {
+    let spec = proxy.spec.service.as_ref()?;
+    Some(Service {
+        metadata: ObjectMeta {
+            name: Some(service_name(proxy)),
+            namespace: proxy.namespace(),
+            labels: Some(labels(proxy)),
+            owner_references: owner(proxy).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(K8sServiceSpec {
+            selector: Some(selector),
+            type_: spec.type_.map(|t| format!("{t:?}")),
+            ports: Some(vec![ServicePort {
+                name: Some("mcp".into()),
+                port: i32::from(spec.port.unwrap_or(80)),
+                target_port: Some(IntOrString::String("mcp".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! Render functions over a matrix of specs.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use shadowcat_crds::{
+    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, SidecarConfig,
+    StoreKind, TargetKind, TargetRef,
+};
+
+use super::*;
+
+/// Test McpProxies, built by chained calls.
+struct Fixture(McpProxy);
+
+impl Fixture {
+    fn new(name: &str) -> Self {
+        let spec = McpProxySpec {
+            target_ref: TargetRef {
+                kind: TargetKind::Deployment,
+                name: "mcp-server".into(),
+            },
+            upstream: Default::default(),
+            listen: Default::default(),
+            service: None,
+            sessions: Default::default(),
+            replay: Default::default(),
+            sidecar: Default::default(),
+        };
+        let mut proxy = McpProxy::new(name, spec);
+        proxy.metadata.namespace = Some("tools".into());
+        proxy.metadata.uid = Some("uid-1".into());
+        Self(proxy)
+    }
+
+    fn redis(mut self) -> Self {
+        self.0.spec.sessions = SessionsSpec {
+            store: StoreKind::Redis,
+            redis: Some(RedisSpec {
+                url_secret_ref: SecretKeyRef {
+                    name: "redis".into(),
+                    key: "url".into(),
+                },
+                key_prefix: Some("team-a".into()),
+            }),
+            idle_timeout: Some("45m".into()),
+        };
+        self
+    }
+
+    fn service(mut self) -> Self {
+        self.0.spec.service = Some(ServiceSpec {
+            name: None,
+            port: Some(8000),
+            type_: Some(ServiceType::ClusterIP),
+        });
+        self
+    }
+
+    fn stateful(mut self) -> Self {
+        self.0.spec.target_ref.kind = TargetKind::StatefulSet;
+        self
+    }
+
+    fn overrides(mut self) -> Self {
+        self.0.spec.sidecar.image = Some("registry.example/shadowcat:1.2.3".into());
+        self.0.spec.sidecar.log_level = Some("debug".into());
+        self.0.spec.sidecar.resources = Some(ResourceRequirements::default());
+        self
+    }
+}
+
+fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
+    container.env.as_ref()?.iter().find(|e| e.name == name)
+}
+
+fn port_names(container: &Container) -> Vec<String> {
+    container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.name.clone().unwrap())
+        .collect()
+}
+
+#[test]
+fn memory_store_sidecar_has_no_peer_port_nor_redis() {
+    let proxy = Fixture::new("weather").0;
+    let config = sidecar_config(&proxy, &Defaults::default());
+    assert_eq!(config.upstream.as_deref(), Some("http://127.0.0.1:3000/mcp"));
+    assert_eq!(config.listen.as_deref(), Some("0.0.0.0:8080"));
+    assert_eq!(config.peer_secret_file, None);
+    assert_eq!(config.store, None, "memory is the default");
+    let container = sidecar_container(&proxy, &Defaults::default());
+    assert_eq!(port_names(&container), ["mcp", "admin"]);
+    assert!(env(&container, "SHADOWCAT_STORE").is_none());
+    assert_eq!(sidecar_volumes(&proxy).len(), 1);
+    assert_eq!(container.image.as_deref(), Some("shadowcat:latest"));
+}
+
+#[test]
+fn redis_store_takes_the_url_from_the_secret_and_opens_the_peer_port() {
+    let proxy = Fixture::new("weather").redis().0;
+    let config = sidecar_config(&proxy, &Defaults::default());
+    assert_eq!(config.store_prefix.as_deref(), Some("team-a"));
+    assert_eq!(config.session_idle_timeout.as_deref(), Some("45m"));
+    assert_eq!(
+        config.peer_secret_file.as_deref(),
+        Some("/etc/shadowcat-peer/secret")
+    );
+    let container = sidecar_container(&proxy, &Defaults::default());
+    let store = env(&container, "SHADOWCAT_STORE").unwrap();
+    let secret = store
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!((secret.name.as_str(), secret.key.as_str()), ("redis", "url"));
+    assert_eq!(
+        store.value, None,
+        "the URL never lands in the pod spec or the ConfigMap"
+    );
+    assert_eq!(port_names(&container), ["mcp", "admin", "peer"]);
+    let volumes = sidecar_volumes(&proxy);
+    assert_eq!(
+        volumes[1].secret.as_ref().unwrap().secret_name.as_deref(),
+        Some("weather-shadowcat-peer")
+    );
+    for name in ["POD_NAME", "POD_IP"] {
+        assert!(
+            env(&container, name)
+                .unwrap()
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .is_some(),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn sidecar_runs_restricted() {
+    let container = sidecar_container(&Fixture::new("w").0, &Defaults::default());
+    let sc = container.security_context.unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(65532));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_owned()]));
+    let readiness = container.readiness_probe.unwrap().http_get.unwrap();
+    assert_eq!(readiness.path.as_deref(), Some("/readyz"));
+}
+
+#[test]
+fn overrides_win_over_operator_defaults() {
+    let proxy = Fixture::new("w").overrides().0;
+    let container = sidecar_container(&proxy, &Defaults::default());
+    assert_eq!(
+        container.image.as_deref(),
+        Some("registry.example/shadowcat:1.2.3")
+    );
+    assert_eq!(
+        env(&container, "SHADOWCAT_LOG").unwrap().value.as_deref(),
+        Some("debug")
+    );
+    assert_eq!(container.resources, Some(ResourceRequirements::default()));
+}
+
+#[test]
+fn workload_patch_names_the_target_and_carries_the_hash() {
+    for (fixture, kind) in [
+        (Fixture::new("w"), "Deployment"),
+        (Fixture::new("w").stateful(), "StatefulSet"),
+    ] {
+        let patch = workload_patch(&fixture.0, &Defaults::default(), "abc123");
+        assert_eq!(patch["kind"], kind);
+        assert_eq!(patch["metadata"]["name"], "mcp-server");
+        assert_eq!(
+            patch["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH],
+            "abc123"
+        );
+        assert_eq!(
+            patch["spec"]["template"]["spec"]["containers"][0]["name"],
+            CONTAINER
+        );
+        assert_eq!(
+            patch["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+            30
+        );
+    }
+}
+
+#[test]
+fn config_hash_follows_the_config() {
+    let defaults = Defaults::default();
+    let hash = |p: &McpProxy| config_yaml(&sidecar_config(p, &defaults)).unwrap().1;
+    let a = Fixture::new("w").0;
+    assert_eq!(hash(&a), hash(&Fixture::new("w").0), "stable");
+    assert_ne!(
+        hash(&a),
+        hash(&Fixture::new("w").redis().0),
+        "changes with the spec"
+    );
+    assert_eq!(hash(&a).len(), 16);
+}
+
+#[test]
+fn service_only_when_asked_and_points_at_the_sidecar() {
+    assert!(service(&Fixture::new("w").0, BTreeMap::new()).is_none());
+    let selector = BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
+    let svc = service(&Fixture::new("w").service().0, selector.clone()).unwrap();
+    assert_eq!(svc.metadata.name.as_deref(), Some("w"));
+    assert_eq!(svc.metadata.owner_references.unwrap()[0].kind, "McpProxy");
+    let spec = svc.spec.unwrap();
+    assert_eq!(spec.selector, Some(selector));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.port, 8000);
+    assert_eq!(port.target_port, Some(IntOrString::String("mcp".into())));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+}
+
+/// What the operator renders, the sidecar's own loader accepts: the file,
+/// with the environment the pod gives it layered on top.
+#[test]
+fn rendered_config_is_accepted_by_the_sidecar_loader() {
+    for fixture in [
+        Fixture::new("w"),
+        Fixture::new("w").redis(),
+        Fixture::new("w").service().overrides(),
+    ] {
+        let proxy = fixture.0;
+        let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
+        let file = SidecarConfig::from_yaml(&yaml).unwrap();
+        let env = SidecarConfig {
+            store: (proxy.spec.sessions.store == StoreKind::Redis).then(|| "redis://redis:6379".into()),
+            ..Default::default()
+        };
+        let settings = env.or(file).validate().unwrap();
+        assert_eq!(settings.listen.port(), proxy.spec.listen.port);
+        assert_eq!(settings.upstream.port_u16(), Some(proxy.spec.upstream.port));
+        let cm = config_map(&proxy, &yaml);
+        assert_eq!(cm.data.unwrap()[CONFIG_KEY], yaml);
+    }
+}
