@@ -2,5 +2,11 @@
 //! target workload's pods, the sidecar's config, and a Service.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crdgen;
+pub mod error;
 pub mod render;
+pub mod status;
+
+#[cfg(test)]
+mod fixtures;

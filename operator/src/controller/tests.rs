@@ -1,0 +1,224 @@
+//! The reconciler against a fake API server, one scenario per situation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use serde_json::{Value, json};
+
+use super::reconcile;
+use crate::fixtures::{Call, Proxy, deployment, not_found, path, scenario, secret, verify};
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn answer_proxy() -> Value {
+    serde_json::to_value(Proxy::new().0).unwrap()
+}
+
+/// The calls of a successful apply on a memory-store McpProxy; the config
+/// hash each deployment patch carried goes into `hashes`.
+fn apply_calls(ready: i32, hashes: Arc<Mutex<Vec<String>>>) -> Vec<Call> {
+    vec![
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+            let config = cm["data"]["config.yaml"].as_str().unwrap();
+            assert!(config.contains("upstream: http://127.0.0.1:3000/mcp"), "{config}");
+            assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(ready)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(ready)).check(move |d| {
+            let template = &d["spec"]["template"];
+            assert_eq!(template["spec"]["containers"][0]["name"], "shadowcat");
+            assert_eq!(
+                template["spec"]["containers"].as_array().unwrap().len(),
+                1,
+                "only what Shadowcat owns"
+            );
+            let hash = template["metadata"]["annotations"]["shadowcat.dev/config-hash"]
+                .as_str()
+                .unwrap();
+            hashes.lock().unwrap().push(hash.to_owned());
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
+            assert_eq!(s["status"]["observedGeneration"], 1);
+            assert_eq!(condition(s, "ConfigValid")["status"], "True");
+            assert_eq!(condition(s, "Injected")["status"], "True");
+            let ready_condition = condition(s, "Ready");
+            assert_eq!(
+                ready_condition["status"],
+                if ready == 3 { "True" } else { "False" }
+            );
+            assert_eq!(s["status"]["readyReplicas"], ready);
+            assert!(s["status"]["configHash"].is_string());
+        }),
+    ]
+}
+
+#[tokio::test]
+async fn finalizer_is_added_before_anything_else() {
+    let (ctx, server) = scenario(vec![Call::new("PATCH", path::PROXY, answer_proxy()).check(
+        |patch| {
+            let ops = patch.as_array().expect("a JSON patch");
+            assert!(
+                ops.iter()
+                    .any(|op| op["op"] == "add" && op["value"].to_string().contains("shadowcat.dev/cleanup"))
+            );
+        },
+    )]);
+    let action = reconcile(Proxy::new().fresh().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn create_applies_config_then_sidecar_then_status() {
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    let (ctx, server) = scenario(apply_calls(0, hashes.clone()));
+    let action = reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    verify(server).await;
+    assert_eq!(hashes.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn reconcile_again_applies_the_same_objects() {
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    for _ in 0..2 {
+        let (ctx, server) = scenario(apply_calls(3, hashes.clone()));
+        reconcile(Proxy::new().arc(), ctx).await.unwrap();
+        verify(server).await;
+    }
+    let hashes = hashes.lock().unwrap();
+    assert_eq!(hashes[0], hashes[1], "no change, no roll");
+}
+
+#[tokio::test]
+async fn spec_change_rolls_the_config_hash() {
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    for retention in ["10m", "20m"] {
+        let (ctx, server) = scenario(apply_calls(3, hashes.clone()));
+        reconcile(Proxy::new().retention(retention).arc(), ctx)
+            .await
+            .unwrap();
+        verify(server).await;
+    }
+    let hashes = hashes.lock().unwrap();
+    assert_ne!(hashes[0], hashes[1]);
+}
+
+#[tokio::test]
+async fn sidecar_removed_by_hand_comes_back() {
+    // The target as a user left it: no sidecar in the template (deployment()
+    // has none). The same apply puts it back, and the pods are ready.
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    let (ctx, server) = scenario(apply_calls(3, hashes));
+    reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn target_missing_is_a_condition_and_an_event_with_backoff() {
+    let (ctx, server) = scenario(vec![
+        Call::new("PATCH", path::CONFIG_MAP, json!({})),
+        Call::new("GET", path::DEPLOYMENT, not_found()).status(404),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "TargetNotFound")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            let injected = condition(s, "Injected");
+            assert_eq!(
+                (injected["status"].as_str(), injected["reason"].as_str()),
+                (Some("False"), Some("TargetNotFound"))
+            );
+        }),
+    ]);
+    let action = reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn invalid_spec_is_a_condition_and_an_event_not_a_crash_loop() {
+    let (ctx, server) = scenario(vec![
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "InvalidSpec");
+            assert!(
+                e["note"].as_str().unwrap().contains("sessionIdleTimeout"),
+                "the message names the key"
+            );
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(condition(s, "ConfigValid")["status"], "False");
+        }),
+    ]);
+    let action = reconcile(Proxy::new().invalid().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn redis_secret_missing_is_a_condition_and_an_event() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::REDIS_SECRET, not_found()).status(404),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "SecretMissing")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(condition(s, "Injected")["reason"], "SecretMissing");
+        }),
+    ]);
+    let action = reconcile(Proxy::new().redis().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn redis_store_makes_a_peer_secret_and_wires_the_url_from_its_secret() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::REDIS_SECRET, secret("redis", "url")),
+        Call::new("GET", path::PEER_SECRET, not_found()).status(404),
+        Call::new("POST", path::SECRETS, secret("weather-shadowcat-peer", "secret")).check(|s| {
+            assert_eq!(s["metadata"]["name"], "weather-shadowcat-peer");
+            assert_eq!(s["stringData"]["secret"].as_str().unwrap().len(), 64);
+            assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
+        }),
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+            let config = cm["data"]["config.yaml"].as_str().unwrap();
+            assert!(config.contains("peerSecretFile"), "{config}");
+            assert!(!config.contains("redis://"), "the URL stays in its Secret");
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
+            let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap();
+            let store = env.iter().find(|e| e["name"] == "SHADOWCAT_STORE").unwrap();
+            assert_eq!(store["valueFrom"]["secretKeyRef"]["name"], "redis");
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()),
+    ]);
+    reconcile(Proxy::new().redis().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn deletion_releases_the_sidecar_then_the_finalizer() {
+    let (ctx, server) = scenario(vec![
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
+            assert_eq!(d["metadata"]["name"], "mcp-server");
+            assert!(
+                d.get("spec").is_none(),
+                "an empty apply releases every field Shadowcat owned: {d}"
+            );
+        }),
+        Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
+            let ops = patch.as_array().expect("a JSON patch");
+            assert!(ops.iter().any(|op| op["op"] == "remove"), "{patch}");
+        }),
+    ]);
+    let action = reconcile(Proxy::new().deleting().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    verify(server).await;
+}

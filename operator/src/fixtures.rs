@@ -1,0 +1,243 @@
+//! Test objects and a fake API server, controller-rs style: a scenario lists
+//! every call the reconciler must make — method, path, a check on the body —
+//! and the answer to give; the fake server checks them in order, with a
+//! timeout, and fails on anything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::Client;
+use kube::client::Body;
+use serde_json::{Value, json};
+use shadowcat_crds::{
+    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, SessionsSpec, StoreKind, TargetKind, TargetRef,
+};
+
+use crate::controller::{Context, FINALIZER};
+use crate::render::Defaults;
+
+/// Test McpProxies, built by chained calls.
+pub struct Proxy(pub McpProxy);
+
+impl Proxy {
+    /// `tools/weather` targeting Deployment `mcp-server`, finalizer in place.
+    pub fn new() -> Self {
+        let spec = McpProxySpec {
+            target_ref: TargetRef {
+                kind: TargetKind::Deployment,
+                name: "mcp-server".into(),
+            },
+            upstream: Default::default(),
+            listen: Default::default(),
+            service: None,
+            sessions: Default::default(),
+            replay: Default::default(),
+            sidecar: Default::default(),
+        };
+        let mut proxy = McpProxy::new("weather", spec);
+        proxy.metadata.namespace = Some("tools".into());
+        proxy.metadata.uid = Some("uid-1".into());
+        proxy.metadata.generation = Some(1);
+        proxy.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        Self(proxy)
+    }
+
+    /// Without the finalizer (just created).
+    pub fn fresh(mut self) -> Self {
+        self.0.metadata.finalizers = None;
+        self
+    }
+
+    /// Marked for deletion.
+    pub fn deleting(mut self) -> Self {
+        self.0.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        ));
+        self
+    }
+
+    /// Using Redis.
+    pub fn redis(mut self) -> Self {
+        self.0.spec.sessions = SessionsSpec {
+            store: StoreKind::Redis,
+            redis: Some(RedisSpec {
+                url_secret_ref: SecretKeyRef {
+                    name: "redis".into(),
+                    key: "url".into(),
+                },
+                key_prefix: None,
+            }),
+            idle_timeout: None,
+        };
+        self
+    }
+
+    /// With an idle timeout the sidecar would refuse.
+    pub fn invalid(mut self) -> Self {
+        self.0.spec.sessions.idle_timeout = Some("0s".into());
+        self
+    }
+
+    /// With another replay retention (another config hash).
+    pub fn retention(mut self, retention: &str) -> Self {
+        self.0.spec.replay.retention = Some(retention.into());
+        self
+    }
+
+    /// As an Arc, for reconcile.
+    pub fn arc(self) -> Arc<McpProxy> {
+        Arc::new(self.0)
+    }
+}
+
+/// The target Deployment, `ready` of 3 replicas ready.
+pub fn deployment(ready: i32) -> Value {
+    let labels = std::collections::BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
+    let d = Deployment {
+        metadata: ObjectMeta {
+            name: Some("mcp-server".into()),
+            namespace: Some("tools".into()),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(3),
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                ..Default::default()
+            },
+            template: PodTemplateSpec::default(),
+            ..Default::default()
+        },
+        status: Some(DeploymentStatus {
+            ready_replicas: Some(ready),
+            updated_replicas: Some(ready),
+            ..Default::default()
+        }),
+    };
+    serde_json::to_value(d).unwrap()
+}
+
+/// A Secret with `key`.
+pub fn secret(name: &str, key: &str) -> Value {
+    let s = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("tools".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                key.to_owned(),
+                k8s_openapi::ByteString(b"redis://r:6379".to_vec()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    serde_json::to_value(s).unwrap()
+}
+
+/// A 404 Status body.
+pub fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
+}
+
+/// One expected call.
+pub struct Call {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path, without the query.
+    pub path: String,
+    /// Assertions on the request body (JSON, or null).
+    pub check: Box<dyn Fn(&Value) + Send>,
+    /// Answer status.
+    pub status: u16,
+    /// Answer body.
+    pub answer: Value,
+}
+
+impl Call {
+    /// Expects `method path`, answering 200 with `answer`.
+    pub fn new(method: &'static str, path: impl Into<String>, answer: Value) -> Self {
+        Self {
+            method,
+            path: path.into(),
+            check: Box::new(|_| {}),
+            status: 200,
+            answer,
+        }
+    }
+
+    /// Adds assertions on the request body.
+    pub fn check(mut self, check: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Box::new(check);
+        self
+    }
+
+    /// Answers with another status.
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+}
+
+/// Paths of the objects a scenario touches.
+pub mod path {
+    /// The McpProxy.
+    pub const PROXY: &str = "/apis/shadowcat.dev/v1alpha1/namespaces/tools/mcpproxies/weather";
+    /// Its status.
+    pub const STATUS: &str = "/apis/shadowcat.dev/v1alpha1/namespaces/tools/mcpproxies/weather/status";
+    /// The ConfigMap.
+    pub const CONFIG_MAP: &str = "/api/v1/namespaces/tools/configmaps/weather-shadowcat";
+    /// The target.
+    pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/tools/deployments/mcp-server";
+    /// Events.
+    pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/tools/events";
+    /// The Redis URL Secret.
+    pub const REDIS_SECRET: &str = "/api/v1/namespaces/tools/secrets/redis";
+    /// The peer Secret.
+    pub const PEER_SECRET: &str = "/api/v1/namespaces/tools/secrets/weather-shadowcat-peer";
+    /// Secrets (create).
+    pub const SECRETS: &str = "/api/v1/namespaces/tools/secrets";
+}
+
+/// A context whose client talks to a fake API server that plays `calls`.
+pub fn scenario(calls: Vec<Call>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let server = tokio::spawn(async move {
+        for (i, call) in calls.into_iter().enumerate() {
+            let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+            let (request, reply) = next
+                .unwrap_or_else(|_| panic!("call {i} ({} {}) never came", call.method, call.path))
+                .unwrap_or_else(|| panic!("client gone before call {i}"));
+            assert_eq!(
+                (request.method().as_str(), request.uri().path()),
+                (call.method, call.path.as_str()),
+                "call {i}"
+            );
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            (call.check)(&serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+            let answer = serde_json::to_vec(&call.answer).unwrap();
+            reply.send_response(
+                Response::builder()
+                    .status(call.status)
+                    .body(Body::from(answer))
+                    .unwrap(),
+            );
+        }
+    });
+    (Context::new(client, Defaults::default()), server)
+}
+
+/// Waits for the fake server to have seen every call of its scenario.
+pub async fn verify(server: tokio::task::JoinHandle<()>) {
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("scenario did not finish")
+        .expect("scenario failed");
+}

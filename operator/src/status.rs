@@ -1,0 +1,91 @@
+//! Status conditions, Gateway-API style: a type, a status, a reason, a
+//! message, the generation they describe, and a transition time that moves
+//! only when the status does.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use shadowcat_crds::McpProxyStatus;
+
+/// The config renders and validates.
+pub const CONFIG_VALID: &str = "ConfigValid";
+/// The sidecar is in the target's pod template.
+pub const INJECTED: &str = "Injected";
+/// The target's pods run the current config and are ready.
+pub const READY: &str = "Ready";
+
+/// One condition to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set {
+    /// Condition type.
+    pub type_: &'static str,
+    /// True or false.
+    pub ok: bool,
+    /// CamelCase reason.
+    pub reason: &'static str,
+    /// Human message.
+    pub message: String,
+}
+
+impl Set {
+    /// A condition.
+    pub fn new(type_: &'static str, ok: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            type_,
+            ok,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// `previous`'s conditions updated with `sets` for `generation`.
+pub fn conditions(
+    previous: Option<&McpProxyStatus>,
+    generation: Option<i64>,
+    sets: &[Set],
+) -> Vec<Condition> {
+    let old = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    sets.iter()
+        .map(|set| {
+            let status = if set.ok { "True" } else { "False" };
+            let since = old
+                .iter()
+                .find(|c| c.type_ == set.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or_else(|| Time(Timestamp::now()));
+            Condition {
+                type_: set.type_.to_owned(),
+                status: status.to_owned(),
+                reason: set.reason.to_owned(),
+                message: set.message.clone(),
+                observed_generation: generation,
+                last_transition_time: since,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_with_the_status() {
+        let first = conditions(None, Some(1), &[Set::new(READY, false, "Progressing", "0/3")]);
+        let previous = McpProxyStatus {
+            conditions: first.clone(),
+            ..Default::default()
+        };
+        let same = conditions(
+            Some(&previous),
+            Some(2),
+            &[Set::new(READY, false, "Progressing", "1/3")],
+        );
+        assert_eq!(same[0].last_transition_time, first[0].last_transition_time);
+        assert_eq!(same[0].observed_generation, Some(2));
+        assert_eq!(same[0].message, "1/3");
+        let flipped = conditions(Some(&previous), Some(2), &[Set::new(READY, true, "Ready", "3/3")]);
+        assert_eq!(flipped[0].status, "True");
+        assert!(flipped[0].last_transition_time.0 >= first[0].last_transition_time.0);
+    }
+}
