@@ -45,6 +45,8 @@ pub struct Context {
     pub defaults: Defaults,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
+    /// Reconcile metrics.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -58,6 +60,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             defaults,
+            metrics: Arc::default(),
         })
     }
 }
@@ -67,7 +70,9 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<McpProxy> = Api::namespaced(ctx.client.clone(), &ns);
     let span = tracing::info_span!("reconcile", proxy = %proxy.name_any(), namespace = %ns);
-    finalizer(&api, FINALIZER, proxy, |event| async {
+    ctx.metrics.reconciles.inc();
+    let started = std::time::Instant::now();
+    let result = finalizer(&api, FINALIZER, proxy, |event| async {
         match event {
             Finalized::Apply(proxy) => apply(&proxy, &ctx).await,
             Finalized::Cleanup(proxy) => cleanup(&proxy, &ctx).await,
@@ -75,7 +80,17 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     })
     .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        ctx.metrics
+            .failures
+            .get_or_create(&crate::metrics::Reason {
+                reason: e.metric_label(),
+            })
+            .inc();
+    }
+    result
 }
 
 /// On a failed reconcile: log, and try again later — never a hot loop.
@@ -366,8 +381,8 @@ fn proxies_targeting(
 }
 
 /// Runs the controller until the stream ends (shutdown).
-pub async fn run(client: Client, defaults: Defaults, namespace: Option<String>) {
-    let ctx = Context::new(client.clone(), defaults);
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
     let api = |c: &Client| -> Api<McpProxy> {
         match &namespace {
             Some(ns) => Api::namespaced(c.clone(), ns),

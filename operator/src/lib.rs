@@ -5,6 +5,8 @@
 pub mod controller;
 pub mod crdgen;
 pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod render;
 pub mod status;
 
