@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "==> test peers (pinned npm packages, Python MCP SDK venv)"
+echo "==> test peers (pinned npm packages, Python MCP SDK venv) and chart tools (helm, kubernetes-validate)"
 tests/peers/install.sh
+tests/chart/install.sh
 
 echo "==> format and lints"
 cargo fmt --all -- --check
