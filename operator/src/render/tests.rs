@@ -245,3 +245,84 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         assert_eq!(cm.data.unwrap()[CONFIG_KEY], yaml);
     }
 }
+
+/// Every object the operator renders, on top of a real Deployment as the
+/// patch lands on it, passes the Kubernetes schemas offline (strict); so do
+/// the examples, the McpProxy one against the CRD. Uses the pinned validator
+/// that `tests/chart/install.sh` sets up.
+#[test]
+fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("tests/chart/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "run tests/chart/install.sh first (scripts/test.sh does)"
+    );
+    let defaults = Defaults::default();
+    let mut docs = Vec::new();
+    for fixture in [
+        Fixture::new("w"),
+        Fixture::new("r").redis().service(),
+        Fixture::new("s").stateful().overrides(),
+    ] {
+        let proxy = fixture.0;
+        let (yaml, hash) = config_yaml(&sidecar_config(&proxy, &defaults)).unwrap();
+        docs.push(serde_json::to_value(config_map(&proxy, &yaml)).unwrap());
+        if let Some(svc) = service(&proxy, BTreeMap::from([("app".to_owned(), "mcp".to_owned())])) {
+            docs.push(serde_json::to_value(svc).unwrap());
+        }
+        let patch = workload_patch(&proxy, &defaults, &hash);
+        let template = &patch["spec"]["template"];
+        let mut workload = json!({
+            "apiVersion": "apps/v1",
+            "kind": patch["kind"],
+            "metadata": {"name": format!("{}-target", proxy.name_any()), "namespace": "tools"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "mcp"}},
+                "template": {
+                    "metadata": {"labels": {"app": "mcp"}, "annotations": template["metadata"]["annotations"]},
+                    "spec": {
+                        "containers": [{"name": "server", "image": "node:22-slim", "ports": [{"containerPort": 3000}]}],
+                        "volumes": template["spec"]["volumes"],
+                        "terminationGracePeriodSeconds": template["spec"]["terminationGracePeriodSeconds"],
+                    }
+                }
+            }
+        });
+        if patch["kind"] == "StatefulSet" {
+            workload["spec"]["serviceName"] = json!("mcp");
+        }
+        let containers = workload["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap();
+        containers.extend(template["spec"]["containers"].as_array().unwrap().iter().cloned());
+        docs.push(workload);
+    }
+    let rendered = std::env::temp_dir().join(format!("shadowcat-rendered-{}.yaml", std::process::id()));
+    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
+    std::fs::write(&rendered, text.join("\n---\n")).unwrap();
+    let output = std::process::Command::new(python)
+        .arg(root.join("tests/chart/validate_manifests.py"))
+        .args(["-k", "1.33", "-k", "1.37", "--crd"])
+        .arg(root.join("charts/shadowcat/crds/mcpproxies.yaml"))
+        .arg(&rendered)
+        .args(
+            [
+                "examples/redis.yaml",
+                "examples/mcp-server.yaml",
+                "examples/mcpproxy.yaml",
+            ]
+            .map(|e| root.join(e)),
+        )
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&rendered);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("0 failed"), "{report}");
+}
