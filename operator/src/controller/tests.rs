@@ -222,3 +222,44 @@ async fn deletion_releases_the_sidecar_then_the_finalizer() {
     assert_eq!(action, Action::await_change());
     verify(server).await;
 }
+
+#[test]
+fn a_target_workload_maps_back_to_the_proxies_that_name_it() {
+    use kube::runtime::reflector::{ObjectRef, store};
+    use kube::runtime::watcher;
+    use shadowcat_crds::{McpProxy, TargetKind};
+
+    let (reader, mut writer) = store::<McpProxy>();
+    let mut other = Proxy::new().0;
+    other.metadata.name = Some("other".into());
+    other.spec.target_ref.name = "another-server".into();
+    let mut stateful = Proxy::new().0;
+    stateful.metadata.name = Some("stateful".into());
+    stateful.spec.target_ref.kind = TargetKind::StatefulSet;
+    for proxy in [Proxy::new().0, other, stateful] {
+        writer.apply_watcher_event(&watcher::Event::Apply(proxy));
+    }
+    let hits = super::proxies_targeting(
+        &reader,
+        TargetKind::Deployment,
+        Some("tools".into()),
+        "mcp-server".into(),
+    );
+    assert_eq!(hits, vec![ObjectRef::new("weather").within("tools")]);
+    assert!(
+        super::proxies_targeting(
+            &reader,
+            TargetKind::Deployment,
+            Some("elsewhere".into()),
+            "mcp-server".into()
+        )
+        .is_empty()
+    );
+    let hits = super::proxies_targeting(
+        &reader,
+        TargetKind::StatefulSet,
+        Some("tools".into()),
+        "mcp-server".into(),
+    );
+    assert_eq!(hits, vec![ObjectRef::new("stateful").within("tools")]);
+}
