@@ -1,90 +1,187 @@
-//! One run: start both processes, warm up, run every scenario against both
-//! targets in alternating order, and collect the report.
+//! One run: start the upstream, a shadowcat per store (and a private
+//! redis-server for the Redis store), warm up, run every scenario against
+//! every target in interleaved order, and collect the report.
 
 use std::path::PathBuf;
 
 use http::Uri;
 
-use crate::cli::{Args, Plan, Scenario};
+use crate::cli::{Args, Plan, Scenario, Store};
 use crate::client::{self, Http};
-use crate::procs::{self, Memory};
-use crate::report::{Outcome, Report};
+use crate::procs::{self, Proc, Usage};
+use crate::redis::RedisStats;
+use crate::report::{Outcome, ProxyUsage, RedisReport, Report};
 use crate::scenario::run_slice;
 use crate::stats::Sample;
 
-/// The two targets under comparison.
-#[derive(Clone, Copy, Debug)]
-enum Target {
+/// Where the load goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Straight to the upstream.
     Direct,
-    Proxy,
+    /// Through a shadowcat with this store.
+    Proxy(Store),
 }
 
-/// Runs the whole benchmark; both children are killed when it returns,
-/// whether it succeeded or not.
+impl Target {
+    /// The name in the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Proxy(Store::Memory) => "shadowcat+memory",
+            Target::Proxy(Store::Redis) => "shadowcat+redis",
+        }
+    }
+
+    /// The key in the JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Target::Direct => "direct",
+            Target::Proxy(Store::Memory) => "shadowcat_memory",
+            Target::Proxy(Store::Redis) => "shadowcat_redis",
+        }
+    }
+}
+
+/// A running shadowcat and what it measured idle.
+struct Proxy {
+    store: Store,
+    proc: Proc,
+    url: Uri,
+    idle: Option<Usage>,
+}
+
+/// Runs the whole benchmark; every child is killed when it returns, whether
+/// it succeeded or not.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let plan = args.plan()?;
     let log_dir = log_dir()?;
-    // One pooled client for both targets, so neither gets a better one.
+    // One pooled client for every target, so none gets a better one.
     let http = client::http(plan.concurrency);
     let (mut upstream, direct) = procs::start_upstream(args, &http, &log_dir).await?;
-    let (mut shadowcat, proxied) = procs::start_shadowcat(args, &direct, &http, &log_dir).await?;
-    eprintln!(
-        "upstream {direct}, shadowcat {proxied}; logs in {}",
-        log_dir.display()
-    );
-    let pid = shadowcat.pid();
-    let memory_before = pid.and_then(Memory::of);
+    let mut redis = match args.stores.contains(&Store::Redis) {
+        true => Some(procs::start_redis(args, &log_dir).await?),
+        false => None,
+    };
+    let mut proxies = Vec::new();
+    for &store in &args.stores {
+        let store_arg = match (store, &redis) {
+            (Store::Redis, Some((_, port))) => format!("redis://127.0.0.1:{port}"),
+            _ => "memory".to_owned(),
+        };
+        let (proc, url) = procs::start_shadowcat(args, store, &store_arg, &direct, &http, &log_dir).await?;
+        eprintln!("shadowcat --store {store_arg}: {url}");
+        proxies.push(Proxy {
+            store,
+            proc,
+            url,
+            idle: None,
+        });
+    }
+    eprintln!("upstream {direct}; logs in {}", log_dir.display());
+    for proxy in &mut proxies {
+        proxy.idle = proxy.proc.pid().and_then(Usage::of);
+    }
+    let redis_idle = redis
+        .as_ref()
+        .and_then(|(proc, _)| proc.pid())
+        .and_then(Usage::of);
 
+    let targets: Vec<(Target, Uri)> = std::iter::once((Target::Direct, direct.clone()))
+        .chain(proxies.iter().map(|p| (Target::Proxy(p.store), p.url.clone())))
+        .collect();
+    // Calls (and failures) per target, warm-up included, to divide CPU time by.
+    let mut calls = vec![0u64; targets.len()];
     if !plan.warmup.is_zero() {
         eprintln!("warming up for {:?} per target", plan.warmup);
-        for url in [&direct, &proxied] {
-            run_slice(&http, url, Scenario::Json, &plan, plan.warmup).await;
+        for ((_, url), calls) in targets.iter().zip(&mut calls) {
+            let warmup = run_slice(&http, url, Scenario::Json, &plan, plan.warmup).await;
+            *calls += warmup.latency_us.len() as u64 + warmup.errors.values().sum::<u64>();
         }
     }
     let mut outcomes = Vec::new();
     for &scenario in &args.scenarios {
-        outcomes.push(compare(&http, [&direct, &proxied], scenario, &plan).await);
-        shadowcat.check_running()?;
+        let outcome = compare(&http, &targets, scenario, &plan).await;
+        for ((_, s), calls) in outcome.results.iter().zip(&mut calls) {
+            *calls += s.requests + s.errors;
+        }
+        outcomes.push(outcome);
+        for proxy in &mut proxies {
+            proxy.proc.check_running()?;
+        }
+        if let Some((proc, _)) = &mut redis {
+            proc.check_running()?;
+        }
         upstream.check_running()?;
     }
-    let memory_after = pid.and_then(Memory::of);
-    shadowcat.stop().await;
+
+    // targets[0] is direct; proxies[i] is targets[i + 1].
+    let proxy_usage: Vec<ProxyUsage> = proxies
+        .iter()
+        .zip(&calls[1..])
+        .map(|(p, &calls)| ProxyUsage {
+            target: Target::Proxy(p.store),
+            idle: p.idle,
+            after: p.proc.pid().and_then(Usage::of),
+            calls,
+        })
+        .collect();
+    let redis_report = match &redis {
+        Some((proc, port)) => Some(RedisReport {
+            idle: redis_idle,
+            after: proc.pid().and_then(Usage::of),
+            stats: RedisStats::of(*port).await,
+            calls: proxy_usage
+                .iter()
+                .find(|u| u.target == Target::Proxy(Store::Redis))
+                .map_or(0, |u| u.calls),
+        }),
+        None => None,
+    };
+    for proxy in proxies {
+        proxy.proc.stop().await;
+    }
+    if let Some((proc, _)) = redis {
+        proc.stop().await;
+    }
     upstream.stop().await;
     Ok(Report {
         plan,
+        stores: args.stores.clone(),
         outcomes,
-        memory_before,
-        memory_after,
+        proxy_usage,
+        redis: redis_report,
     })
 }
 
-/// Runs `scenario` against both targets, `plan.rounds` times, alternating
-/// which goes first (ABBA) so drift and warm-up hit both alike.
-async fn compare(http: &Http, [direct, proxied]: [&Uri; 2], scenario: Scenario, plan: &Plan) -> Outcome {
-    let (mut d, mut p) = (Sample::default(), Sample::default());
+/// Runs `scenario` against every target, `plan.rounds` times; the order
+/// reverses every round (A B C, then C B A) so drift and warm-up hit all alike.
+async fn compare(http: &Http, targets: &[(Target, Uri)], scenario: Scenario, plan: &Plan) -> Outcome {
+    let mut samples: Vec<Sample> = targets.iter().map(|_| Sample::default()).collect();
     for round in 0..plan.rounds {
-        let order = match round % 2 {
-            0 => [Target::Direct, Target::Proxy],
-            _ => [Target::Proxy, Target::Direct],
-        };
-        for target in order {
-            let (url, into) = match target {
-                Target::Direct => (direct, &mut d),
-                Target::Proxy => (proxied, &mut p),
-            };
+        let mut order: Vec<usize> = (0..targets.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (target, url) = &targets[i];
             eprintln!(
-                "{} round {}/{}: {target:?}",
+                "{} round {}/{}: {}",
                 scenario.name(),
                 round + 1,
-                plan.rounds
+                plan.rounds,
+                target.label()
             );
-            into.merge(run_slice(http, url, scenario, plan, plan.slice).await);
+            samples[i].merge(run_slice(http, url, scenario, plan, plan.slice).await);
         }
     }
     Outcome {
         scenario,
-        direct: d.summarize(),
-        proxy: p.summarize(),
+        results: targets
+            .iter()
+            .zip(samples)
+            .map(|(&(target, _), sample)| (target, sample.summarize()))
+            .collect(),
     }
 }
 

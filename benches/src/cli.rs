@@ -11,8 +11,9 @@ const EVERYTHING: &str = "tests/peers/node_modules/@modelcontextprotocol/server-
 
 /// Direct to an MCP server vs through Shadowcat, side by side, in one run.
 ///
-/// Starts server-everything and a shadowcat in front of it, runs each scenario
-/// against both in interleaved rounds, prints a table and (optionally) JSON.
+/// Starts server-everything, one shadowcat in front of it per store (memory and,
+/// with a private `redis-server`, Redis), runs each scenario against every
+/// target in interleaved rounds, prints tables and (optionally) JSON.
 #[derive(Debug, Parser)]
 #[command(name = "shadowcat-bench")]
 pub struct Args {
@@ -22,6 +23,12 @@ pub struct Args {
     /// An extra shadowcat flag (repeatable), e.g. `--shadowcat-arg=--sse-retention=30s`.
     #[arg(long = "shadowcat-arg", allow_hyphen_values = true)]
     pub shadowcat_args: Vec<String>,
+    /// Shadowcat stores to compare against direct, one shadowcat each, in order.
+    #[arg(long, value_delimiter = ',', default_value = "memory,redis")]
+    pub stores: Vec<Store>,
+    /// The redis-server binary; a private one is started on a free port for `redis`.
+    #[arg(long, default_value = "redis-server")]
+    pub redis_server: PathBuf,
     /// The Node binary that runs the upstream.
     #[arg(long, default_value = "node")]
     pub node: PathBuf,
@@ -34,7 +41,7 @@ pub struct Args {
     /// Seconds of measured load per scenario and target, split over the rounds.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Rounds per scenario; each runs both targets, the order alternating.
+    /// Rounds per scenario; each runs every target, the order reversing each round.
     #[arg(long, default_value_t = 2)]
     pub rounds: u32,
     /// Seconds of unmeasured `json` load per target first (JIT, pools, allocator).
@@ -70,6 +77,25 @@ impl Scenario {
         match self {
             Scenario::Json => "json",
             Scenario::Sse => "sse",
+        }
+    }
+}
+
+/// The session and event store a shadowcat runs with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Store {
+    /// In-process (`--store memory`, the default).
+    Memory,
+    /// A private `redis-server` (`--store redis://127.0.0.1:PORT`).
+    Redis,
+}
+
+impl Store {
+    /// The name used in the tables and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Redis => "redis",
         }
     }
 }
@@ -112,6 +138,14 @@ impl Args {
         ensure!(
             !self.scenarios.is_empty(),
             "--scenarios must name at least one scenario"
+        );
+        ensure!(!self.stores.is_empty(), "--stores must name at least one store");
+        ensure!(
+            self.stores
+                .iter()
+                .enumerate()
+                .all(|(i, s)| !self.stores[..i].contains(s)),
+            "--stores names a store twice"
         );
         Ok(Plan {
             concurrency: self.concurrency,

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod error;
 mod procs;
+mod redis;
 mod report;
 mod scenario;
 mod stats;

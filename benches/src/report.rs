@@ -1,34 +1,115 @@
-//! The results: a Markdown table for people, JSON for machines.
+//! The results: Markdown tables for people, JSON for machines.
 
 use std::fmt::Write as _;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::cli::{Plan, Scenario};
-use crate::procs::Memory;
+use crate::bench::Target;
+use crate::cli::{Plan, Scenario, Store};
+use crate::procs::Usage;
+use crate::redis::RedisStats;
 use crate::stats::{Summary, finite};
 
-/// Both targets' figures for one scenario.
+/// Every target's figures for one scenario.
 #[derive(Debug)]
 pub struct Outcome {
     /// Which scenario.
     pub scenario: Scenario,
-    /// Straight to the upstream.
-    pub direct: Summary,
-    /// Through shadowcat.
-    pub proxy: Summary,
+    /// One entry per target, direct first, then the stores in `--stores` order.
+    pub results: Vec<(Target, Summary)>,
 }
 
 impl Outcome {
-    /// proxy/direct for p50, p99 and throughput.
-    fn ratios(&self) -> (f64, f64, f64) {
-        let (d, p) = (&self.direct, &self.proxy);
-        (
-            p.latency_ms.p50 / d.latency_ms.p50,
-            p.latency_ms.p99 / d.latency_ms.p99,
-            p.rps / d.rps,
-        )
+    /// The figures for `target`, if it ran.
+    fn get(&self, target: Target) -> Option<&Summary> {
+        self.results.iter().find(|(t, _)| *t == target).map(|(_, s)| s)
     }
+
+    /// The baseline every proxy is compared with.
+    fn direct(&self) -> Option<&Summary> {
+        self.get(Target::Direct)
+    }
+
+    /// Redis over memory, when both ran.
+    fn redis_over_memory(&self) -> Option<Ratios> {
+        let memory = self.get(Target::Proxy(Store::Memory))?;
+        let redis = self.get(Target::Proxy(Store::Redis))?;
+        Some(Ratios::of(redis, memory))
+    }
+}
+
+/// One target's figures divided by another's.
+#[derive(Clone, Copy, Debug)]
+struct Ratios {
+    p50: f64,
+    p99: f64,
+    rps: f64,
+    first_event_p50: f64,
+    events_per_s: f64,
+}
+
+impl Ratios {
+    fn of(num: &Summary, den: &Summary) -> Ratios {
+        let ttfe = |s: &Summary| s.first_event_ms.map_or(f64::NAN, |f| f.p50);
+        Ratios {
+            p50: num.latency_ms.p50 / den.latency_ms.p50,
+            p99: num.latency_ms.p99 / den.latency_ms.p99,
+            rps: num.rps / den.rps,
+            first_event_p50: ttfe(num) / ttfe(den),
+            events_per_s: num.events_per_s / den.events_per_s,
+        }
+    }
+
+    fn to_json(self) -> Value {
+        json!({
+            "p50": finite(self.p50),
+            "p99": finite(self.p99),
+            "throughput": finite(self.rps),
+            "first_event_p50": finite(self.first_event_p50),
+            "events_per_s": finite(self.events_per_s),
+        })
+    }
+}
+
+/// One shadowcat's memory and CPU time.
+#[derive(Debug)]
+pub struct ProxyUsage {
+    /// Which shadowcat.
+    pub target: Target,
+    /// Once every process was ready, before any load.
+    pub idle: Option<Usage>,
+    /// After the last scenario.
+    pub after: Option<Usage>,
+    /// Calls it served (warm-up included, failures too).
+    pub calls: u64,
+}
+
+/// The private redis-server.
+#[derive(Debug)]
+pub struct RedisReport {
+    /// Once every process was ready, before any load.
+    pub idle: Option<Usage>,
+    /// After the last scenario.
+    pub after: Option<Usage>,
+    /// What Redis itself reports after the last scenario.
+    pub stats: Option<RedisStats>,
+    /// Calls the Redis-backed shadowcat served.
+    pub calls: u64,
+}
+
+/// CPU seconds spent between `idle` and `after`.
+fn cpu_spent(idle: Option<Usage>, after: Option<Usage>) -> Option<f64> {
+    Some(after?.cpu_s - idle?.cpu_s)
+}
+
+/// "N.N s CPU (N.NNN ms per call)", or `?`.
+fn cpu_text(cpu: Option<f64>, calls: u64) -> String {
+    cpu.map_or("? CPU".into(), |s| {
+        format!(
+            "{s:.1} s CPU ({:.3} ms per call over {calls} calls)",
+            s * 1000.0 / calls.max(1) as f64
+        )
+    })
 }
 
 /// Everything one run measured.
@@ -36,12 +117,14 @@ impl Outcome {
 pub struct Report {
     /// The load applied.
     pub plan: Plan,
+    /// The stores compared, in order.
+    pub stores: Vec<Store>,
     /// One entry per scenario, in run order.
     pub outcomes: Vec<Outcome>,
-    /// shadowcat's memory once ready, before any load.
-    pub memory_before: Option<Memory>,
-    /// shadowcat's memory after the last scenario.
-    pub memory_after: Option<Memory>,
+    /// One entry per shadowcat.
+    pub proxy_usage: Vec<ProxyUsage>,
+    /// The redis-server, when the Redis store ran.
+    pub redis: Option<RedisReport>,
 }
 
 impl Report {
@@ -54,14 +137,22 @@ impl Report {
              | p50 ×direct | p99 ×direct | req/s ×direct |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for o in &self.outcomes {
-            let (p50, p99, rps) = o.ratios();
             let name = o.scenario.name();
-            let _ = writeln!(out, "| {name} | direct | {} | | | |", latency_cells(&o.direct));
-            let _ = writeln!(
-                out,
-                "| {name} | shadowcat | {} | {p50:.2} | {p99:.2} | {rps:.2} |",
-                latency_cells(&o.proxy)
-            );
+            for (target, s) in &o.results {
+                let ratios = match (target, o.direct()) {
+                    (Target::Proxy(_), Some(d)) => {
+                        let r = Ratios::of(s, d);
+                        format!("{:.2} | {:.2} | {:.2}", r.p50, r.p99, r.rps)
+                    }
+                    _ => " | | ".to_owned(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {name} | {} | {} | {ratios} |",
+                    target.label(),
+                    latency_cells(s)
+                );
+            }
         }
         let streams: Vec<_> = self
             .outcomes
@@ -75,33 +166,83 @@ impl Report {
                  | first event p50 ×direct | events/s ×direct |\n|---|---|--:|--:|--:|--:|--:|--:|"
             );
             for o in streams {
-                let (d, p) = (&o.direct, &o.proxy);
                 let name = o.scenario.name();
-                let _ = writeln!(out, "| {name} | direct | {} | | |", stream_cells(d));
-                let ttfe = |s: &Summary| s.first_event_ms.map_or(f64::NAN, |f| f.p50);
-                let _ = writeln!(
-                    out,
-                    "| {name} | shadowcat | {} | {:.2} | {:.2} |",
-                    stream_cells(p),
-                    ttfe(p) / ttfe(d),
-                    p.events_per_s / d.events_per_s
-                );
+                for (target, s) in &o.results {
+                    let ratios = match (target, o.direct()) {
+                        (Target::Proxy(_), Some(d)) => {
+                            let r = Ratios::of(s, d);
+                            format!("{:.2} | {:.2}", r.first_event_p50, r.events_per_s)
+                        }
+                        _ => " | ".to_owned(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {name} | {} | {} | {ratios} |",
+                        target.label(),
+                        stream_cells(s)
+                    );
+                }
             }
         }
-        let _ = writeln!(
-            out,
-            "\nshadowcat memory: {} idle, {} after load (peak {})",
-            kib(self.memory_before.map(|m| m.rss_kib)),
-            kib(self.memory_after.map(|m| m.rss_kib)),
-            kib(self.memory_after.map(|m| m.peak_kib)),
-        );
+        if self.outcomes.iter().any(|o| o.redis_over_memory().is_some()) {
+            let _ = writeln!(
+                out,
+                "\n| scenario | redis/memory p50 | p99 | req/s | first event p50 | events/s |\
+                 \n|---|--:|--:|--:|--:|--:|"
+            );
+            for o in &self.outcomes {
+                if let Some(r) = o.redis_over_memory() {
+                    let events = match o.scenario {
+                        Scenario::Sse => format!("{:.2} | {:.2}", r.first_event_p50, r.events_per_s),
+                        Scenario::Json => "- | -".to_owned(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "| {} | {:.2} | {:.2} | {:.2} | {events} |",
+                        o.scenario.name(),
+                        r.p50,
+                        r.p99,
+                        r.rps
+                    );
+                }
+            }
+        }
+        out.push('\n');
+        for u in &self.proxy_usage {
+            let _ = writeln!(
+                out,
+                "{}: RSS {} idle, {} after load (peak {}); {}",
+                u.target.label(),
+                kib(u.idle.map(|m| m.rss_kib)),
+                kib(u.after.map(|m| m.rss_kib)),
+                kib(u.after.map(|m| m.peak_kib)),
+                cpu_text(cpu_spent(u.idle, u.after), u.calls),
+            );
+        }
+        if let Some(r) = &self.redis {
+            let stats = r.stats.as_ref().map_or("INFO unavailable".to_owned(), |s| {
+                format!(
+                    "used_memory {} (peak {}), {} keys left",
+                    s.used_memory, s.used_memory_peak, s.keys
+                )
+            });
+            let _ = writeln!(
+                out,
+                "redis-server: RSS {} idle, {} after load (peak {}); {}; {stats}",
+                kib(r.idle.map(|m| m.rss_kib)),
+                kib(r.after.map(|m| m.rss_kib)),
+                kib(r.after.map(|m| m.peak_kib)),
+                cpu_text(cpu_spent(r.idle, r.after), r.calls),
+            );
+        }
         for o in &self.outcomes {
-            for (target, s) in [("direct", &o.direct), ("shadowcat", &o.proxy)] {
+            for (target, s) in &o.results {
                 if s.errors > 0 {
                     let _ = writeln!(
                         out,
-                        "errors in {} / {target}: {:?}; first: {}",
+                        "errors in {} / {}: {:?}; first: {}",
                         o.scenario.name(),
+                        target.label(),
                         s.error_kinds,
                         s.first_error.as_deref().unwrap_or("?")
                     );
@@ -117,18 +258,53 @@ impl Report {
             .outcomes
             .iter()
             .map(|o| {
-                let (p50, p99, rps) = o.ratios();
-                json!({
-                    "scenario": o.scenario.name(),
-                    "direct": o.direct.to_json(),
-                    "shadowcat": o.proxy.to_json(),
-                    "ratio_shadowcat_over_direct": {
-                        "p50": finite(p50), "p99": finite(p99), "throughput": finite(rps)
-                    },
-                })
+                let mut entry = Map::new();
+                entry.insert("scenario".into(), o.scenario.name().into());
+                let mut ratios = Map::new();
+                for (target, s) in &o.results {
+                    entry.insert(target.key().into(), s.to_json());
+                    if let (Target::Proxy(_), Some(d)) = (target, o.direct()) {
+                        ratios.insert(
+                            format!("{}_over_direct", target.key()),
+                            Ratios::of(s, d).to_json(),
+                        );
+                    }
+                }
+                if let Some(r) = o.redis_over_memory() {
+                    ratios.insert("redis_over_memory".into(), r.to_json());
+                }
+                entry.insert("ratios".into(), ratios.into());
+                entry.into()
             })
             .collect();
-        let memory = |m: Option<Memory>| m.map(|m| json!({"rss_kib": m.rss_kib, "peak_kib": m.peak_kib}));
+        let usage = |m: Option<Usage>| {
+            m.map(|m| json!({"rss_kib": m.rss_kib, "peak_kib": m.peak_kib, "cpu_s": m.cpu_s}))
+        };
+        let proxy_usage: Map<String, Value> = self
+            .proxy_usage
+            .iter()
+            .map(|u| {
+                (
+                    u.target.key().to_owned(),
+                    json!({
+                        "idle": usage(u.idle),
+                        "after": usage(u.after),
+                        "calls": u.calls,
+                        "cpu_s_under_load": cpu_spent(u.idle, u.after),
+                    }),
+                )
+            })
+            .collect();
+        let redis = self.redis.as_ref().map(|r| {
+            json!({
+                "idle": usage(r.idle),
+                "after": usage(r.after),
+                "cpu_s_under_load": cpu_spent(r.idle, r.after),
+                "used_memory_human": r.stats.as_ref().map(|s| &s.used_memory),
+                "used_memory_peak_human": r.stats.as_ref().map(|s| &s.used_memory_peak),
+                "keys": r.stats.as_ref().map(|s| s.keys),
+            })
+        });
         json!({
             "plan": {
                 "concurrency": self.plan.concurrency,
@@ -137,9 +313,11 @@ impl Report {
                 "warmup_seconds": self.plan.warmup.as_secs_f64(),
                 "sse_steps": self.plan.sse_steps,
                 "sse_seconds": self.plan.sse_seconds,
+                "stores": self.stores.iter().map(|s| s.name()).collect::<Vec<_>>(),
             },
             "scenarios": scenarios,
-            "shadowcat_memory": {"idle": memory(self.memory_before), "after": memory(self.memory_after)},
+            "shadowcat_usage": proxy_usage,
+            "redis_server": redis,
         })
     }
 }
