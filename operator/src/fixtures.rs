@@ -14,7 +14,8 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use shadowcat_crds::{
-    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, SessionsSpec, StoreKind, TargetKind, TargetRef,
+    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, StoreKind,
+    TargetKind, TargetRef,
 };
 
 use crate::controller::{Context, FINALIZER};
@@ -26,6 +27,11 @@ pub struct Proxy(pub McpProxy);
 impl Proxy {
     /// `tools/weather` targeting Deployment `mcp-server`, finalizer in place.
     pub fn new() -> Self {
+        Self::named("weather")
+    }
+
+    /// The same, named `name`.
+    pub fn named(name: &str) -> Self {
         let spec = McpProxySpec {
             target_ref: TargetRef {
                 kind: TargetKind::Deployment,
@@ -38,7 +44,7 @@ impl Proxy {
             replay: Default::default(),
             sidecar: Default::default(),
         };
-        let mut proxy = McpProxy::new("weather", spec);
+        let mut proxy = McpProxy::new(name, spec);
         proxy.metadata.namespace = Some("tools".into());
         proxy.metadata.uid = Some("uid-1".into());
         proxy.metadata.generation = Some(1);
@@ -69,10 +75,34 @@ impl Proxy {
                     name: "redis".into(),
                     key: "url".into(),
                 },
-                key_prefix: None,
+                key_prefix: Some("team-a".into()),
             }),
-            idle_timeout: None,
+            idle_timeout: Some("45m".into()),
         };
+        self
+    }
+
+    /// Fronted by a Service on port 8000.
+    pub fn service(mut self) -> Self {
+        self.0.spec.service = Some(ServiceSpec {
+            name: None,
+            port: Some(8000),
+            type_: Some(ServiceType::ClusterIP),
+        });
+        self
+    }
+
+    /// Targeting a StatefulSet.
+    pub fn stateful(mut self) -> Self {
+        self.0.spec.target_ref.kind = TargetKind::StatefulSet;
+        self
+    }
+
+    /// With the sidecar's image, log level and resources overridden.
+    pub fn overrides(mut self) -> Self {
+        self.0.spec.sidecar.image = Some("registry.example/shadowcat:1.2.3".into());
+        self.0.spec.sidecar.log_level = Some("debug".into());
+        self.0.spec.sidecar.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements::default());
         self
     }
 

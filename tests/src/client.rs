@@ -234,6 +234,18 @@ impl Mcp {
         result
     }
 
+    /// Calls the scripted upstream's `stream` tool (`count` progress events,
+    /// then the result) and returns its event stream.
+    pub async fn call_stream(&self, count: u64) -> Events {
+        let body = self.request_body(
+            "tools/call",
+            json!({"name": "stream", "arguments": {"count": count}}),
+        );
+        let response = self.post(&body).await;
+        assert_eq!(response.status(), 200);
+        Events::new(response)
+    }
+
     /// Sends a request and returns its JSON-RPC response message.
     pub async fn request(&self, method: &str, params: Value) -> Value {
         let response = self.post(&self.request_body(method, params)).await;

@@ -24,16 +24,6 @@ async fn forwards(cluster: &Cluster, mcp: &Mcp) -> u64 {
     total
 }
 
-async fn call_stream(mcp: &Mcp, count: u64) -> Events {
-    let body = mcp.request_body(
-        "tools/call",
-        json!({"name": "stream", "arguments": {"count": count}}),
-    );
-    let response = mcp.post(&body).await;
-    assert_eq!(response.status(), 200);
-    Events::new(response)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_on_another_replica_reaches_the_owner() {
     let cluster = Cluster::start(3, &[]).await;
@@ -67,7 +57,7 @@ async fn sse_resume_on_other_replica_mid_stream_and_after_completion() {
     mcp.initialize().await;
     let owner = cluster.initialized_on()[0];
     let upstream = &cluster.upstreams[owner];
-    let mut events = call_stream(&mcp, 5).await;
+    let mut events = mcp.call_stream(5).await;
     upstream.release(2);
     let mut last = None;
     for expected in 1..=2 {
@@ -111,7 +101,7 @@ async fn sse_resume_after_owner_killed_gets_an_error_and_the_session_is_adopted(
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
     mcp.initialize().await;
     let owner = cluster.initialized_on()[0];
-    let mut events = call_stream(&mcp, 5).await;
+    let mut events = mcp.call_stream(5).await;
     cluster.upstreams[owner].release(1);
     let (first_id, first) = events.next_message().await.unwrap();
     assert_eq!(progress(&first), 1);

@@ -36,20 +36,10 @@ async fn setup_with(version: &str, backing: Backing) -> (Scripted, Shadowcat, Mc
     (upstream, proxy, mcp, redis)
 }
 
-async fn call_stream(mcp: &Mcp, count: u64) -> Events {
-    let body = mcp.request_body(
-        "tools/call",
-        json!({"name": "stream", "arguments": {"count": count}}),
-    );
-    let response = mcp.post(&body).await;
-    assert_eq!(response.status(), 200);
-    Events::new(response)
-}
-
 #[tokio::test]
 async fn sse_event_reaches_client_before_upstream_sends_the_next() {
     let (upstream, _proxy, mcp) = setup("2025-06-18").await;
-    let mut events = call_stream(&mcp, 2).await;
+    let mut events = mcp.call_stream(2).await;
     upstream.release(1);
     let (_, first) = events.next_message().await.unwrap();
     assert_eq!(progress(&first), 1);
@@ -79,7 +69,7 @@ async fn sse_resume_mid_stream_through_redis_store() {
 
 async fn resume_mid_stream(backing: Backing) {
     let (upstream, _proxy, mcp, _redis) = setup_with("2025-11-25", backing).await;
-    let mut events = call_stream(&mcp, 6).await;
+    let mut events = mcp.call_stream(6).await;
     let priming = events.next().await.unwrap();
     assert_eq!(
         priming.data.as_deref(),
@@ -135,7 +125,7 @@ async fn sse_resume_after_completion_through_redis_store() {
 
 async fn resume_after_completion(backing: Backing) {
     let (upstream, proxy, mcp, _redis) = setup_with("2025-06-18", backing).await;
-    let mut events = call_stream(&mcp, 4).await;
+    let mut events = mcp.call_stream(4).await;
     upstream.release(1);
     let (first_id, first) = events.next_message().await.unwrap();
     assert_eq!(progress(&first), 1);
@@ -217,7 +207,7 @@ async fn idle_streams_get_keep_alives_and_long_connections_close_with_retry() {
     .await;
     let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
     mcp.initialize().await;
-    let mut events = call_stream(&mcp, 2).await;
+    let mut events = mcp.call_stream(2).await;
     upstream.release(1);
     let (first_id, _) = events.next_message().await.unwrap();
     // Nothing more is released: the stream idles, so keep-alives go out...

@@ -1,72 +1,10 @@
 //! Render functions over a matrix of specs.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use shadowcat_crds::{
-    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, SidecarConfig,
-    StoreKind, TargetKind, TargetRef,
-};
+use shadowcat_crds::{McpProxy, SidecarConfig, StoreKind};
 
 use super::*;
-
-/// Test McpProxies, built by chained calls.
-struct Fixture(McpProxy);
-
-impl Fixture {
-    fn new(name: &str) -> Self {
-        let spec = McpProxySpec {
-            target_ref: TargetRef {
-                kind: TargetKind::Deployment,
-                name: "mcp-server".into(),
-            },
-            upstream: Default::default(),
-            listen: Default::default(),
-            service: None,
-            sessions: Default::default(),
-            replay: Default::default(),
-            sidecar: Default::default(),
-        };
-        let mut proxy = McpProxy::new(name, spec);
-        proxy.metadata.namespace = Some("tools".into());
-        proxy.metadata.uid = Some("uid-1".into());
-        Self(proxy)
-    }
-
-    fn redis(mut self) -> Self {
-        self.0.spec.sessions = SessionsSpec {
-            store: StoreKind::Redis,
-            redis: Some(RedisSpec {
-                url_secret_ref: SecretKeyRef {
-                    name: "redis".into(),
-                    key: "url".into(),
-                },
-                key_prefix: Some("team-a".into()),
-            }),
-            idle_timeout: Some("45m".into()),
-        };
-        self
-    }
-
-    fn service(mut self) -> Self {
-        self.0.spec.service = Some(ServiceSpec {
-            name: None,
-            port: Some(8000),
-            type_: Some(ServiceType::ClusterIP),
-        });
-        self
-    }
-
-    fn stateful(mut self) -> Self {
-        self.0.spec.target_ref.kind = TargetKind::StatefulSet;
-        self
-    }
-
-    fn overrides(mut self) -> Self {
-        self.0.spec.sidecar.image = Some("registry.example/shadowcat:1.2.3".into());
-        self.0.spec.sidecar.log_level = Some("debug".into());
-        self.0.spec.sidecar.resources = Some(ResourceRequirements::default());
-        self
-    }
-}
+use crate::fixtures::Proxy;
 
 fn env<'a>(container: &'a Container, name: &str) -> Option<&'a EnvVar> {
     container.env.as_ref()?.iter().find(|e| e.name == name)
@@ -84,7 +22,7 @@ fn port_names(container: &Container) -> Vec<String> {
 
 #[test]
 fn memory_store_sidecar_has_no_peer_port_nor_redis() {
-    let proxy = Fixture::new("weather").0;
+    let proxy = Proxy::named("weather").0;
     let config = sidecar_config(&proxy, &Defaults::default());
     assert_eq!(config.upstream.as_deref(), Some("http://127.0.0.1:3000/mcp"));
     assert_eq!(config.listen.as_deref(), Some("0.0.0.0:8080"));
@@ -99,7 +37,7 @@ fn memory_store_sidecar_has_no_peer_port_nor_redis() {
 
 #[test]
 fn redis_store_takes_the_url_from_the_secret_and_opens_the_peer_port() {
-    let proxy = Fixture::new("weather").redis().0;
+    let proxy = Proxy::named("weather").redis().0;
     let config = sidecar_config(&proxy, &Defaults::default());
     assert_eq!(config.store_prefix.as_deref(), Some("team-a"));
     assert_eq!(config.session_idle_timeout.as_deref(), Some("45m"));
@@ -143,7 +81,7 @@ fn redis_store_takes_the_url_from_the_secret_and_opens_the_peer_port() {
 
 #[test]
 fn sidecar_runs_restricted() {
-    let container = sidecar_container(&Fixture::new("w").0, &Defaults::default());
+    let container = sidecar_container(&Proxy::named("w").0, &Defaults::default());
     let sc = container.security_context.unwrap();
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_eq!(sc.run_as_user, Some(65532));
@@ -156,7 +94,7 @@ fn sidecar_runs_restricted() {
 
 #[test]
 fn overrides_win_over_operator_defaults() {
-    let proxy = Fixture::new("w").overrides().0;
+    let proxy = Proxy::named("w").overrides().0;
     let container = sidecar_container(&proxy, &Defaults::default());
     assert_eq!(
         container.image.as_deref(),
@@ -172,8 +110,8 @@ fn overrides_win_over_operator_defaults() {
 #[test]
 fn workload_patch_names_the_target_and_carries_the_hash() {
     for (fixture, kind) in [
-        (Fixture::new("w"), "Deployment"),
-        (Fixture::new("w").stateful(), "StatefulSet"),
+        (Proxy::named("w"), "Deployment"),
+        (Proxy::named("w").stateful(), "StatefulSet"),
     ] {
         let patch = workload_patch(&fixture.0, &Defaults::default(), "abc123");
         assert_eq!(patch["kind"], kind);
@@ -197,11 +135,11 @@ fn workload_patch_names_the_target_and_carries_the_hash() {
 fn config_hash_follows_the_config() {
     let defaults = Defaults::default();
     let hash = |p: &McpProxy| config_yaml(&sidecar_config(p, &defaults)).unwrap().1;
-    let a = Fixture::new("w").0;
-    assert_eq!(hash(&a), hash(&Fixture::new("w").0), "stable");
+    let a = Proxy::named("w").0;
+    assert_eq!(hash(&a), hash(&Proxy::named("w").0), "stable");
     assert_ne!(
         hash(&a),
-        hash(&Fixture::new("w").redis().0),
+        hash(&Proxy::named("w").redis().0),
         "changes with the spec"
     );
     assert_eq!(hash(&a).len(), 16);
@@ -209,9 +147,9 @@ fn config_hash_follows_the_config() {
 
 #[test]
 fn service_only_when_asked_and_points_at_the_sidecar() {
-    assert!(service(&Fixture::new("w").0, BTreeMap::new()).is_none());
+    assert!(service(&Proxy::named("w").0, BTreeMap::new()).is_none());
     let selector = BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
-    let svc = service(&Fixture::new("w").service().0, selector.clone()).unwrap();
+    let svc = service(&Proxy::named("w").service().0, selector.clone()).unwrap();
     assert_eq!(svc.metadata.name.as_deref(), Some("w"));
     assert_eq!(svc.metadata.owner_references.unwrap()[0].kind, "McpProxy");
     let spec = svc.spec.unwrap();
@@ -227,9 +165,9 @@ fn service_only_when_asked_and_points_at_the_sidecar() {
 #[test]
 fn rendered_config_is_accepted_by_the_sidecar_loader() {
     for fixture in [
-        Fixture::new("w"),
-        Fixture::new("w").redis(),
-        Fixture::new("w").service().overrides(),
+        Proxy::named("w"),
+        Proxy::named("w").redis(),
+        Proxy::named("w").service().overrides(),
     ] {
         let proxy = fixture.0;
         let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
@@ -261,9 +199,9 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
     let defaults = Defaults::default();
     let mut docs = Vec::new();
     for fixture in [
-        Fixture::new("w"),
-        Fixture::new("r").redis().service(),
-        Fixture::new("s").stateful().overrides(),
+        Proxy::named("w"),
+        Proxy::named("r").redis().service(),
+        Proxy::named("s").stateful().overrides(),
     ] {
         let proxy = fixture.0;
         let (yaml, hash) = config_yaml(&sidecar_config(&proxy, &defaults)).unwrap();

@@ -18,21 +18,11 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     let headers = req.headers();
     validate::origin(headers, &app.settings.allowed_origins)?;
     let id = validate::session_id(headers)?;
-    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
-    let session = match placement::locate(
-        app,
-        id,
-        from_peer,
-        Method::DELETE,
-        req.uri().path(),
-        headers,
-        Bytes::new(),
-    )
-    .await?
-    {
-        Ok(session) => session,
-        Err(forwarded) => return Ok(forwarded),
-    };
+    let session =
+        match placement::locate(app, id, Method::DELETE, req.uri().path(), headers, Bytes::new()).await? {
+            Ok(session) => session,
+            Err(forwarded) => return Ok(forwarded),
+        };
     let upstream = match &session.record.upstream_id {
         None => None,
         Some(id) => {

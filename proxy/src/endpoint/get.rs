@@ -39,21 +39,11 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         app.metrics.replay_misses.inc();
         tracing::info!(session = %session.record.id, last_event_id = last, "resumption from an unknown stream; starting fresh");
     }
-    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
-    let session = match placement::locate(
-        app,
-        id,
-        from_peer,
-        Method::GET,
-        req.uri().path(),
-        headers,
-        Bytes::new(),
-    )
-    .await?
-    {
-        Ok(session) => session,
-        Err(forwarded) => return Ok(forwarded),
-    };
+    let session =
+        match placement::locate(app, id, Method::GET, req.uri().path(), headers, Bytes::new()).await? {
+            Ok(session) => session,
+            Err(forwarded) => return Ok(forwarded),
+        };
     if !standalone::ensure(app, &session, headers).await {
         return Err(Error::MethodNotAllowed.into());
     }

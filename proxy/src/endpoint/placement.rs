@@ -57,19 +57,21 @@ pub async fn place(app: &Arc<App>, session: Session, from_peer: bool) -> Result<
     adopt(app, &session.record.id, why).await.map(Placement::Local)
 }
 
-/// Finds where a request of session `id` is served: `Ok(session)` to serve
+/// Finds where a request of session `id` is served (never forwarding a
+/// request that came from a peer): `Ok(session)` to serve
 /// it here, `Err(response)` when the owner answered it. Losing an adoption
 /// race means another replica just won: place the request again (at most
 /// twice), which forwards it to the winner.
 pub async fn locate(
     app: &Arc<App>,
     id: &str,
-    from_peer: bool,
     method: Method,
     path: &str,
     headers: &HeaderMap,
     body: Bytes,
 ) -> Result<std::result::Result<Session, http::Response<crate::body::Body>>> {
+    // Only the peer listener lets this header through (the public one strips it).
+    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
     let mut attempts = 0;
     loop {
         attempts += 1;

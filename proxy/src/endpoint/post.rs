@@ -56,11 +56,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         return initialize(app, headers, bytes, &message).await.map_err(with_id);
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
-    let from_peer = headers.contains_key(&crate::peer::PEER_HOP);
     let located = placement::locate(
         app,
         session_id,
-        from_peer,
         Method::POST,
         parts.uri.path(),
         headers,
