@@ -189,7 +189,7 @@ async fn read_events(body: &mut Incoming, id: u64, started: Instant) -> Result<T
         let Ok(data) = frame.map_err(CallError::transport)?.into_data() else {
             continue;
         };
-        for event in parser.feed(data) {
+        for event in parser.feed(data).unwrap_or_default() {
             // Priming events (an id, empty data) carry no message.
             let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;

@@ -26,7 +26,9 @@ pub struct SidecarConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Where sessions and event logs live: `memory` (default) or a
-    /// `redis://` / `rediss://` URL.
+    /// Redis URL: `redis://` or `rediss://` (TLS) for one server,
+    /// `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a
+    /// Redis Cluster, given any of its nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
     /// Prefix of every key Shadowcat writes to Redis. Default `shadowcat`.
@@ -60,13 +62,73 @@ pub struct SidecarConfig {
     /// Default `25s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_timeout: Option<String>,
-    /// Allowed values of the `Origin` request header. Empty (the default)
-    /// accepts any origin; otherwise a request with another origin gets 403.
+    /// Allowed values of the `Origin` request header (a request carrying
+    /// another one gets 403). Unset: on a loopback listener only localhost
+    /// origins, on any other listener every origin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_origins: Option<Vec<String>>,
+    /// Allowed values of the `Host` request header, as `host` (any port) or
+    /// `host:port` (a request naming another host gets 403). Unset: on a
+    /// loopback listener only `localhost`, `127.0.0.1` and `[::1]`, on any
+    /// other listener every host. This keeps the DNS-rebinding protection a
+    /// local server would have on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Sessions this replica holds at most; beyond, new ones get 503 with
+    /// `Retry-After`. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u64>,
+    /// New sessions per second this replica accepts (a token bucket as deep
+    /// as one second); beyond, 503 with `Retry-After`. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_rate: Option<u64>,
+    /// Open connections per listener (public, peer); a connection beyond it
+    /// is closed at once and counted. Default 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Time a client has to send a request's headers; it is also how long an
+    /// idle keep-alive connection stays open. Default `30s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_read_timeout: Option<String>,
+    /// After SIGTERM, how long to keep serving (while `/readyz` already says
+    /// 503) before draining, so load balancers stop sending first. Default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown_delay: Option<String>,
+    /// Bytes of events the memory store keeps in all; past it the oldest
+    /// finished logs go first, then the oldest events of the growing log.
+    /// Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_max_bytes: Option<u64>,
+    /// Redis connection details beyond the URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
     /// Server-sent event streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseConfig>,
+}
+
+/// Redis settings beyond the `store` URL.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisConfig {
+    /// PEM file of the CA that signed the Redis server's certificate
+    /// (`rediss://`); default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS (with `clientKeyFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_file: Option<String>,
+    /// PEM private key of `clientCertFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key_file: Option<String>,
+    /// Replicas that must acknowledge each event (Redis `WAIT`) before any
+    /// client sees it, so a failover loses no event a client saw. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_replicas: Option<u64>,
+    /// How long an append waits for those acknowledgements before it counts
+    /// as failed (and is retried). Default `1s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_timeout: Option<String>,
 }
 
 /// SSE stream settings.
@@ -100,6 +162,15 @@ pub struct SseConfig {
     /// went away, waiting for the final response. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_limit: Option<String>,
+    /// Largest event (and line) Shadowcat accepts from the upstream; a larger
+    /// one ends the stream, and its pending requests get a JSON-RPC error.
+    /// Default 4 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_event_bytes: Option<u64>,
+    /// Bytes of events kept per stream (memory store); older events are
+    /// dropped first, the newest is always kept. Default 8 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_bytes: Option<u64>,
 }
 
 /// Log output format.
@@ -145,10 +216,34 @@ impl SidecarConfig {
             upstream_timeout: self.upstream_timeout.or(lower.upstream_timeout),
             drain_timeout: self.drain_timeout.or(lower.drain_timeout),
             allowed_origins: self.allowed_origins.or(lower.allowed_origins),
+            allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
+            max_sessions: self.max_sessions.or(lower.max_sessions),
+            session_rate: self.session_rate.or(lower.session_rate),
+            max_connections: self.max_connections.or(lower.max_connections),
+            header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
+            shutdown_delay: self.shutdown_delay.or(lower.shutdown_delay),
+            store_max_bytes: self.store_max_bytes.or(lower.store_max_bytes),
+            redis: match (self.redis, lower.redis) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
             sse: match (self.sse, lower.sse) {
                 (Some(upper), Some(lower)) => Some(upper.or(lower)),
                 (upper, lower) => upper.or(lower),
             },
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Layers `self` over `lower`, field by field.
+    pub fn or(self, lower: Self) -> Self {
+        Self {
+            ca_file: self.ca_file.or(lower.ca_file),
+            client_cert_file: self.client_cert_file.or(lower.client_cert_file),
+            client_key_file: self.client_key_file.or(lower.client_key_file),
+            wait_replicas: self.wait_replicas.or(lower.wait_replicas),
+            wait_timeout: self.wait_timeout.or(lower.wait_timeout),
         }
     }
 }
@@ -164,6 +259,8 @@ impl SseConfig {
             max_streams: self.max_streams.or(lower.max_streams),
             retention: self.retention.or(lower.retention),
             drain_limit: self.drain_limit.or(lower.drain_limit),
+            max_event_bytes: self.max_event_bytes.or(lower.max_event_bytes),
+            max_log_bytes: self.max_log_bytes.or(lower.max_log_bytes),
         }
     }
 }

@@ -10,9 +10,11 @@ mod config;
 mod mcpproxy;
 mod settings;
 
-pub use config::{LogFormat, SidecarConfig, SseConfig};
+pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
     ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,
     ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
 };
-pub use settings::{ConfigError, Settings, SseSettings, StoreSettings};
+pub use settings::{
+    Allow, ConfigError, RedisSettings, RedisTopology, RedisUrl, Settings, SseSettings, StoreSettings,
+};

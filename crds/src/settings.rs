@@ -27,18 +27,89 @@ impl ConfigError {
     }
 }
 
+/// A Redis URL. Its password never shows in `Debug` or `Display` output,
+/// so settings and errors can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// The URL with its credentials, for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return "***".into();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// How the Redis deployment is reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One server (or a primary behind a stable address).
+    Standalone(RedisUrl),
+    /// A Redis Cluster, found from any of these nodes.
+    Cluster(Vec<RedisUrl>),
+}
+
+/// Validated Redis settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// Where Redis is.
+    pub topology: RedisTopology,
+    /// Prefix of every key.
+    pub prefix: String,
+    /// CA certificate file for `rediss://`.
+    pub ca_file: Option<String>,
+    /// Client certificate and key files for mutual TLS.
+    pub client_cert: Option<(String, String)>,
+    /// Replicas that must acknowledge an append before it counts.
+    pub wait_replicas: u32,
+    /// How long an append waits for them.
+    pub wait_timeout: Duration,
+}
+
 /// Where sessions and event logs are kept.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreSettings {
     /// In this process; lost when it exits. Enough for one replica.
     Memory,
-    /// A Redis server, shared by every replica.
-    Redis {
-        /// The `redis://` or `rediss://` URL.
-        url: String,
-        /// Prefix of every key.
-        prefix: String,
-    },
+    /// A Redis deployment, shared by every replica.
+    Redis(RedisSettings),
+}
+
+/// Which values of a request header (`Host`, `Origin`) are accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allow {
+    /// Any value.
+    Any,
+    /// Loopback names only (`localhost`, `127.0.0.1`, `[::1]`), any port:
+    /// the default on a loopback listener.
+    Loopback,
+    /// These values (a host without a port matches any port).
+    List(Vec<String>),
 }
 
 /// Validated SSE settings.
@@ -54,10 +125,14 @@ pub struct SseSettings {
     pub max_events_per_stream: usize,
     /// Event logs kept in all (memory store).
     pub max_streams: usize,
-    /// How long a stream's events stay replayable after its last event.
+    /// How long a finished stream's events stay replayable.
     pub retention: Duration,
     /// How long a pump keeps draining after its client went away.
     pub drain_limit: Duration,
+    /// Largest event (and line) accepted from the upstream.
+    pub max_event_bytes: usize,
+    /// Bytes of events kept per stream (memory store).
+    pub max_log_bytes: usize,
 }
 
 /// Validated sidecar settings.
@@ -89,18 +164,36 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Time allowed for a graceful shutdown.
     pub drain_timeout: Duration,
-    /// Accepted `Origin` values; empty accepts any.
-    pub allowed_origins: Vec<String>,
+    /// Accepted `Origin` values.
+    pub allowed_origins: Allow,
+    /// Accepted `Host` values.
+    pub allowed_hosts: Allow,
+    /// Sessions this replica holds at most.
+    pub max_sessions: usize,
+    /// New sessions per second.
+    pub session_rate: u32,
+    /// Open connections per listener.
+    pub max_connections: usize,
+    /// Time to send request headers; idle keep-alive connections close after it.
+    pub header_read_timeout: Duration,
+    /// Serving goes on this long after SIGTERM before the drain starts.
+    pub shutdown_delay: Duration,
+    /// Bytes of events the memory store keeps in all.
+    pub store_max_bytes: usize,
     /// SSE settings.
     pub sse: SseSettings,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 impl SidecarConfig {
     /// Checks every value and fills in defaults.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let sse = self.sse.clone().unwrap_or_default();
+        let listen = addr("listen", self.listen.as_deref(), "127.0.0.1:8080")?;
+        let local = listen.ip().is_loopback();
         Ok(Settings {
-            listen: addr("listen", self.listen.as_deref(), "127.0.0.1:8080")?,
+            listen,
             admin_listen: addr("adminListen", self.admin_listen.as_deref(), "127.0.0.1:9090")?,
             peer_listen: addr("peerListen", self.peer_listen.as_deref(), "0.0.0.0:8081")?,
             peer_secret_file: self.peer_secret_file.clone(),
@@ -115,25 +208,50 @@ impl SidecarConfig {
             },
             upstream: upstream(self.upstream.as_deref())?,
             path: path(self.path.as_deref())?,
-            store: store(self.store.as_deref(), self.store_prefix.as_deref())?,
+            store: store(self)?,
             log_format: self.log_format.unwrap_or(LogFormat::Json),
             session_idle_timeout: duration("sessionIdleTimeout", &self.session_idle_timeout, "30m")?,
-            max_body_bytes: match self.max_body_bytes {
-                Some(0) => return Err(ConfigError::new("maxBodyBytes", "must be above 0")),
-                Some(n) => n,
-                None => 4 * 1024 * 1024,
-            },
-            upstream_timeout: duration("upstreamTimeout", &self.upstream_timeout, "30s")?,
+            max_body_bytes: positive("maxBodyBytes", self.max_body_bytes, 4 * MIB)?,
+            upstream_timeout: duration("upstreamTimeout", &self.upstream_timeout, "5m")?,
             drain_timeout: duration("drainTimeout", &self.drain_timeout, "25s")?,
-            allowed_origins: self.allowed_origins.clone().unwrap_or_default(),
+            allowed_origins: allow(&self.allowed_origins, local),
+            allowed_hosts: allow(&self.allowed_hosts, local),
+            max_sessions: size("maxSessions", positive("maxSessions", self.max_sessions, 10_000)?)?,
+            session_rate: u32::try_from(positive("sessionRate", self.session_rate, 100)?)
+                .map_err(|_| ConfigError::new("sessionRate", "too large"))?,
+            max_connections: size(
+                "maxConnections",
+                positive("maxConnections", self.max_connections, 10_000)?,
+            )?,
+            header_read_timeout: duration("headerReadTimeout", &self.header_read_timeout, "30s")?,
+            shutdown_delay: match &self.shutdown_delay {
+                None => Duration::ZERO,
+                Some(text) => parse_duration_or_zero("shutdownDelay", text)?,
+            },
+            store_max_bytes: size(
+                "storeMaxBytes",
+                positive("storeMaxBytes", self.store_max_bytes, 64 * MIB)?,
+            )?,
             sse: sse_settings(&sse)?,
         })
     }
 }
 
 fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
-    let max_events = positive("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?;
-    let max_streams = positive("sse.maxStreams", sse.max_streams, 10_000)?;
+    let max_event_bytes = size(
+        "sse.maxEventBytes",
+        positive("sse.maxEventBytes", sse.max_event_bytes, 4 * MIB)?,
+    )?;
+    let max_log_bytes = size(
+        "sse.maxLogBytes",
+        positive("sse.maxLogBytes", sse.max_log_bytes, 8 * MIB)?,
+    )?;
+    if max_log_bytes < max_event_bytes {
+        return Err(ConfigError::new(
+            "sse.maxLogBytes",
+            "must be at least sse.maxEventBytes, so the largest event fits in a log",
+        ));
+    }
     Ok(SseSettings {
         keep_alive_interval: duration("sse.keepAliveInterval", &sse.keep_alive_interval, "15s")?,
         max_connection_time: match &sse.max_connection_time {
@@ -141,18 +259,38 @@ fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
             Some(text) => Some(parse_duration("sse.maxConnectionTime", text)?),
         },
         retry: duration("sse.retry", &sse.retry, "1s")?,
-        max_events_per_stream: max_events,
-        max_streams,
+        max_events_per_stream: size(
+            "sse.maxEventsPerStream",
+            positive("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?,
+        )?,
+        max_streams: size(
+            "sse.maxStreams",
+            positive("sse.maxStreams", sse.max_streams, 10_000)?,
+        )?,
         retention: duration("sse.retention", &sse.retention, "10m")?,
         drain_limit: duration("sse.drainLimit", &sse.drain_limit, "5m")?,
+        max_event_bytes,
+        max_log_bytes,
     })
 }
 
-fn positive(key: &'static str, value: Option<u64>, default: usize) -> Result<usize, ConfigError> {
+fn positive(key: &'static str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
     match value {
         None => Ok(default),
         Some(0) => Err(ConfigError::new(key, "must be above 0")),
-        Some(n) => usize::try_from(n).map_err(|_| ConfigError::new(key, "too large")),
+        Some(n) => Ok(n),
+    }
+}
+
+fn size(key: &'static str, n: u64) -> Result<usize, ConfigError> {
+    usize::try_from(n).map_err(|_| ConfigError::new(key, "too large"))
+}
+
+fn allow(values: &Option<Vec<String>>, local: bool) -> Allow {
+    match values {
+        Some(list) if !list.is_empty() => Allow::List(list.clone()),
+        _ if local => Allow::Loopback,
+        _ => Allow::Any,
     }
 }
 
@@ -199,25 +337,74 @@ fn path(value: Option<&str>) -> Result<String, ConfigError> {
     Ok(text.to_owned())
 }
 
-fn store(value: Option<&str>, prefix: Option<&str>) -> Result<StoreSettings, ConfigError> {
-    match value.unwrap_or("memory") {
-        "memory" => Ok(StoreSettings::Memory),
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let prefix = prefix.unwrap_or("shadowcat");
-            if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
-                return Err(ConfigError::new(
-                    "storePrefix",
-                    format!("`{prefix}` must be non-empty, without braces or spaces"),
-                ));
-            }
-            Ok(StoreSettings::Redis {
-                url: url.to_owned(),
-                prefix: prefix.to_owned(),
-            })
+fn store(config: &SidecarConfig) -> Result<StoreSettings, ConfigError> {
+    let text = config.store.as_deref().unwrap_or("memory");
+    if text == "memory" {
+        return Ok(StoreSettings::Memory);
+    }
+    let topology = redis_topology(text)?;
+    let prefix = config.store_prefix.as_deref().unwrap_or("shadowcat");
+    if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
+        return Err(ConfigError::new(
+            "storePrefix",
+            format!("`{prefix}` must be non-empty, without braces or spaces"),
+        ));
+    }
+    let redis = config.redis.clone().unwrap_or_default();
+    let client_cert = match (&redis.client_cert_file, &redis.client_key_file) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        (None, None) => None,
+        _ => {
+            return Err(ConfigError::new(
+                "redis.clientCertFile",
+                "clientCertFile and clientKeyFile go together",
+            ));
         }
-        other => Err(ConfigError::new(
+    };
+    Ok(StoreSettings::Redis(RedisSettings {
+        topology,
+        prefix: prefix.to_owned(),
+        ca_file: redis.ca_file,
+        client_cert,
+        wait_replicas: u32::try_from(redis.wait_replicas.unwrap_or(0))
+            .map_err(|_| ConfigError::new("redis.waitReplicas", "too large"))?,
+        wait_timeout: duration("redis.waitTimeout", &redis.wait_timeout, "1s")?,
+    }))
+}
+
+/// `redis://…` and `rediss://…` name one server; `redis+cluster://h:p,h:p`
+/// (or `rediss+cluster://`) names cluster nodes, sharing the credentials.
+fn redis_topology(text: &str) -> Result<RedisTopology, ConfigError> {
+    let bad = |why: &str| {
+        ConfigError::new(
             "store",
-            format!("`{other}` is neither `memory` nor a redis:// or rediss:// URL"),
+            format!("`{}` {why}", RedisUrl(text.to_owned()).redacted()),
+        )
+    };
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| bad("is neither `memory` nor a redis://, rediss:// or redis+cluster:// URL"))?;
+    match scheme {
+        "redis" | "rediss" => Ok(RedisTopology::Standalone(RedisUrl(text.to_owned()))),
+        "redis+cluster" | "rediss+cluster" => {
+            let plain = scheme.trim_end_matches("+cluster");
+            let (userinfo, hosts) = match rest.rsplit_once('@') {
+                Some((u, h)) => (format!("{u}@"), h),
+                None => (String::new(), rest),
+            };
+            let hosts = hosts.trim_end_matches('/');
+            let nodes: Vec<RedisUrl> = hosts
+                .split(',')
+                .filter(|h| !h.is_empty())
+                .map(|h| RedisUrl(format!("{plain}://{userinfo}{h}")))
+                .collect();
+            if nodes.is_empty() || hosts.contains('/') {
+                return Err(bad("must list host:port nodes, comma-separated"));
+            }
+            Ok(RedisTopology::Cluster(nodes))
+        }
+        _ => Err(bad(
+            "is neither `memory` nor a redis://, rediss:// or redis+cluster:// URL",
         )),
     }
 }
@@ -227,12 +414,16 @@ fn duration(key: &'static str, value: &Option<String>, default: &str) -> Result<
 }
 
 fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
-    let parsed = humantime::parse_duration(text)
-        .map_err(|e| ConfigError::new(key, format!("`{text}` is not a duration like 30s or 5m ({e})")))?;
+    let parsed = parse_duration_or_zero(key, text)?;
     if parsed.is_zero() {
         return Err(ConfigError::new(key, "must be above zero"));
     }
     Ok(parsed)
+}
+
+fn parse_duration_or_zero(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text)
+        .map_err(|e| ConfigError::new(key, format!("`{text}` is not a duration like 30s or 5m ({e})")))
 }
 
 #[cfg(test)]
@@ -314,12 +505,95 @@ mod tests {
                 },
                 "sse.retry",
             ),
+            (
+                SidecarConfig {
+                    sse: Some(SseConfig {
+                        max_event_bytes: Some(10),
+                        max_log_bytes: Some(5),
+                        ..Default::default()
+                    }),
+                    ..minimal()
+                },
+                "sse.maxLogBytes",
+            ),
+            (
+                SidecarConfig {
+                    redis: Some(crate::config::RedisConfig {
+                        client_cert_file: Some("c.pem".into()),
+                        ..Default::default()
+                    }),
+                    store: Some("rediss://r:6380".into()),
+                    ..minimal()
+                },
+                "redis.clientCertFile",
+            ),
+            (
+                SidecarConfig {
+                    max_sessions: Some(0),
+                    ..minimal()
+                },
+                "maxSessions",
+            ),
         ];
         for (config, key) in cases {
             let err = config.validate().unwrap_err();
             assert_eq!(err.key, key, "{err}");
             assert!(err.to_string().contains(key));
         }
+    }
+
+    #[test]
+    fn redis_urls_name_one_server_or_cluster_nodes_and_hide_passwords() {
+        let with = |store: &str| SidecarConfig {
+            store: Some(store.into()),
+            ..minimal()
+        };
+        let StoreSettings::Redis(one) = with("rediss://:hunter2@r:6380/0").validate().unwrap().store else {
+            panic!("not redis")
+        };
+        assert_eq!(
+            one.topology,
+            RedisTopology::Standalone(RedisUrl("rediss://:hunter2@r:6380/0".into()))
+        );
+        let shown = format!("{one:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("rediss://:***@r:6380/0"), "{shown}");
+        let StoreSettings::Redis(cluster) = with("redis+cluster://u:pw@a:7000,b:7001/")
+            .validate()
+            .unwrap()
+            .store
+        else {
+            panic!("not redis")
+        };
+        let RedisTopology::Cluster(nodes) = &cluster.topology else {
+            panic!("not a cluster")
+        };
+        let nodes: Vec<&str> = nodes.iter().map(RedisUrl::expose).collect();
+        assert_eq!(nodes, ["redis://u:pw@a:7000", "redis://u:pw@b:7001"]);
+        let err = with("redis+cluster://:pw@/").validate().unwrap_err();
+        assert_eq!(err.key, "store");
+        assert!(!err.to_string().contains("pw@"), "{err}");
+    }
+
+    #[test]
+    fn host_and_origin_checks_default_to_loopback_names_on_a_loopback_listener() {
+        let local = minimal().validate().unwrap();
+        assert_eq!(local.allowed_hosts, Allow::Loopback);
+        assert_eq!(local.allowed_origins, Allow::Loopback);
+        let pod = SidecarConfig {
+            listen: Some("0.0.0.0:8080".into()),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(pod.allowed_hosts, Allow::Any);
+        let listed = SidecarConfig {
+            allowed_hosts: Some(vec!["mcp.example".into()]),
+            ..minimal()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(listed.allowed_hosts, Allow::List(vec!["mcp.example".into()]));
     }
 
     #[test]

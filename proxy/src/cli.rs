@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use shadowcat_crds::{LogFormat, SidecarConfig, SseConfig};
+use shadowcat_crds::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 
 /// Shadowcat: an MCP Streamable HTTP sidecar with durable sessions and
 /// resumable event streams.
@@ -29,9 +29,27 @@ pub struct Cli {
     /// Path of the public MCP endpoint [default: /mcp].
     #[arg(long, env = "SHADOWCAT_PATH")]
     pub path: Option<String>,
-    /// Session and event store: `memory` or a redis:// URL [default: memory].
+    /// Session and event store: `memory`, a redis:// or rediss:// URL, or redis+cluster://host:port,host:port [default: memory].
     #[arg(long, env = "SHADOWCAT_STORE")]
     pub store: Option<String>,
+    /// Bytes of events the memory store keeps in all [default: 67108864].
+    #[arg(long, env = "SHADOWCAT_STORE_MAX_BYTES")]
+    pub store_max_bytes: Option<u64>,
+    /// PEM CA certificate for rediss:// [default: the system's roots].
+    #[arg(long, env = "SHADOWCAT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<String>,
+    /// PEM client certificate for Redis mutual TLS.
+    #[arg(long, env = "SHADOWCAT_REDIS_CLIENT_CERT_FILE")]
+    pub redis_client_cert_file: Option<String>,
+    /// PEM private key of --redis-client-cert-file.
+    #[arg(long, env = "SHADOWCAT_REDIS_CLIENT_KEY_FILE")]
+    pub redis_client_key_file: Option<String>,
+    /// Redis replicas that must acknowledge an event (WAIT) before a client sees it [default: 0].
+    #[arg(long, env = "SHADOWCAT_REDIS_WAIT_REPLICAS")]
+    pub redis_wait_replicas: Option<u64>,
+    /// How long an append waits for those acknowledgements [default: 1s].
+    #[arg(long, env = "SHADOWCAT_REDIS_WAIT_TIMEOUT")]
+    pub redis_wait_timeout: Option<String>,
     /// Prefix of every Redis key [default: shadowcat].
     #[arg(long, env = "SHADOWCAT_STORE_PREFIX")]
     pub store_prefix: Option<String>,
@@ -53,15 +71,33 @@ pub struct Cli {
     /// Largest request body in bytes [default: 4194304].
     #[arg(long, env = "SHADOWCAT_MAX_BODY_BYTES")]
     pub max_body_bytes: Option<u64>,
-    /// Time allowed for the upstream's response headers [default: 30s].
+    /// Time allowed for the upstream's response headers [default: 5m].
     #[arg(long, env = "SHADOWCAT_UPSTREAM_TIMEOUT")]
     pub upstream_timeout: Option<String>,
     /// Time allowed for a graceful shutdown [default: 25s].
     #[arg(long, env = "SHADOWCAT_DRAIN_TIMEOUT")]
     pub drain_timeout: Option<String>,
-    /// Allowed Origin values, comma-separated; empty allows any [default: empty].
+    /// Allowed Origin values, comma-separated [default: localhost origins on a loopback listener, else any].
     #[arg(long, env = "SHADOWCAT_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Option<Vec<String>>,
+    /// Allowed Host values (host or host:port), comma-separated [default: loopback names on a loopback listener, else any].
+    #[arg(long, env = "SHADOWCAT_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Sessions this replica holds at most; beyond, 503 [default: 10000].
+    #[arg(long, env = "SHADOWCAT_MAX_SESSIONS")]
+    pub max_sessions: Option<u64>,
+    /// New sessions per second this replica accepts; beyond, 503 [default: 100].
+    #[arg(long, env = "SHADOWCAT_SESSION_RATE")]
+    pub session_rate: Option<u64>,
+    /// Open connections per listener; beyond, closed at once [default: 10000].
+    #[arg(long, env = "SHADOWCAT_MAX_CONNECTIONS")]
+    pub max_connections: Option<u64>,
+    /// Time to send request headers; also the idle keep-alive timeout [default: 30s].
+    #[arg(long, env = "SHADOWCAT_HEADER_READ_TIMEOUT")]
+    pub header_read_timeout: Option<String>,
+    /// After SIGTERM, keep serving (not ready) this long before draining [default: 0s].
+    #[arg(long, env = "SHADOWCAT_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<String>,
     /// Send a keep-alive comment on a stream idle this long [default: 15s].
     #[arg(long, env = "SHADOWCAT_SSE_KEEP_ALIVE_INTERVAL")]
     pub sse_keep_alive_interval: Option<String>,
@@ -77,12 +113,18 @@ pub struct Cli {
     /// Event logs kept in all; the oldest finished one goes first [default: 10000].
     #[arg(long, env = "SHADOWCAT_SSE_MAX_STREAMS")]
     pub sse_max_streams: Option<u64>,
-    /// How long a stream stays replayable after its last event [default: 10m].
+    /// How long a finished stream stays replayable [default: 10m].
     #[arg(long, env = "SHADOWCAT_SSE_RETENTION")]
     pub sse_retention: Option<String>,
     /// How long a response stream keeps draining after its client left [default: 5m].
     #[arg(long, env = "SHADOWCAT_SSE_DRAIN_LIMIT")]
     pub sse_drain_limit: Option<String>,
+    /// Largest upstream event (and line) in bytes [default: 4194304].
+    #[arg(long, env = "SHADOWCAT_SSE_MAX_EVENT_BYTES")]
+    pub sse_max_event_bytes: Option<u64>,
+    /// Bytes of events kept per stream (memory store) [default: 8388608].
+    #[arg(long, env = "SHADOWCAT_SSE_MAX_LOG_BYTES")]
+    pub sse_max_log_bytes: Option<u64>,
     /// This replica's id [default: $POD_NAME, else $HOSTNAME, else "shadowcat"].
     #[arg(long, env = "SHADOWCAT_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -111,6 +153,15 @@ impl Cli {
             max_streams: self.sse_max_streams,
             retention: self.sse_retention.clone(),
             drain_limit: self.sse_drain_limit.clone(),
+            max_event_bytes: self.sse_max_event_bytes,
+            max_log_bytes: self.sse_max_log_bytes,
+        };
+        let redis = RedisConfig {
+            ca_file: self.redis_ca_file.clone(),
+            client_cert_file: self.redis_client_cert_file.clone(),
+            client_key_file: self.redis_client_key_file.clone(),
+            wait_replicas: self.redis_wait_replicas,
+            wait_timeout: self.redis_wait_timeout.clone(),
         };
         SidecarConfig {
             listen: self.listen.clone(),
@@ -131,6 +182,14 @@ impl Cli {
             upstream_timeout: self.upstream_timeout.clone(),
             drain_timeout: self.drain_timeout.clone(),
             allowed_origins: self.allowed_origins.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            max_sessions: self.max_sessions,
+            session_rate: self.session_rate,
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_read_timeout.clone(),
+            shutdown_delay: self.shutdown_delay.clone(),
+            store_max_bytes: self.store_max_bytes,
+            redis: (redis != RedisConfig::default()).then_some(redis),
             sse: (sse != SseConfig::default()).then_some(sse),
         }
     }

@@ -48,6 +48,9 @@ pub enum Error {
     /// `Origin` not in the allow-list.
     #[error("origin {0:?} is not allowed")]
     ForbiddenOrigin(String),
+    /// `Host` not in the allow-list (DNS-rebinding protection).
+    #[error("host {0:?} is not allowed; see --allowed-hosts")]
+    ForbiddenHost(String),
     /// A request other than initialize came without `Mcp-Session-Id`.
     #[error("missing Mcp-Session-Id header: send initialize first")]
     MissingSession,
@@ -57,6 +60,9 @@ pub enum Error {
     /// `Last-Event-ID` is not an id Shadowcat issued.
     #[error("malformed Last-Event-ID {0:?}")]
     BadLastEventId(String),
+    /// The events after `Last-Event-ID` are no longer all there.
+    #[error("{0}; events in between are lost")]
+    ReplayMiss(String),
     /// 2026-07-28 routing headers disagree with the body.
     #[error("header mismatch: {0}")]
     HeaderMismatch(String),
@@ -75,6 +81,13 @@ pub enum Error {
     /// The upstream answered with something that breaks the protocol.
     #[error("upstream protocol error: {0}")]
     UpstreamProtocol(String),
+    /// The replica owning the session got the request but did not answer
+    /// in time. It may still run it: it is not sent anywhere else.
+    #[error("the replica serving this session did not answer within {0:?}")]
+    OwnerTimeout(Duration),
+    /// The replica owning the session got the request and then failed.
+    #[error("the replica serving this session failed: {0}")]
+    OwnerFailed(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,6 +97,15 @@ pub enum Error {
     /// Another replica took the session over at the same moment.
     #[error("session is moving between replicas; retry")]
     AdoptionRace,
+    /// This replica no longer owns the session (another claimed it).
+    #[error("session moved to another replica; retry")]
+    OwnershipMoved,
+    /// This replica holds as many sessions as it may.
+    #[error("this replica holds its maximum of {0} sessions; retry")]
+    TooManySessions(usize),
+    /// New sessions arrive faster than this replica accepts them.
+    #[error("more than {0} new sessions per second; retry")]
+    SessionRateExceeded(u32),
     /// Shadowcat is shutting down and takes no new sessions.
     #[error("shutting down")]
     ShuttingDown,
@@ -96,11 +118,17 @@ impl Error {
     /// Who caused it.
     pub fn cause(&self) -> Cause {
         match self {
-            Error::UpstreamUnavailable(_) | Error::UpstreamTimeout(_) | Error::UpstreamProtocol(_) => {
-                Cause::Upstream
-            }
+            Error::UpstreamUnavailable(_)
+            | Error::UpstreamTimeout(_)
+            | Error::UpstreamProtocol(_)
+            | Error::OwnerTimeout(_)
+            | Error::OwnerFailed(_) => Cause::Upstream,
             Error::Store(_) => Cause::Store,
-            Error::ShuttingDown | Error::AdoptionRace => Cause::Internal,
+            Error::ShuttingDown
+            | Error::AdoptionRace
+            | Error::OwnershipMoved
+            | Error::TooManySessions(_)
+            | Error::SessionRateExceeded(_) => Cause::Internal,
             _ => Cause::Client,
         }
     }
@@ -117,13 +145,21 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::ForbiddenOrigin(_) => StatusCode::FORBIDDEN,
+            Error::ForbiddenOrigin(_) | Error::ForbiddenHost(_) => StatusCode::FORBIDDEN,
+            Error::ReplayMiss(_) => StatusCode::GONE,
             Error::UnknownSession | Error::NotFound => StatusCode::NOT_FOUND,
             Error::PeerUnauthorized => StatusCode::UNAUTHORIZED,
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Error::UpstreamUnavailable(_) | Error::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
-            Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Error::Store(_) | Error::ShuttingDown | Error::AdoptionRace => StatusCode::SERVICE_UNAVAILABLE,
+            Error::UpstreamUnavailable(_) | Error::UpstreamProtocol(_) | Error::OwnerFailed(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            Error::UpstreamTimeout(_) | Error::OwnerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Store(_)
+            | Error::ShuttingDown
+            | Error::AdoptionRace
+            | Error::OwnershipMoved
+            | Error::TooManySessions(_)
+            | Error::SessionRateExceeded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -136,9 +172,15 @@ impl Error {
             Error::UpstreamUnavailable(_)
             | Error::UpstreamTimeout(_)
             | Error::UpstreamProtocol(_)
+            | Error::OwnerTimeout(_)
+            | Error::OwnerFailed(_)
             | Error::Store(_)
             | Error::ShuttingDown
-            | Error::AdoptionRace => code::INTERNAL_ERROR,
+            | Error::AdoptionRace
+            | Error::OwnershipMoved
+            | Error::TooManySessions(_)
+            | Error::SessionRateExceeded(_) => code::INTERNAL_ERROR,
+            Error::ReplayMiss(_) => code::SERVER_ERROR,
             _ => code::INVALID_REQUEST,
         }
     }
@@ -153,6 +195,13 @@ impl Error {
             Error::PayloadTooLarge(_) => "payload_too_large",
             Error::UnsupportedVersion(_) => "unsupported_version",
             Error::ForbiddenOrigin(_) => "forbidden_origin",
+            Error::ForbiddenHost(_) => "forbidden_host",
+            Error::ReplayMiss(_) => "replay_miss",
+            Error::OwnerTimeout(_) => "owner_timeout",
+            Error::OwnerFailed(_) => "owner_failed",
+            Error::OwnershipMoved => "ownership_moved",
+            Error::TooManySessions(_) => "too_many_sessions",
+            Error::SessionRateExceeded(_) => "session_rate_exceeded",
             Error::MissingSession => "missing_session",
             Error::UnknownSession => "unknown_session",
             Error::BadLastEventId(_) => "bad_last_event_id",

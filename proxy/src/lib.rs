@@ -16,12 +16,15 @@ pub mod error;
 pub mod mcp;
 pub mod metrics;
 pub mod peer;
+pub mod placement;
 pub mod relay;
 pub mod route;
 pub mod server;
 pub mod session;
 pub mod sse;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -29,22 +32,32 @@ use std::time::Duration;
 
 use shadowcat_crds::{Settings, StoreSettings};
 
+/// What the settings allow the store to keep.
+pub fn store_limits(settings: &Settings) -> store::StoreLimits {
+    store::StoreLimits {
+        idle: settings.session_idle_timeout,
+        max_events: settings.sse.max_events_per_stream,
+        max_log_bytes: settings.sse.max_log_bytes,
+        max_streams: settings.sse.max_streams,
+        max_bytes: settings.store_max_bytes,
+        retention: settings.sse.retention,
+    }
+}
+
 /// Builds the store the settings ask for.
 pub fn build_store(settings: &Settings) -> Result<Arc<dyn store::Store>, String> {
-    let limits = store::LogLimits {
-        max_events: settings.sse.max_events_per_stream,
-        max_streams: settings.sse.max_streams,
-        retention: settings.sse.retention,
-    };
+    let limits = store_limits(settings);
     match &settings.store {
         StoreSettings::Memory => Ok(store::MemoryStore::new(limits)),
-        StoreSettings::Redis { url, prefix } => store::RedisStore::new(url, prefix, limits)
+        StoreSettings::Redis(redis) => store::RedisStore::new(redis, limits)
             .map(|s| Arc::new(s) as Arc<dyn store::Store>)
             .map_err(|e| e.to_string()),
     }
 }
 
-/// The peer client, when a peer secret is configured.
+/// The peer client, when a peer secret is configured. It waits for the
+/// owner's response headers a little longer than the owner waits for its
+/// upstream, so the owner's own 504 comes first.
 fn peer_client(settings: &Settings) -> anyhow::Result<Option<peer::PeerClient>> {
     let Some(path) = &settings.peer_secret_file else {
         return Ok(None);
@@ -54,7 +67,8 @@ fn peer_client(settings: &Settings) -> anyhow::Result<Option<peer::PeerClient>> 
     let secret = peer::PeerSecret::new(&bytes).ok_or_else(|| {
         anyhow::anyhow!("invalid config `peerSecretFile`: {path} must hold at least 16 bytes")
     })?;
-    Ok(Some(peer::PeerClient::new(secret, settings.upstream_timeout)))
+    let timeout = settings.upstream_timeout + Duration::from_secs(10);
+    Ok(Some(peer::PeerClient::new(secret, timeout)))
 }
 
 /// Runs the sidecar until SIGTERM/SIGINT (or until the child exits, when one
@@ -63,15 +77,18 @@ pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> a
     let store = build_store(&settings).map_err(anyhow::Error::msg)?;
     let peer = peer_client(&settings)?;
     let peer_listen = peer.as_ref().map(|_| settings.peer_listen);
-    if peer.is_none() && matches!(settings.store, StoreSettings::Redis { .. }) {
+    if peer.is_none() && matches!(settings.store, StoreSettings::Redis(_)) {
         tracing::warn!(
             "redis store without --peer-secret-file: replicas cannot forward to each other, so each one \
              adopts the sessions it receives; fine for one replica, costly for several"
         );
     }
-    let app = app::App::new(settings, store, replica, peer);
-    let listeners =
-        server::Listeners::bind(app.settings.listen, app.settings.admin_listen, peer_listen).await?;
+    let listeners = server::Listeners::bind(settings.listen, settings.admin_listen, peer_listen).await?;
+    let advertised = listeners.advertise(settings.advertise_addr.as_deref())?;
+    let (app, abandoned) = app::App::new(settings, store, store::Instance::new(replica), peer);
+    if let Some(addr) = advertised {
+        app.sessions.set_addr(addr);
+    }
     let mut child = match command.is_empty() {
         true => None,
         false => {
@@ -97,7 +114,7 @@ pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> a
         Ok::<_, std::io::Error>(())
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-    let serving = tokio::spawn(server::serve(app.clone(), listeners, async {
+    let serving = tokio::spawn(server::serve(app.clone(), listeners, abandoned, async {
         let _ = stop_rx.await;
     }));
     stop.await?;

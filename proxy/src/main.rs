@@ -17,6 +17,8 @@ fn main() -> anyhow::Result<()> {
     };
     let settings = cli.layer().or(file).validate()?;
     telemetry(settings.log_format);
+    // One TLS implementation for the whole process (Redis over rediss://).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Runtime::new()?;
     let code = runtime.block_on(shadowcat_proxy::run(
         settings,

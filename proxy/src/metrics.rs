@@ -6,7 +6,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// Labels of a finished HTTP request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -31,6 +31,20 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a resumption that could not give every missed event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MissLabels {
+    /// `gone` (unknown or expired), `trimmed` or `store_unavailable`.
+    pub reason: &'static str,
+}
+
+/// Labels naming a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `public`, `peer` or `admin`.
+    pub listener: &'static str,
+}
+
 /// Every metric Shadowcat exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -41,119 +55,187 @@ pub struct Metrics {
     pub request_duration: Family<MethodLabels, Histogram>,
     /// Requests refused or failed, by reason.
     pub errors: Family<ErrorLabels, Counter>,
-    /// Sessions created and not yet ended by this replica.
+    /// Sessions this replica owns.
     pub sessions_active: Gauge,
+    /// New sessions (or adoptions) refused: at the cap or over the rate.
+    pub sessions_refused: Counter,
+    /// Sessions this replica gave up: expired, or claimed by another replica.
+    pub sessions_lost: Counter,
     /// Client SSE connections open.
     pub sse_streams_active: Gauge,
     /// Events sent on connections that resumed with `Last-Event-ID`.
     pub events_replayed: Counter,
-    /// Resumptions whose `Last-Event-ID` named a stream no longer known.
-    pub replay_misses: Counter,
+    /// Resumptions that could not give every missed event, by reason.
+    pub replay_misses: Family<MissLabels, Counter>,
     /// Events pumped from the upstream into event logs.
     pub events_pumped: Counter,
+    /// Upstream events refused for their size (the stream ended).
+    pub events_too_large: Counter,
     /// Requests forwarded to the replica owning their session.
     pub forwards: Counter,
     /// Sessions taken over from a replica that was gone.
     pub adoptions: Counter,
     /// Adoptions another replica won first.
     pub adoptions_lost: Counter,
+    /// Requests a lost writer left unanswered, answered with an error.
+    pub orphans_answered: Counter,
     /// Upstream sessions re-created after the upstream forgot them.
     pub reinitializations: Counter,
+    /// Upstream sessions ended because this replica gave them up.
+    pub upstream_sessions_ended: Counter,
     /// Event streams relayed without a log because the store was down.
     pub store_bypasses: Counter,
+    /// 1 while the store answers, 0 while it does not.
+    pub store_up: Gauge,
+    /// Bytes of events the memory store holds.
+    pub store_bytes: Gauge,
+    /// Connections closed at once because a listener was at its cap.
+    pub connections_refused: Family<ListenerLabels, Counter>,
+    /// Connections open, by listener.
+    pub connections_active: Family<ListenerLabels, Gauge>,
+}
+
+fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
     /// A registry with every metric registered.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("shadowcat");
-        let requests = Family::default();
-        registry.register("http_requests", "Requests on the MCP endpoint", requests.clone());
+        let mut r = Registry::with_prefix("shadowcat");
         let request_duration = Family::<MethodLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.0005, 2.0, 16))
         });
-        registry.register(
-            "http_request_duration_seconds",
-            "Time from request to response headers",
-            request_duration.clone(),
-        );
-        let errors = Family::default();
-        registry.register("errors", "Requests refused or failed, by reason", errors.clone());
-        let sessions_active = Gauge::default();
-        registry.register(
-            "sessions_active",
-            "Sessions open on this replica",
-            sessions_active.clone(),
-        );
-        let sse_streams_active = Gauge::default();
-        registry.register(
-            "sse_streams_active",
-            "Client SSE connections open",
-            sse_streams_active.clone(),
-        );
-        let events_replayed = Counter::default();
-        registry.register(
-            "sse_events_replayed",
-            "Events sent on connections resumed with Last-Event-ID",
-            events_replayed.clone(),
-        );
-        let replay_misses = Counter::default();
-        registry.register(
-            "sse_replay_misses",
-            "Resumptions from an unknown or expired event id",
-            replay_misses.clone(),
-        );
-        let events_pumped = Counter::default();
-        registry.register(
-            "sse_events_pumped",
-            "Upstream events written to event logs",
-            events_pumped.clone(),
-        );
-        let forwards = Counter::default();
-        registry.register(
-            "peer_forwards",
-            "Requests forwarded to the owning replica",
-            forwards.clone(),
-        );
-        let adoptions = Counter::default();
-        registry.register(
-            "session_adoptions",
-            "Sessions taken over from a lost replica",
-            adoptions.clone(),
-        );
-        let adoptions_lost = Counter::default();
-        registry.register(
-            "session_adoptions_lost",
-            "Adoptions another replica won first",
-            adoptions_lost.clone(),
-        );
-        let reinitializations = Counter::default();
-        registry.register(
-            "upstream_reinitializations",
-            "Upstream sessions re-created after the upstream forgot them",
-            reinitializations.clone(),
-        );
-        let store_bypasses = Counter::default();
-        registry.register(
-            "sse_store_bypasses",
-            "Event streams relayed without a log while the store was unreachable",
-            store_bypasses.clone(),
-        );
         Self {
-            store_bypasses,
-            forwards,
-            adoptions,
-            adoptions_lost,
-            reinitializations,
-            registry,
-            requests,
-            request_duration,
-            errors,
-            sessions_active,
-            sse_streams_active,
-            events_replayed,
-            replay_misses,
-            events_pumped,
+            requests: register(
+                &mut r,
+                "http_requests",
+                "Requests on the MCP endpoint",
+                Family::default(),
+            ),
+            request_duration: register(
+                &mut r,
+                "http_request_duration_seconds",
+                "Time from request to response headers",
+                request_duration,
+            ),
+            errors: register(
+                &mut r,
+                "errors",
+                "Requests refused or failed, by reason",
+                Family::default(),
+            ),
+            sessions_active: register(
+                &mut r,
+                "sessions_active",
+                "Sessions this replica owns",
+                Gauge::default(),
+            ),
+            sessions_refused: register(
+                &mut r,
+                "sessions_refused",
+                "New sessions or adoptions refused at the session cap or rate",
+                Counter::default(),
+            ),
+            sessions_lost: register(
+                &mut r,
+                "sessions_lost",
+                "Sessions given up: expired, or claimed by another replica",
+                Counter::default(),
+            ),
+            sse_streams_active: register(
+                &mut r,
+                "sse_streams_active",
+                "Client SSE connections open",
+                Gauge::default(),
+            ),
+            events_replayed: register(
+                &mut r,
+                "sse_events_replayed",
+                "Events sent on connections resumed with Last-Event-ID",
+                Counter::default(),
+            ),
+            replay_misses: register(
+                &mut r,
+                "sse_replay_misses",
+                "Resumptions that could not give every missed event, by reason",
+                Family::default(),
+            ),
+            events_pumped: register(
+                &mut r,
+                "sse_events_pumped",
+                "Upstream events written to event logs",
+                Counter::default(),
+            ),
+            events_too_large: register(
+                &mut r,
+                "sse_events_too_large",
+                "Upstream events over the size limit (their stream ended with an error)",
+                Counter::default(),
+            ),
+            forwards: register(
+                &mut r,
+                "peer_forwards",
+                "Requests forwarded to the owning replica",
+                Counter::default(),
+            ),
+            adoptions: register(
+                &mut r,
+                "session_adoptions",
+                "Sessions taken over from a lost replica",
+                Counter::default(),
+            ),
+            adoptions_lost: register(
+                &mut r,
+                "session_adoptions_lost",
+                "Adoptions another replica won first",
+                Counter::default(),
+            ),
+            orphans_answered: register(
+                &mut r,
+                "orphaned_requests_answered",
+                "Requests a lost writer left unanswered, answered with an error",
+                Counter::default(),
+            ),
+            reinitializations: register(
+                &mut r,
+                "upstream_reinitializations",
+                "Upstream sessions re-created after the upstream forgot them",
+                Counter::default(),
+            ),
+            upstream_sessions_ended: register(
+                &mut r,
+                "upstream_sessions_ended",
+                "Upstream sessions ended because this replica gave them up",
+                Counter::default(),
+            ),
+            store_bypasses: register(
+                &mut r,
+                "sse_store_bypasses",
+                "Event streams relayed without a log while the store was unreachable",
+                Counter::default(),
+            ),
+            store_up: register(&mut r, "store_up", "1 while the store answers", Gauge::default()),
+            store_bytes: register(
+                &mut r,
+                "store_event_bytes",
+                "Bytes of events the memory store holds",
+                Gauge::default(),
+            ),
+            connections_refused: register(
+                &mut r,
+                "connections_refused",
+                "Connections closed at once because their listener was at its cap",
+                Family::default(),
+            ),
+            connections_active: register(
+                &mut r,
+                "connections_active",
+                "Open connections by listener",
+                Family::default(),
+            ),
+            registry: r,
         }
     }
 

@@ -2,8 +2,9 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -12,16 +13,17 @@ use crate::body::{self, Body};
 use crate::endpoint;
 use crate::error::Error;
 use crate::metrics::{MethodLabels, RequestLabels};
+use crate::peer::{INSTANCE_PATH, PEER_AUTH, PEER_HOP, Signed};
 
 /// The public listener: the MCP endpoint and nothing else.
 pub async fn public(app: Arc<App>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     // Only the peer listener may mark a request as forwarded.
-    req.headers_mut().remove(&crate::peer::PEER_HOP);
-    req.headers_mut().remove(&crate::peer::PEER_AUTH);
-    public_or_peer(app, req).await
+    req.headers_mut().remove(&PEER_HOP);
+    req.headers_mut().remove(&PEER_AUTH);
+    Ok(serve(app, req.map(body::incoming)).await)
 }
 
-async fn public_or_peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn serve(app: Arc<App>, req: Request<Body>) -> Response<Body> {
     let start = Instant::now();
     let method = method_label(req.method());
     let response = if req.uri().path() == app.settings.path {
@@ -38,45 +40,65 @@ async fn public_or_peer(app: Arc<App>, req: Request<Incoming>) -> Result<Respons
         .request_duration
         .get_or_create(&MethodLabels { method })
         .observe(start.elapsed().as_secs_f64());
-    Ok(response)
+    response
 }
 
-/// The peer listener: requests other replicas forward, authenticated with
-/// the shared secret over their session id, then served like public ones
-/// (but never forwarded again).
+/// The peer listener: who this process is (for liveness probes), and
+/// requests other replicas forward, authenticated with the shared secret
+/// over the whole request, then served like public ones (but never
+/// forwarded again).
 pub async fn peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let authentic = app.peer.as_ref().is_some_and(|peer| {
-        let header = |name| {
-            req.headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-        };
-        match (
-            header(&crate::peer::PEER_AUTH),
-            header(&crate::mcp::headers::MCP_SESSION_ID),
-        ) {
-            (Some(auth), Some(session)) => {
-                req.headers().contains_key(&crate::peer::PEER_HOP) && peer.secret().verify(session, auth)
-            }
-            _ => false,
+    if req.method() == Method::GET && req.uri().path() == INSTANCE_PATH {
+        return Ok(text(StatusCode::OK, app.sessions.me().to_string()));
+    }
+    let (parts, incoming) = req.into_parts();
+    let incoming = body::incoming(incoming);
+    let bytes = match endpoint::validate::body(&parts.headers, incoming, app.settings.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(e) => return Ok(e.into_response(None)),
+    };
+    let header = |name| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let verdict = match (
+        app.peer.as_ref(),
+        header(&PEER_AUTH),
+        header(&crate::mcp::headers::MCP_SESSION_ID),
+        parts.headers.contains_key(&PEER_HOP),
+    ) {
+        (Some(peer), Some(auth), Some(session), true) => {
+            let signed = Signed {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                session,
+                body: &bytes,
+            };
+            peer.secret()
+                .verify(&signed, auth)
+                .map_err(|refused| format!("{refused:?}"))
         }
-    });
-    if !authentic {
-        tracing::warn!(path = %req.uri().path(), "peer request refused: bad or missing signature");
+        _ => Err("missing signature, session or hop marker".to_owned()),
+    };
+    if let Err(why) = verdict {
+        tracing::warn!(path = %parts.uri.path(), why, "peer request refused");
         return Ok(Error::PeerUnauthorized.into_response(None));
     }
-    public_or_peer(app, req).await
+    Ok(serve(app, Request::from_parts(parts, body::full(bytes))).await)
 }
 
-/// The admin listener: health, readiness, metrics.
+/// The admin listener: health, readiness, metrics, and `POST /drain`.
 pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let response = match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match app.ready().await {
-            Ok(()) => text(StatusCode::OK, "ready\n".into()),
-            Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
-        },
-        "/metrics" => {
+    let verbose = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "verbose"));
+    let response = match (req.method(), req.uri().path()) {
+        (_, "/healthz") => text(StatusCode::OK, "ok\n".into()),
+        (_, "/readyz") => readiness(&app, verbose),
+        (_, "/metrics") => {
             let mut r = text(StatusCode::OK, app.metrics.encode());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -84,9 +106,49 @@ pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             );
             r
         }
+        (&Method::POST, "/drain") => drain(&app).await,
+        (_, "/drain") => text(StatusCode::METHOD_NOT_ALLOWED, "POST /drain\n".into()),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
     Ok(response)
+}
+
+fn readiness(app: &App, verbose: bool) -> Response<Body> {
+    let ready = app.ready();
+    let mut out = match &ready {
+        Ok(()) => "ready\n".to_owned(),
+        Err(why) => format!("not ready: {why}\n"),
+    };
+    if verbose {
+        let upstream = if app.upstream_up() { "ok" } else { "not answering" };
+        let store = match app.store_health() {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => format!("down ({e}); new sessions get 503, owned sessions go on"),
+        };
+        out.push_str(&format!(
+            "upstream: {upstream}\nstore: {store}\ndraining: {}\nsessions: {}\n",
+            app.draining(),
+            app.sessions.held()
+        ));
+    }
+    let status = match ready {
+        Ok(()) => StatusCode::OK,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    text(status, out)
+}
+
+/// Starts the drain (as SIGTERM would, without exiting) and answers once
+/// every in-flight answer is in the log and the sessions are handed back —
+/// for a `preStop` hook of the MCP server's container, so the server stays
+/// up until Shadowcat no longer needs it.
+async fn drain(app: &App) -> Response<Body> {
+    app.drain_requested.cancel();
+    let limit = app.settings.shutdown_delay + app.settings.drain_timeout + Duration::from_secs(5);
+    match tokio::time::timeout(limit, app.drained.cancelled()).await {
+        Ok(()) => text(StatusCode::OK, "drained\n".into()),
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "still draining\n".into()),
+    }
 }
 
 fn text(status: StatusCode, text: String) -> Response<Body> {

@@ -1,4 +1,6 @@
-//! Listeners and the process lifecycle: serve until told to stop, then drain.
+//! Listeners and the process lifecycle: serve until told to stop (SIGTERM)
+//! or to drain (`POST /drain`), then drain: in-flight answers finish into the
+//! log, sessions are handed back, and only then does the process go.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,22 +8,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::metrics::ListenerLabels;
 use crate::route;
+
+mod background;
 
 /// Bound listeners, before serving.
 #[derive(Debug)]
 pub struct Listeners {
     /// The MCP endpoint.
     pub public: TcpListener,
-    /// Health, readiness and metrics.
+    /// Health, readiness, metrics and `/drain`.
     pub admin: TcpListener,
     /// Replica-to-replica forwarding, when a peer secret is configured.
     pub peer: Option<TcpListener>,
@@ -43,53 +49,38 @@ impl Listeners {
             },
         })
     }
-}
 
-/// How often a replica renews its registration, and how long one lasts.
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
-
-/// The address other replicas reach this one at: configured, else the pod
-/// IP with the peer port, else the peer listener's own address.
-fn advertise(app: &App, bound: SocketAddr) -> String {
-    if let Some(addr) = &app.settings.advertise_addr {
-        return addr.clone();
-    }
-    if let Ok(ip) = std::env::var("POD_IP") {
-        return format!("{ip}:{}", bound.port());
-    }
-    let ip = if bound.ip().is_unspecified() {
-        "127.0.0.1".parse().unwrap_or(bound.ip())
-    } else {
-        bound.ip()
-    };
-    SocketAddr::new(ip, bound.port()).to_string()
-}
-
-/// Keeps this replica registered until shutdown, then marks it draining
-/// (registered with an empty address: alive, but not to be forwarded to).
-async fn heartbeat(app: Arc<App>, addr: String) {
-    let replica = app.sessions.replica().to_owned();
-    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
-    loop {
-        let draining = app.shutdown.is_cancelled();
-        let advertised = if draining { "" } else { addr.as_str() };
-        if let Err(e) = app.store.heartbeat(&replica, advertised, HEARTBEAT_TTL).await {
-            tracing::warn!(error = %e, "cannot renew replica registration");
+    /// The address other replicas reach this one at: configured, else the
+    /// pod IP with the peer port, else the peer listener's own address.
+    pub fn advertise(&self, configured: Option<&str>) -> std::io::Result<Option<String>> {
+        let Some(peer) = &self.peer else {
+            return Ok(None);
+        };
+        let bound = peer.local_addr()?;
+        if let Some(addr) = configured {
+            return Ok(Some(addr.to_owned()));
         }
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = app.shutdown.cancelled(), if !draining => {}
+        if let Ok(ip) = std::env::var("POD_IP") {
+            return Ok(Some(format!("{ip}:{}", bound.port())));
         }
+        let ip = match bound.ip() {
+            ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            ip => ip,
+        };
+        Ok(Some(SocketAddr::new(ip, bound.port()).to_string()))
     }
 }
 
-/// Serves until `stop` resolves, then shuts down gracefully: not ready, no
-/// new connections, readers closed with `retry:`, in-flight responses and
-/// pumps given until the drain timeout.
+/// Connections the admin listener holds at most (probes and scrapes).
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// Serves until `stop` resolves or `POST /drain` asks, then drains. After a
+/// `/drain`, keeps the admin listener up until `stop` (the MCP server exits
+/// first; the sidecar is stopped after it).
 pub async fn serve(
     app: Arc<App>,
     listeners: Listeners,
+    abandoned: mpsc::Receiver<String>,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let peer_addr = match &listeners.peer {
@@ -100,17 +91,22 @@ pub async fn serve(
         public = %listeners.public.local_addr()?,
         admin = %listeners.admin.local_addr()?,
         peer = %peer_addr.map(|a| a.to_string()).unwrap_or_default(),
-        replica = %app.sessions.replica(),
+        instance = %app.sessions.me(),
         upstream = %app.upstream.uri(),
         path = %app.settings.path,
+        store = ?app.settings.store,
         "listening"
     );
     let accepting = CancellationToken::new();
     let graceful = Arc::new(GracefulShutdown::new());
     let public = {
-        let app = app.clone();
-        let service = service_fn(move |req| route::public(app.clone(), req));
+        let service = {
+            let app = app.clone();
+            service_fn(move |req| route::public(app.clone(), req))
+        };
         tokio::spawn(accept(
+            app.clone(),
+            "public",
             listeners.public,
             service,
             graceful.clone(),
@@ -118,10 +114,14 @@ pub async fn serve(
         ))
     };
     let admin = {
-        let app = app.clone();
-        let service = service_fn(move |req| route::admin(app.clone(), req));
+        let service = {
+            let app = app.clone();
+            service_fn(move |req| route::admin(app.clone(), req))
+        };
         // Admin connections are not drained: probes must see "not ready".
         tokio::spawn(accept(
+            app.clone(),
+            "admin",
             listeners.admin,
             service,
             Arc::new(GracefulShutdown::new()),
@@ -129,15 +129,76 @@ pub async fn serve(
         ))
     };
     let peer = listeners.peer.map(|listener| {
-        let app = app.clone();
-        let service = service_fn(move |req| route::peer(app.clone(), req));
-        tokio::spawn(accept(listener, service, graceful.clone(), accepting.clone()))
+        let service = {
+            let app = app.clone();
+            service_fn(move |req| route::peer(app.clone(), req))
+        };
+        tokio::spawn(accept(
+            app.clone(),
+            "peer",
+            listener,
+            service,
+            graceful.clone(),
+            accepting.clone(),
+        ))
     });
-    let heartbeat = peer_addr.map(|bound| tokio::spawn(heartbeat(app.clone(), advertise(&app, bound))));
-    tokio::spawn(watch_upstream(app.clone()));
-    tokio::spawn(sweep_sessions(app.clone()));
+    let heartbeat = app
+        .sessions
+        .addr()
+        .map(|addr| tokio::spawn(background::heartbeat(app.clone(), addr.to_owned())));
+    let background = [
+        tokio::spawn(background::watch_upstream(app.clone())),
+        tokio::spawn(background::watch_store(app.clone())),
+        tokio::spawn(background::sweep_sessions(app.clone())),
+        tokio::spawn(background::end_abandoned(app.clone(), abandoned)),
+    ];
 
-    stop.await;
+    tokio::pin!(stop);
+    let asked_to_drain = tokio::select! {
+        () = &mut stop => false,
+        () = app.drain_requested.cancelled() => true,
+    };
+    drain(&app, accepting, graceful, public, peer).await;
+    if let Some(heartbeat) = heartbeat {
+        // Everything in flight is in the log: hand the sessions over and
+        // leave, so other replicas adopt them at once.
+        heartbeat.abort();
+        let released = app.sessions.release_all().await;
+        if let Err(e) = app.store.deregister(app.sessions.me()).await {
+            tracing::warn!(error = %e, "cannot deregister");
+        }
+        tracing::info!(released, "sessions released");
+    }
+    app.drained.cancel();
+    if asked_to_drain {
+        tracing::info!("drained; waiting for SIGTERM");
+        stop.await;
+    }
+    admin.abort();
+    for task in background {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The drain: not ready at once; serving goes on for the shutdown delay
+/// (while load balancers catch up); then no new connections or sessions,
+/// standalone readers closed with `retry:`, in-flight answers and pumps
+/// given until the drain timeout.
+async fn drain(
+    app: &Arc<App>,
+    accepting: CancellationToken,
+    graceful: Arc<GracefulShutdown>,
+    public: tokio::task::JoinHandle<()>,
+    peer: Option<tokio::task::JoinHandle<()>>,
+) {
+    app.set_terminating();
+    let delay = app.settings.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(?delay, "not ready; serving on while endpoints update");
+        tokio::time::sleep(delay).await;
+    }
     let deadline = Instant::now() + app.settings.drain_timeout;
     tracing::info!(drain_timeout = ?app.settings.drain_timeout, "shutting down");
     app.shutdown.cancel();
@@ -168,22 +229,31 @@ pub async fn serve(
             "streams still pumping at the drain timeout"
         );
     }
-    if let Some(heartbeat) = heartbeat {
-        // Everything in flight is in the log: hand the sessions over and
-        // leave, so other replicas adopt them at once.
-        heartbeat.abort();
-        let released = app.sessions.release_all().await;
-        if let Err(e) = app.store.deregister(app.sessions.replica()).await {
-            tracing::warn!(error = %e, "cannot deregister");
-        }
-        tracing::info!(released, "sessions released");
-    }
-    admin.abort();
-    tracing::info!("stopped");
-    Ok(())
+}
+
+fn connection_builder(app: &App) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // Also how long an idle keep-alive connection stays open.
+        .header_read_timeout(app.settings.header_read_timeout)
+        .max_buf_size(256 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_concurrent_streams(256)
+        .max_header_list_size(64 * 1024)
+        .max_pending_accept_reset_streams(20)
+        .max_local_error_reset_streams(64);
+    builder
 }
 
 async fn accept<S>(
+    app: Arc<App>,
+    name: &'static str,
     listener: TcpListener,
     service: S,
     graceful: Arc<GracefulShutdown>,
@@ -198,49 +268,43 @@ async fn accept<S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = connection_builder(&app);
+    let cap = match name {
+        "admin" => ADMIN_CONNECTIONS,
+        _ => app.settings.max_connections,
+    };
+    let slots = Arc::new(Semaphore::new(cap));
+    let labels = ListenerLabels { listener: name };
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = stop.cancelled() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            app.metrics.connections_refused.get_or_create(&labels).inc();
+            tracing::debug!(listener = name, cap, "connection refused: listener at its cap");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
+        let connection = builder.serve_connection(TokioIo::new(stream), service.clone());
         let connection = graceful.watch(connection.into_owned());
+        let active = app.metrics.connections_active.get_or_create(&labels).clone();
+        active.inc();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            active.dec();
+            drop(slot);
         });
-    }
-}
-
-/// Probes the upstream every couple of seconds for readiness.
-async fn watch_upstream(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tick.tick().await;
-        let up = app.upstream.probe().await;
-        if up != app.upstream_up() {
-            tracing::info!(up, "upstream reachability changed");
-        }
-        app.set_upstream_up(up);
-    }
-}
-
-/// Drops local state of expired sessions.
-async fn sweep_sessions(app: Arc<App>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        app.sessions.sweep().await;
     }
 }

@@ -91,7 +91,7 @@ impl Events {
             let frame = self.body.frame().await?.ok()?;
             if let Ok(data) = frame.into_data() {
                 self.raw.push_str(&String::from_utf8_lossy(&data));
-                self.queue.extend(self.parser.feed(data));
+                self.queue.extend(self.parser.feed(data).unwrap());
             }
         }
     }
@@ -103,7 +103,7 @@ impl Events {
                 let frame = self.body.frame().await.expect("stream ended").unwrap();
                 if let Ok(data) = frame.into_data() {
                     self.raw.push_str(&String::from_utf8_lossy(&data));
-                    self.queue.extend(self.parser.feed(data));
+                    self.queue.extend(self.parser.feed(data).unwrap());
                 }
             }
         })
@@ -272,14 +272,32 @@ pub async fn answer(response: Response<Incoming>) -> Value {
         .expect("stream ended without a response")
 }
 
-/// A counter or gauge from a replica's `/metrics` (0 when absent).
+/// A counter or gauge from a replica's `/metrics`, summed over its label
+/// sets (0 when absent). `name{reason="x"}` picks one label set.
 pub async fn metric(http: &Http, admin: &str, name: &str) -> u64 {
     let response = send(http, Method::GET, &format!("{admin}/metrics"), &[], Bytes::new()).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
+    let text = String::from_utf8_lossy(&body);
+    let (base, labels) = match name.split_once('{') {
+        Some((base, labels)) => (base, Some(labels.trim_end_matches('}'))),
+        None => (name, None),
+    };
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(base)?;
+            let (series, value) = match rest.strip_prefix('{') {
+                Some(labeled) => {
+                    let (set, value) = labeled.split_once("} ")?;
+                    (Some(set), value)
+                }
+                None => (None, rest.strip_prefix(' ')?),
+            };
+            if labels.is_some_and(|want| series.is_none_or(|set| !set.contains(want))) {
+                return None;
+            }
+            value.trim().parse::<f64>().ok()
+        })
+        .sum::<f64>() as u64
 }
 
 /// The `progress` of a `notifications/progress` message (panics otherwise).

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
+use http_body_util::BodyExt;
 use serde_json::json;
 use shadowcat_tests::client::{Events, Mcp, metric, progress};
 use shadowcat_tests::cluster::Cluster;
@@ -284,27 +285,51 @@ async fn redis_outage_keeps_owned_sessions_flowing_and_all_recovers_without_rest
     cluster.redis.proc.child.kill().await.unwrap();
     cluster.redis = shadowcat_tests::procs::RedisServer::start_on(port, Some(&dir)).await;
 
-    let ready = |admin: String, want: u16| async move {
+    // Store health is a metric (and a line of /readyz?verbose), not
+    // readiness: a Redis outage must not take every replica out of the
+    // Service at once.
+    let store_up = |admin: String, want: u64| async move {
         let http = shadowcat_tests::client::http();
-        shadowcat_tests::eventually("readiness", std::time::Duration::from_secs(20), || {
+        shadowcat_tests::eventually("store health", std::time::Duration::from_secs(20), || {
             let (http, admin) = (http.clone(), admin.clone());
             async move {
-                let r = shadowcat_tests::client::send(
-                    &http,
-                    http::Method::GET,
-                    &format!("{admin}/readyz"),
-                    &[],
-                    bytes::Bytes::new(),
-                )
-                .await;
-                (r.status() == want).then_some(())
+                let up = metric(&http, &admin, "shadowcat_store_up").await;
+                (up == want).then_some(())
             }
         })
         .await;
     };
+    let readiness = |admin: String| async move {
+        let http = shadowcat_tests::client::http();
+        let r = shadowcat_tests::client::send(
+            &http,
+            http::Method::GET,
+            &format!("{admin}/readyz?verbose"),
+            &[],
+            bytes::Bytes::new(),
+        )
+        .await;
+        let status = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
 
+    // Each replica's first command after the swap finds its old connection
+    // broken and reconnects: new sessions work once every replica has.
     for replica in cluster.replicas.iter().flatten() {
-        ready(replica.admin.clone(), 200).await;
+        shadowcat_tests::eventually("a session on every replica", std::time::Duration::from_secs(20), || {
+            let url = replica.url.clone();
+            async move {
+                let probe = Mcp::new(&url, "2025-06-18");
+                let init = probe.request_body(
+                    "initialize",
+                    json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}),
+                );
+                (probe.post(&init).await.status() == 200).then_some(())
+            }
+        })
+        .await;
+        store_up(replica.admin.clone(), 1).await;
     }
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
     mcp.initialize().await;
@@ -314,7 +339,10 @@ async fn redis_outage_keeps_owned_sessions_flowing_and_all_recovers_without_rest
     direct.session = mcp.session.clone();
 
     cluster.redis.proc.child.kill().await.unwrap();
-    ready(owner_replica.admin.clone(), 503).await;
+    store_up(owner_replica.admin.clone(), 0).await;
+    let (status, verbose) = readiness(owner_replica.admin.clone()).await;
+    assert_eq!(status, 200, "still ready: {verbose}");
+    assert!(verbose.contains("store: down"), "{verbose}");
     let mut tally = Tally::default();
     for _ in 0..5 {
         let answer = direct
@@ -340,7 +368,7 @@ async fn redis_outage_keeps_owned_sessions_flowing_and_all_recovers_without_rest
 
     cluster.redis = shadowcat_tests::procs::RedisServer::start_on(port, Some(&dir)).await;
     for replica in cluster.replicas.iter().flatten() {
-        ready(replica.admin.clone(), 200).await;
+        store_up(replica.admin.clone(), 1).await;
     }
     // Cross-replica service is back, with no restart of Shadowcat.
     for _ in 0..4 {

@@ -157,16 +157,82 @@ async fn resume_after_completion(backing: Backing) {
 }
 
 #[tokio::test]
-async fn sse_resume_from_unknown_stream_starts_fresh_and_counts_a_miss() {
-    let (_upstream, proxy, mcp) = setup("2025-06-18").await;
-    // The scripted upstream has no standalone stream: a fresh GET is 405,
-    // and an unknown Last-Event-ID falls back to exactly that.
-    let response = mcp.get(Some("0123abcd.7")).await;
-    assert_eq!(response.status(), 405);
-    assert_eq!(
-        metric(&mcp.http, &proxy.admin, "shadowcat_sse_replay_misses_total").await,
-        1
-    );
+async fn sse_resume_that_cannot_be_exact_is_a_clear_counted_miss() {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(
+        &upstream.url,
+        &["--sse-max-events-per-stream", "3", "--sse-retention", "1s"],
+    )
+    .await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let miss = |reason: &'static str| {
+        let (http, admin) = (mcp.http.clone(), proxy.admin.clone());
+        async move {
+            metric(
+                &http,
+                &admin,
+                &format!("shadowcat_sse_replay_misses_total{{reason=\"{reason}\"}}"),
+            )
+            .await
+        }
+    };
+    let gone = |response: http::Response<hyper::body::Incoming>| async move {
+        assert_eq!(response.status(), 410);
+        let body = shadowcat_tests::client::json_body(response).await;
+        assert_eq!(body["error"]["code"], -32000);
+        body["error"]["message"].as_str().unwrap().to_owned()
+    };
+
+    // A stream this session never had.
+    let message = gone(mcp.get(Some("0123abcd.7")).await).await;
+    assert!(message.contains("unknown in this session"), "{message}");
+    assert_eq!(miss("gone").await, 1);
+
+    // A stream whose oldest events were dropped (3 kept of 6 and the result).
+    let mut events = mcp.call_stream(6).await;
+    upstream.release(1);
+    let (first, _) = events.next_message().await.unwrap();
+    drop(events);
+    upstream.release(6);
+    upstream.wait_sent(7).await;
+    let first = first.unwrap();
+    let stream_done = async {
+        shadowcat_tests::eventually("the stream to end", std::time::Duration::from_secs(10), || {
+            let first = first.clone();
+            let mcp = &mcp;
+            async move {
+                let response = mcp.get(Some(&first)).await;
+                (response.status() == 410).then_some(response)
+            }
+        })
+        .await
+    };
+    let message = gone(stream_done.await).await;
+    assert!(message.contains("no longer retained"), "{message}");
+    assert_eq!(miss("trimmed").await, 1);
+
+    // A finished stream, past its retention.
+    let message = shadowcat_tests::eventually(
+        "the finished stream to expire",
+        std::time::Duration::from_secs(20),
+        || {
+            let first = first.clone();
+            let mcp = &mcp;
+            async move {
+                let response = mcp.get(Some(&first)).await;
+                if response.status() != 410 {
+                    return None;
+                }
+                let body = shadowcat_tests::client::json_body(response).await;
+                let text = body["error"]["message"].as_str().unwrap().to_owned();
+                text.contains("retention").then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(message.contains("cannot resume after"), "{message}");
+    assert_eq!(miss("gone").await, 2);
 }
 
 #[tokio::test]

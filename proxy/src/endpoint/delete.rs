@@ -4,25 +4,31 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
-use super::{placement, validate};
+use super::validate;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::Failure;
+use crate::placement::{self, Forwardable, Located};
 use crate::relay::json;
 use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 
 /// Serves a DELETE.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
-    let headers = req.headers();
-    validate::origin(headers, &app.settings.allowed_origins)?;
+pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
+    let (parts, _) = req.into_parts();
+    let headers = &parts.headers;
+    validate::origin_and_host(&parts, &app.settings)?;
     let id = validate::session_id(headers)?;
-    let session =
-        match placement::locate(app, id, Method::DELETE, req.uri().path(), headers, Bytes::new()).await? {
-            Ok(session) => session,
-            Err(forwarded) => return Ok(forwarded),
-        };
+    let request = Forwardable {
+        method: Method::DELETE,
+        path: parts.uri.path(),
+        headers,
+        body: Bytes::new(),
+    };
+    let session = match placement::locate(app, id, &request).await? {
+        Located::Here(session) => session,
+        Located::Answered(response) => return Ok(response),
+    };
     let upstream = match &session.record.upstream_id {
         None => None,
         Some(id) => {

@@ -2,24 +2,27 @@
 //! the session with `Last-Event-ID`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 
-use super::{placement, standalone, validate};
+use super::{standalone, validate};
 use crate::app::App;
 use crate::body::Body;
 use crate::error::{Error, Failure};
 use crate::mcp::headers::{self, LAST_EVENT_ID};
+use crate::metrics::MissLabels;
+use crate::placement::{self, Forwardable, Located};
 use crate::relay::replay::{Reader, parse_event_id};
 use crate::session::Session;
-use crate::store::{StreamKey, StreamKind};
+use crate::store::{LogRead, StreamKey, StreamKind};
 
 /// Serves a GET.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
-    let headers = req.headers();
-    validate::origin(headers, &app.settings.allowed_origins)?;
+pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
+    let (parts, _) = req.into_parts();
+    let headers = &parts.headers;
+    validate::origin_and_host(&parts, &app.settings)?;
     validate::get_media(headers)?;
     if validate::version(headers)?.is_some_and(|v| v.is_stateless()) {
         // 2026-07-28 has no standalone stream.
@@ -28,23 +31,34 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     let id = validate::session_id(headers)?;
     if let Some(last) = headers::text(headers, &LAST_EVENT_ID) {
         let last = last.map_err(|()| Error::BadLastEventId("<not ASCII>".into()))?;
+        let (stream, seq) = parse_event_id(last).ok_or_else(|| Error::BadLastEventId(last.to_owned()))?;
         // Resumption is served here, from the store, whoever owns the session
         // — unless the owner is gone: then adopt first, which answers the
         // lost owner's unfinished requests with errors into their logs.
-        let session = placement::adopt_if_orphaned(app, app.sessions.lookup(id).await?).await?;
-        let (stream, seq) = parse_event_id(last).ok_or_else(|| Error::BadLastEventId(last.to_owned()))?;
-        if let Some(reader) = resume(app, &session, stream, seq).await? {
-            return Ok(reader.respond(app.clone()));
-        }
-        app.metrics.replay_misses.inc();
-        tracing::info!(session = %session.record.id, last_event_id = last, "resumption from an unknown stream; starting fresh");
-    }
-    let session =
-        match placement::locate(app, id, Method::GET, req.uri().path(), headers, Bytes::new()).await? {
-            Ok(session) => session,
-            Err(forwarded) => return Ok(forwarded),
+        let session = placement::adopt_if_orphaned(app, app.sessions.lookup(id).await?, headers).await?;
+        return match resume(app, &session, stream, seq).await {
+            Ok(reader) => Ok(reader.respond(app.clone())),
+            Err(Miss(reason, why)) => {
+                app.metrics
+                    .replay_misses
+                    .get_or_create(&MissLabels { reason })
+                    .inc();
+                tracing::info!(session = %id, last_event_id = last, reason, "cannot resume");
+                Err(Error::ReplayMiss(format!("cannot resume after {last}: {why}")).into())
+            }
         };
-    if !standalone::ensure(app, &session, headers).await {
+    }
+    let request = Forwardable {
+        method: Method::GET,
+        path: parts.uri.path(),
+        headers,
+        body: Bytes::new(),
+    };
+    let session = match placement::locate(app, id, &request).await? {
+        Located::Here(session) => session,
+        Located::Answered(response) => return Ok(response),
+    };
+    if !standalone::ensure(app, &session, headers).await? {
         return Err(Error::MethodNotAllowed.into());
     }
     let stream = session.standalone_key();
@@ -52,36 +66,72 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
     let reader = Reader {
         stream,
         after,
+        first: None,
         prime: session.version.primes_streams(),
         track_delivery: true,
         replaying: false,
+        watch_writer: false,
         superseded: session.local.take_over_standalone(),
         on_close: None,
     };
     Ok(reader.respond(app.clone()))
 }
 
-/// A reader resuming `stream` after `seq`, if the stream is the session's.
-async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Option<Reader>, Error> {
+/// Why a resumption cannot give the client every event it missed: a metric
+/// label and words for the client.
+#[derive(Debug)]
+struct Miss(&'static str, String);
+
+impl From<crate::store::StoreError> for Miss {
+    fn from(e: crate::store::StoreError) -> Self {
+        Miss("store_unavailable", e.to_string())
+    }
+}
+
+/// A reader resuming `stream` after `seq`, if the log still holds every
+/// event after it.
+async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Reader, Miss> {
     let key = StreamKey {
         session: session.record.id.clone(),
         id: stream.to_owned(),
     };
+    let gone = || {
+        Miss(
+            "gone",
+            "the stream is unknown in this session, or ended longer ago than the retention".into(),
+        )
+    };
     let Some(meta) = app.store.stream_meta(&key).await? else {
-        return Ok(None);
+        return Err(gone());
+    };
+    let last = app.store.last_seq(&key).await?;
+    if seq > last {
+        return Err(Miss("gone", format!("the stream has only {last} events")));
+    }
+    let first = match app.store.read(&key, seq, Duration::ZERO).await? {
+        LogRead::Missing => return Err(gone()),
+        LogRead::Gap { first } => {
+            return Err(Miss(
+                "trimmed",
+                format!("events before {stream}.{first} are no longer retained"),
+            ));
+        }
+        read => read,
     };
     let standalone = meta.kind == StreamKind::Standalone;
-    Ok(Some(Reader {
-        stream: meta.key(),
+    Ok(Reader {
+        stream: key,
         after: seq,
+        first: Some(first),
         prime: false,
         track_delivery: standalone,
         replaying: true,
+        watch_writer: !standalone,
         superseded: if standalone {
             session.local.take_over_standalone()
         } else {
             session.local.ended.child_token()
         },
         on_close: None,
-    }))
+    })
 }

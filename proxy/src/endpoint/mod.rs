@@ -3,7 +3,6 @@
 
 pub mod delete;
 pub mod get;
-pub mod placement;
 pub mod post;
 pub mod standalone;
 pub mod validate;
@@ -11,7 +10,6 @@ pub mod validate;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 
 use crate::app::App;
 use crate::body::Body;
@@ -20,7 +18,7 @@ use crate::mcp::headers::MCP_SESSION_ID;
 use crate::metrics::ErrorLabels;
 
 /// Serves one request on the MCP endpoint.
-pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(app: Arc<App>, req: Request<Body>) -> Response<Body> {
     let result = match *req.method() {
         http::Method::POST => post::handle(&app, req).await,
         http::Method::GET => get::handle(&app, req).await,

@@ -10,24 +10,25 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{placement, standalone, validate, with_session_id};
+use super::{standalone, validate, with_session_id};
 use crate::app::App;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::error::{Error, Failure};
 use crate::mcp::ProtocolVersion;
 use crate::mcp::jsonrpc::{self, Kind};
+use crate::placement::{self, Forwardable, Located, adopt, reinit};
 use crate::relay::replay::Reader;
 use crate::relay::sse::Pump;
 use crate::relay::{event_stream_response, is_event_stream, json, stateless};
 use crate::session::{Session, new_id};
-use crate::store::{StreamKind, StreamMeta};
+use crate::store::{SessionChange, StreamKind, StreamMeta};
 use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 
 /// Serves a POST.
-pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
     let (parts, incoming) = req.into_parts();
     let headers = &parts.headers;
-    validate::origin(headers, &app.settings.allowed_origins)?;
+    validate::origin_and_host(&parts, &app.settings)?;
     validate::post_media(headers)?;
     let version = validate::version(headers)?;
     let bytes = validate::body(headers, incoming, app.settings.max_body_bytes).await?;
@@ -37,7 +38,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
 
     if version.is_some_and(ProtocolVersion::is_stateless) {
         validate::routing_headers(headers, &message).map_err(with_id)?;
-        return stateless_post(app, headers, bytes).await.map_err(with_id);
+        return stateless_post(app, headers, bytes, id.clone())
+            .await
+            .map_err(with_id);
     }
     let version = version.unwrap_or(ProtocolVersion::ASSUMED);
     if let jsonrpc::Body::Batch(messages) = &message {
@@ -56,19 +59,18 @@ pub async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Result<Response<B
         return initialize(app, headers, bytes, &message).await.map_err(with_id);
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
-    let located = placement::locate(
-        app,
-        session_id,
-        Method::POST,
-        parts.uri.path(),
+    let request = Forwardable {
+        method: Method::POST,
+        path: parts.uri.path(),
         headers,
-        bytes.clone(),
-    )
-    .await
-    .map_err(with_id)?;
-    match located {
-        Err(forwarded) => Ok(forwarded),
-        Ok(session) => forward(app, headers, bytes, &message, session)
+        body: bytes.clone(),
+    };
+    match placement::locate(app, session_id, &request)
+        .await
+        .map_err(with_id)?
+    {
+        Located::Answered(response) => Ok(response),
+        Located::Here(session) => forward(app, headers, bytes, &message, session)
             .await
             .map_err(with_id),
     }
@@ -81,10 +83,12 @@ async fn initialize(
     bytes: Bytes,
     message: &jsonrpc::Body,
 ) -> Result<Response<Body>, Error> {
-    if app.shutdown.is_cancelled() {
+    if app.draining() {
         return Err(Error::ShuttingDown);
     }
-    let requested = serde_json::from_slice::<Value>(&bytes)
+    app.sessions.admit()?;
+    let recorded = reinit::recorded_initialize(&bytes)?;
+    let requested = serde_json::from_str::<Value>(&recorded)
         .ok()
         .and_then(|v| {
             v.pointer("/params/protocolVersion")?
@@ -92,7 +96,6 @@ async fn initialize(
                 .and_then(ProtocolVersion::parse)
         })
         .unwrap_or(ProtocolVersion::ASSUMED);
-    let initialize_text = String::from_utf8_lossy(&bytes).into_owned();
     let response = send_upstream(app, headers, &bytes, None).await?;
     if !response.status().is_success() {
         return Ok(json::pass_through(response));
@@ -106,7 +109,7 @@ async fn initialize(
     if is_event_stream(response.headers()) {
         let session = app
             .sessions
-            .create(id.clone(), upstream_id, requested, initialize_text)
+            .create(id.clone(), upstream_id, requested, recorded)
             .await?;
         // The negotiated version arrives on the stream; the pump records it.
         tracing::info!(session = %id, requested = %requested, "session created");
@@ -117,7 +120,7 @@ async fn initialize(
             headers,
             response.into_body(),
             pending,
-            Some(id.clone()),
+            Some(session.clone()),
         )
         .await?;
         return Ok(with_session_id(response, &id));
@@ -127,22 +130,20 @@ async fn initialize(
     let negotiated = serde_json::from_slice::<Value>(&answer)
         .ok()
         .and_then(|v| v.pointer("/result/protocolVersion")?.as_str().map(str::to_owned));
-    let mut out = Response::new(body::full(answer));
-    *out.status_mut() = parts.status;
-    *out.headers_mut() = crate::upstream::upstream_headers_for_client(&parts.headers);
+    let out = json::buffered(parts, answer);
     let Some(negotiated) = negotiated else {
         // An error answer: no session was made.
         return Ok(out);
     };
     let version = ProtocolVersion::parse(&negotiated).unwrap_or(requested);
     app.sessions
-        .create(id.clone(), upstream_id, version, initialize_text)
+        .create(id.clone(), upstream_id, version, recorded)
         .await?;
     tracing::info!(session = %id, %version, "session created");
     Ok(with_session_id(out, &id))
 }
 
-/// Forwards a message of a known session.
+/// Forwards a message of a session this replica owns.
 async fn forward(
     app: &Arc<App>,
     headers: &HeaderMap,
@@ -153,18 +154,19 @@ async fn forward(
     let mut response = send_upstream(app, headers, &bytes, session.record.upstream_id.clone()).await?;
     if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST) {
         // Maybe the upstream restarted and forgot the session: then give it a
-        // new one and try once more, rather than fail a valid client session.
+        // new one and try once more (the upstream refused the request, so it
+        // did not run), rather than fail a valid client session.
         let (parts, incoming) = response.into_parts();
         let answer = json::collect(incoming, app.settings.max_body_bytes).await?;
-        if !placement::lost_session(parts.status, &answer) || session.record.upstream_id.is_none() {
+        if !reinit::lost_session(parts.status, &answer) || session.record.upstream_id.is_none() {
             return Ok(json::buffered(parts, answer));
         }
-        session = placement::reinitialize_owned(app, &session).await?;
+        session = adopt::reinitialize_owned(app, &session, headers).await?;
         response = send_upstream(app, headers, &bytes, session.record.upstream_id.clone()).await?;
     }
     let status = response.status();
     if status.is_success() {
-        record_if_replayable(app, message, &bytes, &session).await;
+        record_change(app, message, &bytes, &session).await;
     }
     if status.is_success() && is_event_stream(response.headers()) && message.has_requests() {
         let pending = message
@@ -183,7 +185,11 @@ async fn forward(
         // Open the upstream's standalone stream now, so what the server sends
         // before the client's GET arrives is kept for it.
         let (app, headers) = (app.clone(), headers.clone());
-        tokio::spawn(async move { standalone::ensure(&app, &session, &headers).await });
+        tokio::spawn(async move {
+            if let Err(e) = standalone::ensure(&app, &session, &headers).await {
+                tracing::debug!(session = %session.record.id, error = %e, "standalone stream not opened yet");
+            }
+        });
     }
     Ok(json::pass_through(response))
 }
@@ -205,21 +211,27 @@ async fn send_upstream(
     app.upstream.send(request).await
 }
 
-/// Keeps requests that shape the upstream session (subscriptions, log level)
-/// in the session record, for a replica that has to adopt it.
-async fn record_if_replayable(app: &App, message: &jsonrpc::Body, bytes: &Bytes, session: &Session) {
+/// Keeps the state a request gave the upstream session (subscriptions, log
+/// level) in the session record, for a replica that has to re-create it.
+async fn record_change(app: &App, message: &jsonrpc::Body, bytes: &Bytes, session: &Session) {
     let jsonrpc::Body::Single(m) = message else { return };
-    if !m
-        .method
-        .as_deref()
-        .is_some_and(|method| placement::RECORDED_METHODS.contains(&method))
-    {
-        return;
-    }
-    let mut record = session.record.clone();
-    record.replay.push(String::from_utf8_lossy(bytes).into_owned());
-    if let Err(e) = app.sessions.save(&record).await {
-        tracing::warn!(session = %record.id, error = %e, "cannot record a request for re-initialization");
+    let param = |name: &str| {
+        serde_json::from_slice::<Value>(bytes)
+            .ok()?
+            .get("params")?
+            .get(name)?
+            .as_str()
+            .map(str::to_owned)
+    };
+    let change = match m.method.as_deref() {
+        Some("resources/subscribe") => param("uri").map(SessionChange::Subscribe),
+        Some("resources/unsubscribe") => param("uri").map(SessionChange::Unsubscribe),
+        Some("logging/setLevel") => param("level").map(SessionChange::LogLevel),
+        _ => None,
+    };
+    let Some(change) = change else { return };
+    if let Err(e) = app.sessions.update(session, change).await {
+        tracing::warn!(session = %session.record.id, error = %e, "cannot record session state for re-initialization");
     }
 }
 
@@ -231,41 +243,47 @@ async fn start_stream(
     headers: &HeaderMap,
     upstream: Incoming,
     pending: Vec<Value>,
-    initialize_of: Option<String>,
+    initialize_of: Option<Session>,
 ) -> Result<Response<Body>, Error> {
-    let stream = new_id();
     let meta = StreamMeta {
-        id: stream.clone(),
+        id: new_id(),
         session_id: session.record.id.clone(),
         kind: StreamKind::Request,
         pending: pending.clone(),
-        replica: app.sessions.replica().to_owned(),
     };
-    if let Err(e) = app.store.create_stream(&meta).await {
+    if let Err(e) = app.store.create_stream(&meta, app.sessions.me()).await {
         // The store is unreachable: the answer still flows, relayed event by
         // event, just not resumable until the store is back.
         tracing::warn!(session = %session.record.id, error = %e, "store unreachable; relaying the stream without a log");
         app.metrics.store_bypasses.inc();
-        return Ok(event_stream_response(stateless::relay(app.clone(), upstream)));
+        return Ok(event_stream_response(stateless::relay(
+            app.clone(),
+            upstream,
+            pending.into_iter().next(),
+        )));
     }
     let client_gone = CancellationToken::new();
+    // The version of a session still initializing is not known yet.
+    let prime = initialize_of.is_none() && session.version.primes_streams();
     let pump = Pump {
         app: app.clone(),
         stream: meta.key(),
+        kind: StreamKind::Request,
         upstream_session: session.record.upstream_id.clone(),
         headers: standalone::get_headers(headers),
         pending,
-        initialize_of: initialize_of.clone(),
+        initialize_of,
         next_seq: 1,
     };
     app.pumps.spawn(pump.run_request(upstream, client_gone.clone()));
     let reader = Reader {
         stream: meta.key(),
         after: 0,
-        // The version of a session still initializing is not known yet.
-        prime: initialize_of.is_none() && session.version.primes_streams(),
+        first: None,
+        prime,
         track_delivery: false,
         replaying: false,
+        watch_writer: false,
         superseded: session.local.ended.child_token(),
         on_close: Some(client_gone.drop_guard()),
     };
@@ -273,12 +291,18 @@ async fn start_stream(
 }
 
 /// 2026-07-28: no session; relay the answer, event streams without a log.
-async fn stateless_post(app: &Arc<App>, headers: &HeaderMap, bytes: Bytes) -> Result<Response<Body>, Error> {
+async fn stateless_post(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    id: Option<Value>,
+) -> Result<Response<Body>, Error> {
     let response = send_upstream(app, headers, &bytes, None).await?;
     if response.status().is_success() && is_event_stream(response.headers()) {
         return Ok(event_stream_response(stateless::relay(
             app.clone(),
             response.into_body(),
+            id,
         )));
     }
     Ok(json::pass_through(response))

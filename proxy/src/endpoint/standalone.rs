@@ -1,19 +1,25 @@
 //! A session's standalone stream: Shadowcat opens the upstream's GET stream
-//! itself, once per session, and pumps it into the session's standalone log.
-//! Server-initiated messages sent while no client GET is connected (before
-//! the first one, or while it reconnects) wait in the log for the next one.
+//! itself and pumps it into the session's standalone log, which lives as
+//! long as the session. Server-initiated messages sent while no client GET
+//! is connected (before the first one, or while it reconnects) wait in the
+//! log for the next one.
+//!
+//! Only the upstream's own "no" (405) is remembered. Any other failure — the
+//! upstream unreachable for a moment, a pump that gave up — leaves the stream
+//! closed, and the next GET opens it again.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use hyper::body::Incoming;
 
 use crate::app::App;
+use crate::error::{Error, Result};
 use crate::mcp::headers::{MCP_PROTOCOL_VERSION, TEXT_EVENT_STREAM};
 use crate::relay::is_event_stream;
 use crate::relay::sse::{BodyEnd, Pump};
-use crate::session::Session;
+use crate::session::{Session, Standalone};
 use crate::store::{StreamKind, StreamMeta};
 use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 
@@ -28,52 +34,51 @@ pub fn get_headers(client: &HeaderMap) -> HeaderMap {
     headers
 }
 
-/// Makes sure the session's standalone stream is being pumped; `false` if the
-/// upstream offers none (it answered the GET with 405 or an error).
-pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> bool {
-    *session
-        .local
-        .standalone
-        .get_or_init(|| open(app, session, client_headers))
-        .await
-}
-
-async fn open(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> bool {
-    let stream = session.record.standalone_stream.clone();
+/// Makes sure the session's standalone stream is being pumped; `false` when
+/// the upstream offers none (it answered the GET with 405).
+pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) -> Result<bool> {
+    let mut state = session.local.standalone.lock().await;
+    match &*state {
+        Standalone::Pumping(pump) if !pump.is_finished() => return Ok(true),
+        Standalone::Unsupported => return Ok(false),
+        Standalone::Pumping(_) | Standalone::Closed => {}
+    }
     let mut headers = get_headers(client_headers);
     if let Ok(v) = HeaderValue::from_str(session.version.as_str()) {
         headers.insert(MCP_PROTOCOL_VERSION.clone(), v);
     }
-    let Some(body) = connect(app, session, &headers, None).await else {
-        return false;
+    let body = match connect(app, session, &headers, None).await? {
+        Connected::Stream(body) => body,
+        Connected::Unsupported => {
+            *state = Standalone::Unsupported;
+            return Ok(false);
+        }
     };
     let meta = StreamMeta {
-        id: stream.clone(),
+        id: session.record.standalone_stream.clone(),
         session_id: session.record.id.clone(),
         kind: StreamKind::Standalone,
         pending: Vec::new(),
-        replica: app.sessions.replica().to_owned(),
     };
-    if let Err(e) = app.store.create_stream(&meta).await {
-        tracing::warn!(session = %session.record.id, error = %e, "cannot create standalone log");
-        return false;
-    }
+    // Registers this process as the log's writer (after an adoption the log
+    // holds the lost owner's events, and goes on after them).
+    app.store.create_stream(&meta, app.sessions.me()).await?;
     let pump = Pump {
         app: app.clone(),
         stream: meta.key(),
+        kind: StreamKind::Standalone,
         upstream_session: session.record.upstream_id.clone(),
         headers,
         pending: Vec::new(),
         initialize_of: None,
-        // After an adoption the log already holds the lost owner's events.
-        next_seq: app.store.last_seq(&meta.key()).await.unwrap_or(0) + 1,
+        next_seq: app.store.last_seq(&meta.key()).await? + 1,
     };
-    app.pumps.spawn(run(pump, session.clone(), body));
-    true
+    *state = Standalone::Pumping(app.pumps.spawn(run(pump, session.clone(), body)));
+    Ok(true)
 }
 
-/// Pumps the standalone stream for as long as the session lives, reconnecting
-/// with backoff when the upstream closes it.
+/// Pumps the standalone stream for as long as the session lives here,
+/// reconnecting with backoff when the upstream closes it.
 async fn run(mut pump: Pump, session: Session, mut body: Incoming) {
     let ended = session.local.ended.clone();
     let mut last_id = None;
@@ -86,13 +91,21 @@ async fn run(mut pump: Pump, session: Session, mut body: Incoming) {
             end = pump.pump_body(body, &ended, &mut no_deadline, &mut last_id) => end,
             () = shutdown.cancelled() => return,
         };
-        if end == BodyEnd::Stopped || ended.is_cancelled() || pump.app.shutdown.is_cancelled() {
+        match end {
+            BodyEnd::Closed => {}
+            BodyEnd::Failed(why) => {
+                tracing::warn!(session = %session.record.id, why, "standalone stream stopped; the next GET reopens it");
+                return;
+            }
+            BodyEnd::Stopped | BodyEnd::Fenced | BodyEnd::Answered => return,
+        }
+        if ended.is_cancelled() || pump.app.shutdown.is_cancelled() {
             return;
         }
         loop {
             failures += 1;
             if failures > RECONNECTS {
-                tracing::warn!(session = %session.record.id, "giving up on the upstream's standalone stream");
+                tracing::warn!(session = %session.record.id, "giving up on the upstream's standalone stream; the next GET reopens it");
                 return;
             }
             let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
@@ -100,13 +113,25 @@ async fn run(mut pump: Pump, session: Session, mut body: Incoming) {
                 () = tokio::time::sleep(backoff) => {}
                 () = ended.cancelled() => return,
             }
-            if let Some(next) = connect(&pump.app, &session, &pump.headers, last_id.clone()).await {
-                body = next;
-                failures = 0;
-                break;
+            match connect(&pump.app, &session, &pump.headers, last_id.clone()).await {
+                Ok(Connected::Stream(next)) => {
+                    body = next;
+                    failures = 0;
+                    break;
+                }
+                Ok(Connected::Unsupported) => return,
+                Err(e) => {
+                    tracing::debug!(session = %session.record.id, error = %e, "cannot reopen the upstream standalone stream");
+                }
             }
         }
     }
+}
+
+/// What the upstream said to a standalone GET.
+enum Connected {
+    Stream(Incoming),
+    Unsupported,
 }
 
 async fn connect(
@@ -114,7 +139,7 @@ async fn connect(
     session: &Session,
     headers: &HeaderMap,
     last_id: Option<String>,
-) -> Option<Incoming> {
+) -> Result<Connected> {
     let request = UpstreamRequest {
         method: Method::GET,
         headers: headers.clone(),
@@ -122,17 +147,15 @@ async fn connect(
         last_event_id: last_id,
         body: Default::default(),
     };
-    match app.upstream.send(request).await {
-        Ok(response) if response.status().is_success() && is_event_stream(response.headers()) => {
-            Some(response.into_body())
-        }
-        Ok(response) => {
-            tracing::debug!(session = %session.record.id, status = %response.status(), "no upstream standalone stream");
-            None
-        }
-        Err(e) => {
-            tracing::debug!(session = %session.record.id, error = %e, "cannot open upstream standalone stream");
-            None
-        }
+    let response = app.upstream.send(request).await?;
+    let status = response.status();
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        return Ok(Connected::Unsupported);
     }
+    if status.is_success() && is_event_stream(response.headers()) {
+        return Ok(Connected::Stream(response.into_body()));
+    }
+    Err(Error::UpstreamProtocol(format!(
+        "the upstream answered the standalone GET with {status}"
+    )))
 }

@@ -1,10 +1,10 @@
 //! The checks a request passes before anything reaches the upstream. Each
 //! failure names what was wrong.
 
-use bytes::Bytes;
-use http::HeaderMap;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Uri};
+use http_body_util::BodyExt;
+use shadowcat_crds::Allow;
 
 use crate::error::{Error, Result};
 use crate::mcp::ProtocolVersion;
@@ -13,24 +13,77 @@ use crate::mcp::headers::{
 };
 use crate::mcp::jsonrpc::{Body, Kind};
 
-/// `Origin`, when present and an allow-list is configured, must be on it.
-pub fn origin(headers: &HeaderMap, allowed: &[String]) -> Result<()> {
-    if allowed.is_empty() {
+/// The names a loopback listener answers to by default.
+const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// `host` or `host:port` -> the host part (IPv6 literals keep their brackets).
+fn host_part(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(i) if !authority[i..].contains(']') => &authority[..i],
+        _ => authority,
+    }
+}
+
+fn allowed(authority: &str, allow: &Allow) -> bool {
+    match allow {
+        Allow::Any => true,
+        Allow::Loopback => LOOPBACK
+            .iter()
+            .any(|name| host_part(authority).eq_ignore_ascii_case(name)),
+        Allow::List(list) => list.iter().any(|entry| {
+            entry.eq_ignore_ascii_case(authority)
+                || (!entry.contains(':') || entry.ends_with(']'))
+                    && entry.eq_ignore_ascii_case(host_part(authority))
+        }),
+    }
+}
+
+/// `Origin`, when present, must be allowed: listed, or (on a loopback
+/// listener by default) a localhost origin. Browsers send it; a page on
+/// another site must not reach a local server through DNS rebinding.
+pub fn origin(headers: &HeaderMap, allow: &Allow) -> Result<()> {
+    let Some(value) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let ok = match allow {
+        Allow::Any => true,
+        Allow::List(list) => list.iter().any(|a| a == text),
+        Allow::Loopback => text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .is_some_and(|authority| allowed(authority, allow)),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::ForbiddenOrigin(
+            String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        ))
+    }
+}
+
+/// `Host` (or the HTTP/2 authority) must be allowed: listed, or (on a
+/// loopback listener by default) a loopback name. What the upstream would
+/// check when reached directly, it must not lose behind Shadowcat.
+pub fn host(headers: &HeaderMap, uri: &Uri, allow: &Allow) -> Result<()> {
+    if *allow == Allow::Any {
         return Ok(());
     }
-    match headers.get(http::header::ORIGIN) {
-        None => Ok(()),
-        Some(value) => {
-            let text = value.to_str().unwrap_or("");
-            if allowed.iter().any(|a| a == text) {
-                Ok(())
-            } else {
-                Err(Error::ForbiddenOrigin(
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                ))
-            }
-        }
+    let authority = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    match authority {
+        Some(authority) if allowed(authority, allow) => Ok(()),
+        other => Err(Error::ForbiddenHost(other.unwrap_or("").to_owned())),
     }
+}
+
+/// The checks every request on the MCP endpoint passes first.
+pub fn origin_and_host(parts: &http::request::Parts, settings: &shadowcat_crds::Settings) -> Result<()> {
+    host(&parts.headers, &parts.uri, &settings.allowed_hosts)?;
+    origin(&parts.headers, &settings.allowed_origins)
 }
 
 /// The protocol version the request speaks; `None` when the header is absent.
@@ -75,7 +128,7 @@ pub fn session_id(headers: &HeaderMap) -> Result<&str> {
 
 /// Reads the body, refusing more than `limit` bytes (by `Content-Length`
 /// up front, and by counting for chunked bodies).
-pub async fn body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Bytes> {
+pub async fn body(headers: &HeaderMap, body: crate::body::Body, limit: u64) -> Result<Bytes> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -84,11 +137,18 @@ pub async fn body(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<Byt
         return Err(Error::PayloadTooLarge(limit));
     }
     let max = usize::try_from(limit).unwrap_or(usize::MAX);
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::PayloadTooLarge(limit)),
-        Err(e) => Err(Error::InvalidRequest(format!("cannot read request body: {e}"))),
+    let mut body = body;
+    let mut read = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::InvalidRequest(format!("cannot read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if read.len() + data.len() > max {
+                return Err(Error::PayloadTooLarge(limit));
+            }
+            read.extend_from_slice(&data);
+        }
     }
+    Ok(read.freeze())
 }
 
 /// 2026-07-28: `Mcp-Method` (and `Mcp-Name` where the method names a tool,
@@ -149,14 +209,64 @@ mod tests {
 
     #[test]
     fn origin_allow_list() {
-        let allowed = vec!["https://app.example".to_owned()];
+        let allowed = Allow::List(vec!["https://app.example".to_owned()]);
         assert!(origin(&headers(&[("origin", "https://app.example")]), &allowed).is_ok());
         assert!(origin(&headers(&[]), &allowed).is_ok());
         assert!(matches!(
             origin(&headers(&[("origin", "https://evil.example")]), &allowed),
             Err(Error::ForbiddenOrigin(_))
         ));
-        assert!(origin(&headers(&[("origin", "https://evil.example")]), &[]).is_ok());
+        assert!(origin(&headers(&[("origin", "https://evil.example")]), &Allow::Any).is_ok());
+    }
+
+    #[test]
+    fn a_loopback_listener_answers_loopback_names_only() {
+        let uri = Uri::from_static("/mcp");
+        for ok in ["localhost:8080", "127.0.0.1", "[::1]:9", "LOCALHOST"] {
+            let h: HeaderMap = [(http::header::HOST, HeaderValue::from_static(ok))]
+                .into_iter()
+                .collect();
+            assert!(host(&h, &uri, &Allow::Loopback).is_ok(), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "localhost.evil:80",
+        ] {
+            let h: HeaderMap = [(http::header::HOST, HeaderValue::from_static(bad))]
+                .into_iter()
+                .collect();
+            assert!(
+                matches!(host(&h, &uri, &Allow::Loopback), Err(Error::ForbiddenHost(_))),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            host(&HeaderMap::new(), &uri, &Allow::Loopback),
+            Err(Error::ForbiddenHost(_))
+        ));
+        for (o, ok) in [
+            ("http://localhost:3000", true),
+            ("https://127.0.0.1", true),
+            ("http://evil.example", false),
+            ("null", false),
+        ] {
+            assert_eq!(
+                origin(&headers(&[("origin", o)]), &Allow::Loopback).is_ok(),
+                ok,
+                "{o}"
+            );
+        }
+        let listed = Allow::List(vec!["mcp.example".into(), "other.example:8443".into()]);
+        let check = |v: &'static str| {
+            let h: HeaderMap = [(http::header::HOST, HeaderValue::from_static(v))]
+                .into_iter()
+                .collect();
+            host(&h, &uri, &listed).is_ok()
+        };
+        assert!(check("mcp.example:8080") && check("other.example:8443"));
+        assert!(!check("other.example:9999") && !check("localhost"));
     }
 
     #[test]

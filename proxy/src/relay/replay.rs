@@ -4,10 +4,16 @@
 //! ends, the client goes away, a newer reader takes over, the connection has
 //! been open for the configured maximum, or Shadowcat shuts down; in the last
 //! two cases it sends `retry:` first so the client reconnects with
-//! `Last-Event-ID`. Memory per connection is the channel's few chunks: the
-//! reader pulls from the log only as fast as the client takes.
+//! `Last-Event-ID`. A reader whose client fell so far behind that the log
+//! dropped events it had not sent stops and says so: it never skips events
+//! silently.
+//!
+//! Memory per connection is bounded in bytes: frames go out in slices of at
+//! most [`SLICE`] bytes through a channel of a few slices, and the reader
+//! pulls from the log only as fast as the client takes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -17,12 +23,16 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::metrics::MissLabels;
+use crate::placement::orphans;
 use crate::relay::sse::sleep_until;
 use crate::sse::{comment, encode_event, retry};
-use crate::store::StreamKey;
+use crate::store::{LogRead, StreamKey};
 
-/// Chunks buffered between a reader and its client connection.
-const CHANNEL_CHUNKS: usize = 8;
+/// Slices buffered between a reader and its client connection.
+const CHANNEL_SLICES: usize = 4;
+/// Largest slice of a frame sent at once.
+pub const SLICE: usize = 64 * 1024;
 
 /// What one client connection reads.
 #[derive(Debug)]
@@ -31,6 +41,9 @@ pub struct Reader {
     pub stream: StreamKey,
     /// Send events after this seq.
     pub after: u64,
+    /// A read already made from `after` (a resumption checks the log before
+    /// it answers 200), sent before reading on.
+    pub first: Option<LogRead>,
     /// Start with a priming event (id, empty data).
     pub prime: bool,
     /// Record delivery progress (standalone streams).
@@ -38,6 +51,9 @@ pub struct Reader {
     /// This connection resumes a stream (`Last-Event-ID`): what it sends
     /// counts as replayed.
     pub replaying: bool,
+    /// The stream may be written by another process: when it idles, check
+    /// that its writer lives, and take it over if not.
+    pub watch_writer: bool,
     /// Fires when a newer reader takes this stream over.
     pub superseded: CancellationToken,
     /// Dropped when the connection ends (tells a pump its client is gone).
@@ -47,7 +63,7 @@ pub struct Reader {
 impl Reader {
     /// Starts the reader and returns the client's response.
     pub fn respond(self, app: Arc<App>) -> Response<Body> {
-        let (tx, body) = body::channel(CHANNEL_CHUNKS);
+        let (tx, body) = body::channel(CHANNEL_SLICES);
         tokio::spawn(self.run(app, tx));
         super::event_stream_response(body)
     }
@@ -64,69 +80,117 @@ impl Reader {
 
     async fn follow(&mut self, app: &App, tx: &mpsc::Sender<Bytes>) -> Close {
         let sse = &app.settings.sse;
+        // The priming id names where this reader starts, so a client that
+        // resumes from it gets exactly what it has not seen.
         if self.prime
-            && tx
-                .send(encode_event(Some(&self.event_id(0)), None, ""))
+            && send(tx, encode_event(Some(&self.event_id(self.after)), None, ""))
                 .await
                 .is_err()
         {
             return Close::Gone;
         }
         let connection_deadline = sse.max_connection_time.map(|d| Instant::now() + d);
+        let mut touched = Instant::now();
         loop {
-            let read = tokio::select! {
-                read = app.store.read(&self.stream, self.after, sse.keep_alive_interval) => read,
-                () = tx.closed() => return Close::Gone,
-                () = self.superseded.cancelled() => return Close::Quiet,
-                // Standalone streams never end: close them as shutdown begins.
-                // Response streams end with their answer: let them, unless
-                // the drain is nearly over.
-                () = app.shutdown.cancelled(), if self.track_delivery => return Close::Retry,
-                () = app.streams_closing.cancelled() => return Close::Retry,
-                () = sleep_until(connection_deadline) => return Close::Retry,
+            let read = match self.first.take() {
+                Some(read) => Ok(read),
+                None => tokio::select! {
+                    read = app.store.read(&self.stream, self.after, sse.keep_alive_interval) => read,
+                    () = tx.closed() => return Close::Gone,
+                    () = self.superseded.cancelled() => return Close::Quiet,
+                    // Standalone streams never end by themselves: close them
+                    // as shutdown begins. Response streams end with their
+                    // answer: let them, unless the drain is nearly over.
+                    () = app.shutdown.cancelled(), if self.track_delivery => return Close::Retry,
+                    () = app.streams_closing.cancelled() => return Close::Retry,
+                    () = sleep_until(connection_deadline) => return Close::Retry,
+                },
             };
-            let read = match read {
-                Ok(read) => read,
+            let (events, ended) = match read {
+                Ok(LogRead::Events { events, ended }) => (events, ended),
+                Ok(LogRead::Missing) => return Close::Quiet,
+                Ok(LogRead::Gap { first }) => {
+                    app.metrics
+                        .replay_misses
+                        .get_or_create(&MissLabels { reason: "trimmed" })
+                        .inc();
+                    tracing::warn!(stream = %self.stream, after = self.after, first, "client fell behind the retained events");
+                    let why = format!(
+                        "events {}.{} to {}.{} are no longer retained; this stream cannot continue",
+                        self.stream,
+                        self.after + 1,
+                        self.stream,
+                        first - 1
+                    );
+                    let _ = send(tx, comment(&why)).await;
+                    return Close::Quiet;
+                }
                 Err(e) => {
                     tracing::warn!(stream = %self.stream, error = %e, "cannot read event log");
                     return Close::Retry;
                 }
             };
-            if read.missing {
-                return Close::Quiet;
-            }
-            if read.events.is_empty() && !read.ended && tx.send(comment("keep-alive")).await.is_err() {
-                return Close::Gone;
+            if events.is_empty() && !ended {
+                if send(tx, comment("keep-alive")).await.is_err() {
+                    return Close::Gone;
+                }
+                self.idle(app, &mut touched).await;
+                continue;
             }
             if self.replaying {
-                app.metrics.events_replayed.inc_by(read.events.len() as u64);
+                app.metrics.events_replayed.inc_by(events.len() as u64);
             }
-            for event in &read.events {
+            for event in &events {
                 let frame = encode_event(
                     Some(&self.event_id(event.seq)),
                     event.event.as_deref(),
                     &event.data,
                 );
-                if tx.send(frame).await.is_err() {
+                if send(tx, frame).await.is_err() {
                     return Close::Gone;
                 }
                 self.after = event.seq;
             }
             if self.track_delivery
-                && !read.events.is_empty()
+                && !events.is_empty()
                 && let Err(e) = app.store.set_delivered(&self.stream, self.after).await
             {
                 tracing::debug!(stream = %self.stream, error = %e, "cannot record delivery");
             }
-            if read.ended {
+            if ended {
                 return Close::Quiet;
             }
+        }
+    }
+
+    /// What an idle stream does besides the keep-alive: keep its session
+    /// alive (the client is using it, however quiet the stream), and make
+    /// sure someone still writes the stream.
+    async fn idle(&self, app: &App, touched: &mut Instant) {
+        let every = (app.settings.session_idle_timeout / 4).max(Duration::from_secs(1));
+        if touched.elapsed() >= every {
+            app.sessions.touch(&self.stream.session).await;
+            *touched = Instant::now();
+        }
+        if self.watch_writer {
+            orphans::check(app, &self.stream).await;
         }
     }
 
     fn event_id(&self, seq: u64) -> String {
         format!("{}.{seq}", self.stream)
     }
+}
+
+/// Sends a frame in slices of at most [`SLICE`] bytes.
+async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), ()> {
+    let mut start = 0;
+    while start < frame.len() {
+        let end = (start + SLICE).min(frame.len());
+        tx.send(frame.slice(start..end)).await.map_err(drop)?;
+        start = end;
+    }
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -150,7 +214,7 @@ pub fn parse_event_id(id: &str) -> Option<(&str, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_event_id;
+    use super::*;
 
     #[test]
     fn event_ids_split_into_stream_and_seq() {
@@ -159,5 +223,18 @@ mod tests {
         for bad in ["", "abc", ".5", "abc.", "abc.x", "a-b.1", "abc.-1"] {
             assert_eq!(parse_event_id(bad), None, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn large_frames_go_out_in_bounded_slices() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let frame = Bytes::from(vec![b'x'; SLICE * 2 + 10]);
+        let sender = tokio::spawn(async move { send(&tx, frame).await });
+        let mut sizes = Vec::new();
+        while let Some(slice) = rx.recv().await {
+            sizes.push(slice.len());
+        }
+        assert_eq!(sizes, vec![SLICE, SLICE, 10]);
+        assert_eq!(sender.await.unwrap(), Ok(()));
     }
 }

@@ -5,8 +5,15 @@
 //! The pump runs as its own task, so a client that disconnects does not stop
 //! it: a request stream drains until its JSON-RPC responses have arrived (or
 //! the drain limit passes once the client is gone), so nothing is lost.
+//!
+//! A request stream always ends with an answer for each of its requests: the
+//! upstream's, or a JSON-RPC error saying why none came (the upstream closed
+//! early, sent an event over the size limit, the store could not keep it).
+//! If another process took the stream over (this one was fenced), that
+//! process answers instead, and this pump just stops.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 use http_body_util::BodyExt;
@@ -18,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::mcp::ProtocolVersion;
 use crate::mcp::jsonrpc::{self, code};
+use crate::session::Session;
 use crate::sse::Parser;
-use crate::store::{StoredEvent, StreamKey};
+use crate::store::{SessionChange, StoreError, StoredEvent, StreamKey, StreamKind};
 use crate::upstream::UpstreamRequest;
 
 /// How many times a request stream the upstream closed early is resumed from
@@ -36,15 +44,17 @@ pub struct Pump {
     pub app: Arc<App>,
     /// The log to append to.
     pub stream: StreamKey,
+    /// A response stream or the standalone stream.
+    pub kind: StreamKind,
     /// The upstream session id, to resume an upstream stream.
     pub upstream_session: Option<String>,
     /// The client headers to resume the upstream stream with.
     pub headers: http::HeaderMap,
-    /// Request ids still awaiting a response. Empty for a standalone stream.
+    /// Request ids still awaiting a response (response streams).
     pub pending: Vec<Value>,
     /// Set for the initialize stream: the session whose negotiated version
     /// the InitializeResult tells.
-    pub initialize_of: Option<String>,
+    pub initialize_of: Option<Session>,
     /// Next seq to assign.
     pub next_seq: u64,
 }
@@ -58,6 +68,10 @@ pub enum BodyEnd {
     Closed,
     /// The stop token fired or the drain limit passed.
     Stopped,
+    /// Another process took the stream over; it answers from now on.
+    Fenced,
+    /// The stream cannot go on; the reason goes to the pending requests.
+    Failed(String),
 }
 
 impl Pump {
@@ -84,16 +98,14 @@ impl Pump {
                 None => break,
             }
         }
-        if end != BodyEnd::Answered && !self.pending.is_empty() {
-            let why = match end {
-                BodyEnd::Stopped => "Shadowcat stopped waiting for the upstream's response",
-                _ => "the upstream closed the stream before responding",
-            };
-            self.fail_pending(why).await;
-        }
-        if let Err(e) = self.app.store.end_stream(&self.stream).await {
-            tracing::warn!(stream = %self.stream, error = %e, "cannot mark stream ended");
-        }
+        let why = match end {
+            BodyEnd::Fenced => return,
+            BodyEnd::Answered => None,
+            BodyEnd::Stopped => Some("Shadowcat stopped waiting for the upstream's response".to_owned()),
+            BodyEnd::Closed => Some("the upstream closed the stream before responding".to_owned()),
+            BodyEnd::Failed(why) => Some(why),
+        };
+        self.finish(why.as_deref()).await;
     }
 
     /// Pumps one upstream body into the log until it ends or `stop` fires.
@@ -105,13 +117,12 @@ impl Pump {
         deadline: &mut Option<Instant>,
         last_upstream_id: &mut Option<String>,
     ) -> BodyEnd {
-        let mut parser = Parser::new();
-        let standalone = self.pending.is_empty();
+        let mut parser = Parser::with_limit(self.app.settings.sse.max_event_bytes);
         loop {
             let frame = tokio::select! {
                 frame = body.frame() => frame,
                 () = stop.cancelled(), if deadline.is_none() => {
-                    if standalone {
+                    if self.kind == StreamKind::Standalone {
                         return BodyEnd::Stopped;
                     }
                     *deadline = Some(Instant::now() + self.app.settings.sse.drain_limit);
@@ -130,15 +141,27 @@ impl Pump {
                     Err(_) => continue,
                 },
             };
+            let events = match parser.feed(data) {
+                Ok(events) => events,
+                Err(too_large) => {
+                    self.app.metrics.events_too_large.inc();
+                    return BodyEnd::Failed(format!(
+                        "the upstream sent an event over the limit: {too_large}"
+                    ));
+                }
+            };
             let mut batch = Vec::new();
-            for event in parser.feed(data) {
+            let mut answered = Vec::new();
+            for event in events {
                 if event.id.is_some() {
                     last_upstream_id.clone_from(&event.id);
                 }
                 let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                     continue;
                 };
-                self.observe(&data).await;
+                if !self.pending.is_empty() {
+                    answered.extend(jsonrpc::response_ids(&data));
+                }
                 batch.push(StoredEvent {
                     seq: self.next_seq,
                     event: event.event,
@@ -146,56 +169,82 @@ impl Pump {
                 });
                 self.next_seq += 1;
             }
-            if !batch.is_empty() {
-                if !self.append_patiently(&batch).await {
-                    return BodyEnd::Stopped;
-                }
-                self.app.metrics.events_pumped.inc_by(batch.len() as u64);
+            if let Some(end) = self.store(batch, answered).await {
+                return end;
             }
-            if !standalone && self.pending.is_empty() {
+            if self.kind == StreamKind::Request && self.pending.is_empty() {
                 return BodyEnd::Answered;
             }
         }
     }
 
+    /// Appends a batch, and only then counts its responses as answered;
+    /// `Some` when the stream cannot go on.
+    async fn store(&mut self, batch: Vec<StoredEvent>, answered: Vec<Value>) -> Option<BodyEnd> {
+        let first = batch.first()?.seq;
+        match self.append_patiently(&batch).await {
+            Ok(()) => {}
+            Err(StoreError::Fenced(_)) => return Some(BodyEnd::Fenced),
+            Err(e) => {
+                // The batch is not in the log: its seqs are free again, so
+                // the log keeps no hole.
+                self.next_seq = first;
+                let why = match e {
+                    StoreError::Full(_) => "Shadowcat's event store is full",
+                    _ => "Shadowcat could not store the stream",
+                };
+                return Some(BodyEnd::Failed(why.into()));
+            }
+        }
+        self.app.metrics.events_pumped.inc_by(batch.len() as u64);
+        if !answered.is_empty() {
+            self.pending.retain(|p| !answered.contains(p));
+            if let Some(session) = self.initialize_of.take() {
+                self.record_version(&session, &batch).await;
+            }
+        }
+        None
+    }
+
     /// Appends, retrying through a short store outage rather than dropping
-    /// events; `false` when the store stays away.
-    async fn append_patiently(&self, batch: &[StoredEvent]) -> bool {
-        let mut delay = std::time::Duration::from_millis(50);
-        for attempt in 0..APPEND_ATTEMPTS {
-            match self.app.store.append(&self.stream, batch).await {
-                Ok(()) => return true,
-                Err(e) if attempt + 1 == APPEND_ATTEMPTS => {
+    /// events. Fenced and full are answers, not outages: no retry.
+    async fn append_patiently(&self, batch: &[StoredEvent]) -> Result<(), StoreError> {
+        let me = self.app.sessions.me();
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.app.store.append(&self.stream, me, batch).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (StoreError::Fenced(_) | StoreError::Full(_))) => return Err(e),
+                Err(e) if attempt >= APPEND_ATTEMPTS => {
                     tracing::error!(stream = %self.stream, error = %e, "cannot append events; stream stops");
+                    return Err(e);
                 }
                 Err(e) => tracing::warn!(stream = %self.stream, error = %e, "append failed; retrying"),
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            delay = (delay * 2).min(Duration::from_secs(1));
         }
-        false
     }
 
-    /// Notes responses to awaited requests, and the negotiated version of an
-    /// initialize answered on this stream.
-    async fn observe(&mut self, data: &str) {
-        if self.pending.is_empty() {
-            return;
-        }
-        for id in jsonrpc::response_ids(data) {
-            self.pending.retain(|p| *p != id);
-            if let Some(session) = self.initialize_of.take() {
-                let version = serde_json::from_str::<Value>(data).ok().and_then(|v| {
-                    v.pointer("/result/protocolVersion")?
-                        .as_str()
-                        .and_then(ProtocolVersion::parse)
-                });
-                if let Some(version) = version
-                    && let Err(e) = self.app.sessions.set_version(&session, version).await
-                {
-                    tracing::warn!(%session, error = %e, "cannot record negotiated version");
-                }
-            }
+    /// Records the version an InitializeResult in `batch` negotiated.
+    async fn record_version(&self, session: &Session, batch: &[StoredEvent]) {
+        let version = batch.iter().find_map(|event| {
+            serde_json::from_str::<Value>(&event.data)
+                .ok()?
+                .pointer("/result/protocolVersion")?
+                .as_str()
+                .and_then(ProtocolVersion::parse)
+        });
+        if let Some(version) = version
+            && let Err(e) = self
+                .app
+                .sessions
+                .update(session, SessionChange::Version(version.as_str().to_owned()))
+                .await
+        {
+            tracing::warn!(session = %session.record.id, error = %e, "cannot record negotiated version");
         }
     }
 
@@ -222,11 +271,15 @@ impl Pump {
         }
     }
 
-    /// Answers every still-pending request with an error event, so no client
-    /// waits forever for a response that will not come.
-    async fn fail_pending(&mut self, why: &str) {
+    /// Ends the stream: an error event for every request still pending (with
+    /// `why`), then the end marker. Retried through a store outage for up to
+    /// the drain limit, so readers never wait on a stream nobody will end.
+    async fn finish(&mut self, why: Option<&str>) {
         let pending = std::mem::take(&mut self.pending);
-        tracing::warn!(stream = %self.stream, count = pending.len(), why, "requests left unanswered");
+        let why = why.unwrap_or("the upstream ended the stream without answering");
+        if !pending.is_empty() {
+            tracing::warn!(stream = %self.stream, count = pending.len(), why, "requests left unanswered");
+        }
         let events: Vec<_> = pending
             .iter()
             .map(|id| {
@@ -240,8 +293,28 @@ impl Pump {
                 event
             })
             .collect();
-        if let Err(e) = self.app.store.append(&self.stream, &events).await {
-            tracing::error!(stream = %self.stream, error = %e, "cannot append error events");
+        let me = self.app.sessions.me().clone();
+        let give_up = Instant::now() + self.app.settings.sse.drain_limit;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result = async {
+                if !events.is_empty() {
+                    self.app.store.append(&self.stream, &me, &events).await?;
+                }
+                self.app.store.end_stream(&self.stream, &me).await
+            };
+            match result.await {
+                Ok(()) | Err(StoreError::Fenced(_)) => return,
+                Err(e) if Instant::now() >= give_up => {
+                    tracing::error!(stream = %self.stream, error = %e, "cannot end the stream; its readers will see it expire");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, "cannot end the stream yet; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
         }
     }
 }

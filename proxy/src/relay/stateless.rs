@@ -2,29 +2,34 @@
 //! since that revision has no resumption. Keep-alive comments go out on an
 //! idle stream (`subscriptions/listen` may stay open for hours). When the
 //! client goes away the upstream body is dropped, which closes the upstream
-//! connection and so cancels the request, as the revision specifies.
+//! connection and so cancels the request, as the revision specifies. An
+//! upstream event over the size limit ends the stream with a JSON-RPC error
+//! for the request, instead of a buffer without bound.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::mcp::jsonrpc::{self, code};
 use crate::sse::{Parser, comment, encode_event};
 
 /// Streams an upstream event stream to the client without recording it.
-pub fn relay(app: Arc<App>, upstream: Incoming) -> Body {
+/// `id` is the request it answers, for an error if the stream breaks.
+pub fn relay(app: Arc<App>, upstream: Incoming, id: Option<Value>) -> Body {
     let (tx, body) = body::channel(8);
-    tokio::spawn(run(app, upstream, tx));
+    tokio::spawn(run(app, upstream, tx, id));
     body
 }
 
-async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>) {
+async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>, id: Option<Value>) {
     app.metrics.sse_streams_active.inc();
-    let mut parser = Parser::new();
+    let mut parser = Parser::with_limit(app.settings.sse.max_event_bytes);
     let keep_alive = app.settings.sse.keep_alive_interval;
     'relay: loop {
         let frame = tokio::select! {
@@ -44,7 +49,23 @@ async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>) {
                 Err(_) => continue,
             },
         };
-        for event in parser.feed(data) {
+        let events = match parser.feed(data) {
+            Ok(events) => events,
+            Err(too_large) => {
+                app.metrics.events_too_large.inc();
+                let why = format!("the upstream sent an event over the limit: {too_large}");
+                let error = jsonrpc::error_body(id.as_ref(), code::INTERNAL_ERROR, &why);
+                let _ = tx
+                    .send(encode_event(
+                        None,
+                        Some("message"),
+                        &String::from_utf8_lossy(&error),
+                    ))
+                    .await;
+                break;
+            }
+        };
+        for event in events {
             let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
             };

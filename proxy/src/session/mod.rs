@@ -1,17 +1,29 @@
 //! Sessions: Shadowcat's ids, the upstream ids behind them, and what this
-//! process keeps about the sessions it serves.
+//! process keeps about the sessions it owns.
+//!
+//! Only sessions this process owns have local state (a cached record, the
+//! standalone pump, the reader of the standalone stream). Ownership is
+//! checked against the store at every store interaction: a process that finds
+//! the session claimed by another (it was fenced while partitioned or slow)
+//! drops its local state at once and ends its upstream session, so the old
+//! and the new owner never both serve it.
+
+mod admission;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use self::admission::{Admission, Refusal};
 use crate::error::{Error, Result};
 use crate::mcp::ProtocolVersion;
 use crate::metrics::Metrics;
-use crate::store::{SessionRecord, Store, StreamKey};
+use crate::store::{Instance, Owner, SessionChange, SessionRecord, Store, StreamKey, Update};
 
 /// A live session as a request sees it.
 #[derive(Clone, Debug)]
@@ -20,11 +32,20 @@ pub struct Session {
     pub record: SessionRecord,
     /// The negotiated version, parsed.
     pub version: ProtocolVersion,
-    /// What this process keeps.
+    /// What this process keeps (detached, for a session owned elsewhere).
     pub local: Arc<LocalSession>,
 }
 
 impl Session {
+    fn new(record: SessionRecord, local: Arc<LocalSession>) -> Self {
+        let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
+        Self {
+            record,
+            version,
+            local,
+        }
+    }
+
     /// The key of the session's standalone stream log.
     pub fn standalone_key(&self) -> StreamKey {
         StreamKey {
@@ -34,23 +55,36 @@ impl Session {
     }
 }
 
-/// Per-process state of a session: tasks and readers tied to it.
+/// Where the session's standalone (GET) stream stands in this process.
+#[derive(Debug, Default)]
+pub enum Standalone {
+    /// Not being pumped: never opened, or the pump ended (the upstream went
+    /// away for good, the store refused it). The next GET opens it again.
+    #[default]
+    Closed,
+    /// A pump is running (while its task is not finished).
+    Pumping(JoinHandle<()>),
+    /// The upstream answered the GET with 405: it has no standalone stream.
+    Unsupported,
+}
+
+/// Per-process state of a session this process owns.
 #[derive(Debug, Default)]
 pub struct LocalSession {
-    /// Cancelled when the session ends: stops its standalone pump.
+    /// Cancelled when the session ends here: stops its standalone pump and
+    /// its readers.
     pub ended: CancellationToken,
-    /// Whether the upstream offers a standalone stream; set once, when the
-    /// standalone pump is first started.
-    pub standalone: tokio::sync::OnceCell<bool>,
+    /// The standalone stream's pump; locked while it is being opened, so
+    /// concurrent requests open it once.
+    pub standalone: tokio::sync::Mutex<Standalone>,
     /// The client connection now reading the standalone stream. A new GET
     /// supersedes it, so one server message never goes out on two streams.
     reader: Mutex<Option<CancellationToken>>,
     /// Held while this process adopts or re-initializes the session, so
     /// concurrent requests do it once.
     pub reinit: tokio::sync::Mutex<()>,
-    /// The record as last read, for sessions this replica owns: requests
-    /// skip the store round trip while it is fresh, and keep flowing from it
-    /// while the store is unreachable.
+    /// The record as last read: requests skip the store round trip while it
+    /// is fresh, and keep flowing from it while the store is unreachable.
     cached: Mutex<Option<(SessionRecord, Instant)>>,
 }
 
@@ -58,26 +92,24 @@ impl LocalSession {
     /// Registers a new standalone reader and stops the previous one.
     pub fn take_over_standalone(&self) -> CancellationToken {
         let token = self.ended.child_token();
-        let previous = self
-            .reader
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(token.clone());
+        let previous = lock(&self.reader).replace(token.clone());
         if let Some(previous) = previous {
             previous.cancel();
         }
         token
     }
+
+    fn cached(&self) -> Option<(SessionRecord, Instant)> {
+        lock(&self.cached).clone()
+    }
+
+    fn cache(&self, record: &SessionRecord) {
+        *lock(&self.cached) = Some((record.clone(), Instant::now()));
+    }
 }
 
-/// Creates, finds and ends sessions.
-#[derive(Debug)]
-pub struct SessionManager {
-    store: Arc<dyn Store>,
-    replica: String,
-    idle: Duration,
-    metrics: Arc<Metrics>,
-    local: Mutex<HashMap<String, Arc<LocalSession>>>,
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A fresh random id: 128 bits as 32 hex digits (visible ASCII).
@@ -87,34 +119,95 @@ pub fn new_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn session(record: SessionRecord, local: Arc<LocalSession>) -> Session {
-    let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
-    Session {
-        record,
-        version,
-        local,
-    }
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Upstream session ids this process gave up and should end upstream.
+const ABANDONED_QUEUE: usize = 1024;
+
+/// Creates, finds and ends sessions.
+#[derive(Debug)]
+pub struct SessionManager {
+    store: Arc<dyn Store>,
+    me: Instance,
+    addr: OnceLock<String>,
+    idle: Duration,
+    metrics: Arc<Metrics>,
+    admission: Admission,
+    local: Mutex<HashMap<String, Arc<LocalSession>>>,
+    abandoned: mpsc::Sender<String>,
+}
+
 impl SessionManager {
-    /// A manager over `store` for the replica `replica`.
-    pub fn new(store: Arc<dyn Store>, replica: String, idle: Duration, metrics: Arc<Metrics>) -> Self {
-        Self {
+    /// A manager over `store` for this process `me`. The receiver yields the
+    /// upstream session ids this process abandons (expired, or lost to
+    /// another owner), for the caller to end upstream.
+    pub fn new(
+        store: Arc<dyn Store>,
+        me: Instance,
+        idle: Duration,
+        admission: Admission,
+        metrics: Arc<Metrics>,
+    ) -> (Self, mpsc::Receiver<String>) {
+        let (abandoned, rx) = mpsc::channel(ABANDONED_QUEUE);
+        let manager = Self {
             store,
-            replica,
+            me,
+            addr: OnceLock::new(),
             idle,
             metrics,
+            admission,
             local: Mutex::default(),
-        }
+            abandoned,
+        };
+        (manager, rx)
     }
 
-    /// Records a new session whose upstream session is `upstream_id`.
+    /// This process.
+    pub fn me(&self) -> &Instance {
+        &self.me
+    }
+
+    /// Records where other replicas reach this one.
+    pub fn set_addr(&self, addr: String) {
+        let _ = self.addr.set(addr);
+    }
+
+    /// Where other replicas reach this one, once the peer listener is up.
+    pub fn addr(&self) -> Option<&str> {
+        self.addr.get().map(String::as_str)
+    }
+
+    /// Sessions this process owns.
+    pub fn held(&self) -> usize {
+        lock(&self.local).len()
+    }
+
+    /// Whether one more session may be created or adopted here now.
+    pub fn admit(&self) -> Result<()> {
+        self.admission.admit(self.held()).map_err(|refusal| {
+            self.metrics.sessions_refused.inc();
+            match refusal {
+                Refusal::Full(max) => Error::TooManySessions(max),
+                Refusal::TooFast(rate) => Error::SessionRateExceeded(rate),
+            }
+        })
+    }
+
+    /// Whether one more session may be adopted here now: the cap applies,
+    /// the rate does not (a replica lost takes its sessions with it at once).
+    pub fn admit_adoption(&self) -> Result<()> {
+        if self.held() >= self.admission.max_sessions() {
+            self.metrics.sessions_refused.inc();
+            return Err(Error::TooManySessions(self.admission.max_sessions()));
+        }
+        Ok(())
+    }
+
+    /// Records a new session, owned here, whose upstream session is `upstream_id`.
     pub async fn create(
         &self,
         id: String,
@@ -127,93 +220,151 @@ impl SessionManager {
             id,
             upstream_id,
             protocol_version: version.as_str().to_owned(),
-            owner: self.replica.clone(),
+            owner: Owner::Held(self.me.clone()),
+            epoch: 1,
+            owner_addr: self.addr().map(str::to_owned),
             initialize,
             created_ms: now_ms(),
-            replay: Vec::new(),
+            log_level: None,
+            subscriptions: Default::default(),
         };
-        if !self.store.create_session(&record, self.idle).await? {
+        if !self.store.create_session(&record).await? {
             // 128 random bits do not collide; a taken id means a bug.
             return Err(Error::UpstreamProtocol("session id already taken".into()));
         }
-        let local = self.local_for(&record.id);
-        self.cache(&local, &record);
-        Ok(Session {
-            record,
-            version,
-            local,
-        })
+        Ok(self.install(record))
     }
 
-    /// This replica's id.
-    pub fn replica(&self) -> &str {
-        &self.replica
+    /// Installs local state for a session this process now owns (created or
+    /// just claimed) and returns it.
+    pub fn install(&self, record: SessionRecord) -> Session {
+        let local = {
+            let mut map = lock(&self.local);
+            let local = map.entry(record.id.clone()).or_default().clone();
+            self.metrics.sessions_active.set(gauge(map.len()));
+            local
+        };
+        local.cache(&record);
+        Session::new(record, local)
+    }
+
+    fn owned(&self, id: &str) -> Option<Arc<LocalSession>> {
+        lock(&self.local).get(id).cloned()
     }
 
     /// Finds a live session and restarts its idle clock. For a session this
-    /// replica owns, a fresh cached record answers without the store, and a
+    /// process owns, a fresh cached record answers without the store, and a
     /// cached one of any age answers while the store is unreachable.
     pub async fn lookup(&self, id: &str) -> Result<Session> {
-        let local = self.local_for(id);
-        let cached = local.cached.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some((record, touched)) = &cached
-            && touched.elapsed() < self.cache_for()
+        let local = self.owned(id);
+        let cached = local.as_ref().and_then(|l| l.cached());
+        if let (Some(local), Some((record, at))) = (&local, &cached)
+            && at.elapsed() < self.cache_for()
         {
-            return Ok(session(record.clone(), local));
+            return Ok(Session::new(record.clone(), local.clone()));
         }
         let fetched = async {
-            let record = self.store.get_session(id).await?;
-            let alive = match &record {
-                Some(_) => self.store.touch_session(id, self.idle).await?,
-                None => false,
+            let Some(record) = self.store.get_session(id).await? else {
+                return Ok(None);
             };
-            Ok::<_, crate::store::StoreError>(record.filter(|_| alive))
+            let alive = self.store.touch_session(id).await?;
+            Ok::<_, crate::store::StoreError>(alive.then_some(record))
         };
         match fetched.await {
+            Ok(Some(record)) if record.owner.is(&self.me) => Ok(self.install(record)),
             Ok(Some(record)) => {
-                self.cache(&local, &record);
-                Ok(session(record, local))
+                if let Some((mine, _)) = cached {
+                    self.lose(id, &mine, "another replica claimed it");
+                }
+                Ok(Session::new(record, Arc::default()))
             }
             Ok(None) => {
-                self.forget(id);
+                if let Some((mine, _)) = cached {
+                    self.lose(id, &mine, "it expired");
+                }
                 Err(Error::UnknownSession)
             }
-            Err(e) => match cached {
-                Some((record, _)) => {
+            Err(e) => match (local, cached) {
+                (Some(local), Some((record, _))) => {
                     tracing::debug!(session = %id, error = %e, "store unreachable; serving an owned session from cache");
-                    Ok(session(record, local))
+                    Ok(Session::new(record, local))
                 }
-                None => Err(e.into()),
+                _ => Err(e.into()),
             },
         }
     }
 
-    /// Writes a changed record of a live session (and the cache).
-    pub async fn save(&self, record: &SessionRecord) -> Result<()> {
-        if !self.store.update_session(record, self.idle).await? {
-            self.forget(&record.id);
-            return Err(Error::UnknownSession);
+    /// Restarts a session's idle clock (a client holding a stream open is
+    /// using it, however quiet the stream).
+    pub async fn touch(&self, id: &str) {
+        if let Err(e) = self.store.touch_session(id).await {
+            tracing::debug!(session = %id, error = %e, "cannot keep the session alive");
         }
-        self.cache(&self.local_for(&record.id), record);
-        Ok(())
     }
 
-    /// Replaces a session's local state: its tasks and readers stop, and the
-    /// next request starts them afresh (after an adoption or re-initialize).
-    pub fn reset_local(&self, id: &str) {
-        self.forget(id);
+    /// Changes one field of a session on behalf of its owner, this process.
+    pub async fn update(&self, session: &Session, change: SessionChange) -> Result<()> {
+        let id = &session.record.id;
+        match self
+            .store
+            .update_session(id, session.record.epoch, &change)
+            .await?
+        {
+            Update::Applied => {
+                if let Some(local) = self.owned(id)
+                    && let Some((mut record, _)) = local.cached()
+                {
+                    change.apply(&mut record);
+                    local.cache(&record);
+                }
+                Ok(())
+            }
+            Update::Gone => {
+                self.forget(id);
+                Err(Error::UnknownSession)
+            }
+            Update::Fenced => {
+                self.lose(id, &session.record, "another replica claimed it");
+                Err(Error::OwnershipMoved)
+            }
+        }
     }
 
-    /// Hands every session this replica owns back (owner "") so the next
-    /// request adopts it at once elsewhere, instead of waiting for this
+    /// Gives up a session this process held: its local tasks stop, and its
+    /// upstream session is ended (the new owner, if any, has its own).
+    fn lose(&self, id: &str, record: &SessionRecord, why: &str) {
+        if !self.forget(id) {
+            return;
+        }
+        tracing::info!(session = %id, why, "session no longer served here");
+        self.metrics.sessions_lost.inc();
+        if let Some(upstream) = &record.upstream_id
+            && self.abandoned.try_send(upstream.clone()).is_err()
+        {
+            tracing::warn!(session = %id, "too many upstream sessions waiting to be ended; leaving this one to expire");
+        }
+    }
+
+    /// Hands every session this process owns back (owner released) so the
+    /// next request adopts it at once elsewhere, instead of waiting for this
     /// replica's heartbeat to expire. Returns how many were released.
     pub async fn release_all(&self) -> usize {
-        let ids = self.local_ids();
+        let held: Vec<(String, Arc<LocalSession>)> = lock(&self.local)
+            .iter()
+            .map(|(id, local)| (id.clone(), local.clone()))
+            .collect();
         let mut released = 0;
-        for id in ids {
-            match self.store.claim_session(&id, &self.replica, "").await {
-                Ok(true) => released += 1,
-                Ok(false) => {}
+        for (id, local) in held {
+            let Some((record, _)) = local.cached() else {
+                continue;
+            };
+            match self
+                .store
+                .claim_session(&id, record.epoch, &Owner::Released, None)
+                .await
+            {
+                Ok(Some(_)) => released += 1,
+                Ok(None) => {}
                 Err(e) => tracing::warn!(session = %id, error = %e, "cannot release session"),
             }
         }
@@ -225,63 +376,49 @@ impl SessionManager {
         (self.idle / 4).min(Duration::from_secs(1))
     }
 
-    fn cache(&self, local: &LocalSession, record: &SessionRecord) {
-        let entry = (record.owner == self.replica).then(|| (record.clone(), Instant::now()));
-        *local.cached.lock().unwrap_or_else(|p| p.into_inner()) = entry;
-    }
-
-    /// Records the version negotiated by an initialize answered over SSE.
-    pub async fn set_version(&self, id: &str, version: ProtocolVersion) -> Result<()> {
-        if let Some(mut record) = self.store.get_session(id).await? {
-            record.protocol_version = version.as_str().to_owned();
-            self.save(&record).await?;
-        }
-        Ok(())
-    }
-
-    /// Ends a session here: its local tasks stop and the store forgets it.
+    /// Ends a session the client asked to end: local tasks stop and the
+    /// store forgets it.
     pub async fn end(&self, id: &str) -> Result<()> {
         self.forget(id);
         self.store.delete_session(id).await?;
         Ok(())
     }
 
-    /// Drops local state of sessions the store no longer has (expired).
+    /// Checks the sessions this process owns against the store: expired ones
+    /// and ones another replica claimed are given up (and ended upstream).
     pub async fn sweep(&self) {
-        let ids = self.local_ids();
-        for id in ids {
-            if let Ok(None) = self.store.get_session(&id).await {
-                tracing::debug!(session = %id, "session expired");
-                self.forget(&id);
+        let held: Vec<(String, Arc<LocalSession>)> = lock(&self.local)
+            .iter()
+            .map(|(id, local)| (id.clone(), local.clone()))
+            .collect();
+        for (id, local) in held {
+            let Some((mine, _)) = local.cached() else { continue };
+            match self.store.get_session(&id).await {
+                Ok(None) => self.lose(&id, &mine, "it expired"),
+                Ok(Some(record)) if !record.owner.is(&self.me) => {
+                    self.lose(&id, &mine, "another replica claimed it")
+                }
+                Ok(Some(_)) | Err(_) => {}
             }
         }
     }
 
-    fn local_ids(&self) -> Vec<String> {
-        self.local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
-    }
-
-    fn local_for(&self, id: &str) -> Arc<LocalSession> {
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = local.entry(id.to_owned()).or_default().clone();
-        self.metrics
-            .sessions_active
-            .set(i64::try_from(local.len()).unwrap_or(i64::MAX));
-        entry
-    }
-
-    fn forget(&self, id: &str) {
-        let mut local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(session) = local.remove(id) {
-            session.ended.cancel();
+    /// Drops local state; `true` if there was some.
+    fn forget(&self, id: &str) -> bool {
+        let mut local = lock(&self.local);
+        let removed = local.remove(id);
+        self.metrics.sessions_active.set(gauge(local.len()));
+        drop(local);
+        match removed {
+            Some(session) => {
+                session.ended.cancel();
+                true
+            }
+            None => false,
         }
-        self.metrics
-            .sessions_active
-            .set(i64::try_from(local.len()).unwrap_or(i64::MAX));
     }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

@@ -65,7 +65,7 @@ mod tests {
             &frame[..],
             b"id: s.3\nevent: message\ndata: line1\ndata: line2\ndata: line3\n\n"
         );
-        let parsed = Parser::new().feed(frame);
+        let parsed = Parser::new().feed(frame).unwrap();
         assert_eq!(parsed[0].data.as_deref(), Some("line1\nline2\nline3"));
         assert_eq!(parsed[0].id.as_deref(), Some("s.3"));
     }

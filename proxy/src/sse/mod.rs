@@ -5,4 +5,4 @@ mod encode;
 mod parser;
 
 pub use encode::{comment, encode_event, retry};
-pub use parser::{Parser, RawEvent};
+pub use parser::{Parser, RawEvent, TooLarge};

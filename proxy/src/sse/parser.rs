@@ -2,7 +2,9 @@
 //!
 //! Network chunks split anywhere: inside a line, between `\r` and `\n`, inside
 //! a UTF-8 sequence. The parser keeps the unfinished line as bytes and only
-//! decodes complete lines, so no split can change what it yields.
+//! decodes complete lines, so no split can change what it yields. What it
+//! holds is bounded: a line or an event's data longer than its limit is an
+//! error, never an ever-growing buffer.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -20,9 +22,18 @@ pub struct RawEvent {
     pub retry: Option<u64>,
 }
 
+/// A line or an event's data went past the parser's limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("an event or line exceeds {limit} bytes")]
+pub struct TooLarge {
+    /// The limit, in bytes.
+    pub limit: usize,
+}
+
 /// Incremental parser: feed chunks, take events.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Parser {
+    limit: usize,
     line: BytesMut,
     /// The previous chunk ended in `\r`; a `\n` starting the next one belongs
     /// to the same line ending.
@@ -31,18 +42,35 @@ pub struct Parser {
     seen_field: bool,
 }
 
+impl Default for Parser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Parser {
-    /// A parser at the start of a stream.
+    /// A parser at the start of a stream, with no practical limit.
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(usize::MAX)
+    }
+
+    /// A parser that refuses lines and event data over `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            limit,
+            line: BytesMut::new(),
+            after_cr: false,
+            pending: RawEvent::default(),
+            seen_field: false,
+        }
     }
 
     /// Feeds one chunk and returns the events it completed, in order.
-    pub fn feed(&mut self, mut chunk: Bytes) -> Vec<RawEvent> {
+    pub fn feed(&mut self, mut chunk: Bytes) -> Result<Vec<RawEvent>, TooLarge> {
         let mut out = Vec::new();
         if chunk.is_empty() {
             // An empty chunk must not forget a `\r` that ended the previous one.
-            return out;
+            return Ok(out);
         }
         if self.after_cr && chunk.first() == Some(&b'\n') {
             chunk.advance(1);
@@ -60,13 +88,23 @@ impl Parser {
                 }
             }
             chunk.advance(skip);
+            self.check(self.line.len())?;
             let line = self.line.split().freeze();
             if let Some(event) = self.line_done(&line) {
                 out.push(event);
             }
+            self.check(self.pending.data.as_ref().map_or(0, String::len))?;
         }
         self.line.extend_from_slice(&chunk);
-        out
+        self.check(self.line.len())?;
+        Ok(out)
+    }
+
+    fn check(&self, len: usize) -> Result<(), TooLarge> {
+        if len > self.limit {
+            return Err(TooLarge { limit: self.limit });
+        }
+        Ok(())
     }
 
     fn line_done(&mut self, line: &[u8]) -> Option<RawEvent> {
@@ -116,7 +154,7 @@ mod tests {
         let mut parser = Parser::new();
         chunks
             .iter()
-            .flat_map(|c| parser.feed(Bytes::copy_from_slice(c)))
+            .flat_map(|c| parser.feed(Bytes::copy_from_slice(c)).unwrap())
             .collect()
     }
 
@@ -177,6 +215,27 @@ mod tests {
     #[test]
     fn empty_chunk_between_cr_and_lf_keeps_them_one_line_ending() {
         assert_eq!(parse_all(&[b"data: a\r", b"", b"\n\n"]), vec![data("a")]);
+    }
+
+    #[test]
+    fn lines_and_data_over_the_limit_are_refused_not_buffered() {
+        let mut parser = Parser::with_limit(16);
+        assert_eq!(
+            parser.feed(Bytes::from_static(b"data: short\n\n")).unwrap(),
+            vec![data("short")]
+        );
+        // A line that never ends is refused once it passes the limit.
+        assert_eq!(
+            Parser::with_limit(16).feed(Bytes::from(vec![b'x'; 17])),
+            Err(TooLarge { limit: 16 })
+        );
+        // Many short data lines add up to one event too large.
+        let mut parser = Parser::with_limit(16);
+        let lines = b"data: 0123456\ndata: 0123456\ndata: 0123456\n";
+        assert_eq!(
+            parser.feed(Bytes::from_static(lines)),
+            Err(TooLarge { limit: 16 })
+        );
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The in-process store: enough for one replica, gone when the process exits.
 //!
 //! Sessions and logs sit in maps behind short-held mutexes; nothing awaits
-//! while a lock is held. Memory is bounded three ways: events per log, logs
-//! in all (the oldest finished log goes first), and time (retention, idle
-//! sessions); a session's logs go with it. Each log has a `watch` channel that wakes readers
+//! while a lock is held. A log lives as long as its stream is open (that is,
+//! as long as its session), and for the retention after it ends. Memory is
+//! bounded by events and bytes per log, by logs in all and by bytes in all:
+//! past a bound the oldest *finished* logs go first, then the oldest events
+//! of the log that grows. Each log has a `watch` channel that wakes readers
 //! after an append, so following a live stream costs no polling.
+//!
+//! Lock order: `logs` before a log's `state`, never the other way round.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -15,64 +20,28 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{
-    LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
-    StreamKind, StreamMeta,
+    Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange, SessionRecord,
+    Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update,
 };
 
 /// The in-memory [`Store`].
 #[derive(Debug)]
 pub struct MemoryStore {
-    limits: LogLimits,
+    limits: StoreLimits,
     sessions: Mutex<HashMap<String, Entry>>,
     logs: Mutex<Logs>,
-    replicas: Mutex<HashMap<String, (String, Instant)>>,
+    /// Bytes of events held in all logs.
+    held: AtomicUsize,
+    replicas: Mutex<HashMap<String, (Registration, Instant)>>,
 }
 
 #[derive(Debug, Default)]
 struct Logs {
     map: HashMap<String, Arc<Log>>,
-    /// Log ids, oldest first, for eviction; may hold ids already gone.
-    order: VecDeque<String>,
-    by_session: HashMap<String, Vec<String>>,
-}
-
-/// How many logs one eviction looks at before giving up: live logs are
-/// skipped, so a store full of live streams may briefly exceed its cap
-/// rather than cut one.
-const EVICTION_SCAN: usize = 64;
-
-impl Logs {
-    fn remove(&mut self, id: &str) {
-        if let Some(log) = self.map.remove(id)
-            && let Some(ids) = self.by_session.get_mut(&log.meta.session_id)
-        {
-            ids.retain(|s| s != id);
-            if ids.is_empty() {
-                self.by_session.remove(&log.meta.session_id);
-            }
-        }
-    }
-
-    fn remove_session(&mut self, session: &str) {
-        for id in self.by_session.remove(session).unwrap_or_default() {
-            self.map.remove(&id);
-        }
-    }
-
-    /// Drops the oldest finished log, if one is found quickly.
-    fn evict_one(&mut self) {
-        for _ in 0..EVICTION_SCAN {
-            let Some(id) = self.order.pop_front() else { return };
-            match self.map.get(&id) {
-                None => continue,
-                Some(log) if lock(&log.state).ended => {
-                    self.remove(&id);
-                    return;
-                }
-                Some(_) => self.order.push_back(id),
-            }
-        }
-    }
+    /// Finished logs in the order they ended, for eviction; may hold ids
+    /// already gone.
+    finished: VecDeque<String>,
+    by_session: HashMap<String, HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -91,25 +60,80 @@ struct Log {
 #[derive(Debug)]
 struct LogState {
     events: VecDeque<StoredEvent>,
-    ended: bool,
+    bytes: usize,
+    /// The highest seq ever appended (events may have been trimmed since).
+    last_seq: u64,
+    /// Who appends; `None` once the stream ended.
+    writer: Option<String>,
     delivered: u64,
-    expires: Instant,
+    /// Set when the stream ends: it lives on for the retention.
+    expires: Option<Instant>,
+}
+
+impl LogState {
+    fn ended(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.expires.is_some_and(|at| at <= now)
+    }
+
+    /// Drops the oldest event; the caller keeps `held` in step.
+    fn pop_oldest(&mut self) -> usize {
+        let freed = self.events.pop_front().map_or(0, |e| e.bytes());
+        self.bytes -= freed;
+        freed
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the maps half
-    // written (every critical section is a single insert/remove/push), so a
-    // poisoned lock is still consistent.
+    // Every critical section is a handful of inserts, removes and pushes that
+    // cannot panic half way, so a poisoned lock is still consistent.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl Logs {
+    /// Removes a log; returns the bytes it held.
+    fn remove(&mut self, id: &str) -> usize {
+        let Some(log) = self.map.remove(id) else { return 0 };
+        if let Some(ids) = self.by_session.get_mut(&log.meta.session_id) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_session.remove(&log.meta.session_id);
+            }
+        }
+        // Wake its readers, so they see it gone now rather than at their wait.
+        log.appended.send_replace(());
+        lock(&log.state).bytes
+    }
+
+    fn remove_session(&mut self, session: &str) -> usize {
+        let ids = self.by_session.get(session).cloned().unwrap_or_default();
+        ids.iter().map(|id| self.remove(id)).sum()
+    }
+
+    /// Drops the oldest finished log; returns the bytes freed, or `None`
+    /// when no finished log is left.
+    fn evict_oldest_finished(&mut self) -> Option<usize> {
+        while let Some(id) = self.finished.pop_front() {
+            // A finished standalone log re-opened by a new owner is live again.
+            if self.map.get(&id).is_some_and(|log| lock(&log.state).ended()) {
+                return Some(self.remove(&id));
+            }
+        }
+        None
+    }
+}
+
 impl MemoryStore {
-    /// An empty store whose logs keep what `limits` allow.
-    pub fn new(limits: LogLimits) -> Arc<Self> {
+    /// An empty store keeping what `limits` allow.
+    pub fn new(limits: StoreLimits) -> Arc<Self> {
         let store = Arc::new(Self {
             limits,
             sessions: Mutex::default(),
             logs: Mutex::default(),
+            held: AtomicUsize::new(0),
             replicas: Mutex::default(),
         });
         let weak = Arc::downgrade(&store);
@@ -126,7 +150,8 @@ impl MemoryStore {
         store
     }
 
-    /// Drops expired sessions and logs.
+    /// Drops expired sessions (with their logs) and finished logs past
+    /// their retention.
     fn sweep(&self) {
         let now = Instant::now();
         let mut expired = Vec::new();
@@ -138,29 +163,66 @@ impl MemoryStore {
             live
         });
         let mut logs = lock(&self.logs);
-        for session in expired {
-            logs.remove_session(&session);
-        }
+        let mut freed: usize = expired.iter().map(|s| logs.remove_session(s)).sum();
         let dead: Vec<String> = logs
             .map
             .iter()
-            .filter(|(_, log)| lock(&log.state).expires <= now)
+            .filter(|(_, log)| lock(&log.state).expired(now))
             .map(|(id, _)| id.clone())
             .collect();
         for id in dead {
-            logs.remove(&id);
+            freed += logs.remove(&id);
         }
-        let Logs { map, order, .. } = &mut *logs;
-        order.retain(|id| map.contains_key(id));
+        let Logs { map, finished, .. } = &mut *logs;
+        finished.retain(|id| map.contains_key(id));
+        drop(logs);
+        self.held.fetch_sub(freed, Ordering::Relaxed);
     }
 
     fn log(&self, key: &StreamKey) -> Option<Arc<Log>> {
         let log = lock(&self.logs).map.get(&key.id).cloned()?;
-        if log.meta.session_id != key.session {
+        if log.meta.session_id != key.session || lock(&log.state).expired(Instant::now()) {
             return None;
         }
-        let live = lock(&log.state).expires > Instant::now();
-        live.then_some(log)
+        Some(log)
+    }
+
+    fn writable(&self, key: &StreamKey) -> Result<Arc<Log>> {
+        self.log(key)
+            .ok_or_else(|| StoreError::Fenced(format!("{key} (the stream no longer exists)")))
+    }
+
+    /// Brings the bytes held back under the budget: the oldest finished logs
+    /// go first, then the oldest events of `growing` (the log just appended
+    /// to). `Full` when even that cannot make room.
+    fn reclaim(&self, growing: &Log) -> Result<()> {
+        let over = |held: &AtomicUsize| held.load(Ordering::Relaxed) > self.limits.max_bytes;
+        if !over(&self.held) {
+            return Ok(());
+        }
+        let mut logs = lock(&self.logs);
+        while over(&self.held) {
+            match logs.evict_oldest_finished() {
+                Some(freed) => {
+                    self.held.fetch_sub(freed, Ordering::Relaxed);
+                }
+                None => break,
+            }
+        }
+        drop(logs);
+        let mut state = lock(&growing.state);
+        while over(&self.held) && state.events.len() > 1 {
+            let freed = state.pop_oldest();
+            self.held.fetch_sub(freed, Ordering::Relaxed);
+        }
+        if over(&self.held) {
+            return Err(StoreError::Full(format!(
+                "{} bytes of events held, budget {}",
+                self.held.load(Ordering::Relaxed),
+                self.limits.max_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Number of live sessions (for tests and metrics).
@@ -170,13 +232,9 @@ impl MemoryStore {
     }
 }
 
-fn missing_stream(id: &StreamKey) -> StoreError {
-    StoreError::Corrupt(format!("stream {id} does not exist"))
-}
-
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool> {
+    async fn create_session(&self, record: &SessionRecord) -> Result<bool> {
         let now = Instant::now();
         let mut sessions = lock(&self.sessions);
         if sessions.get(&record.id).is_some_and(|e| e.expires > now) {
@@ -186,7 +244,7 @@ impl Store for MemoryStore {
             record.id.clone(),
             Entry {
                 record: record.clone(),
-                expires: now + idle,
+                expires: now + self.limits.idle,
             },
         );
         Ok(true)
@@ -201,23 +259,26 @@ impl Store for MemoryStore {
             .map(|e| e.record.clone()))
     }
 
-    async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool> {
-        let now = Instant::now();
-        match lock(&self.sessions).get_mut(&record.id) {
-            Some(e) if e.expires > now => {
-                e.record = record.clone();
-                e.expires = now + idle;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn touch_session(&self, id: &str, idle: Duration) -> Result<bool> {
+    async fn update_session(&self, id: &str, epoch: u64, change: &SessionChange) -> Result<Update> {
         let now = Instant::now();
         match lock(&self.sessions).get_mut(id) {
             Some(e) if e.expires > now => {
-                e.expires = now + idle;
+                if e.record.epoch != epoch {
+                    return Ok(Update::Fenced);
+                }
+                change.apply(&mut e.record);
+                e.expires = now + self.limits.idle;
+                Ok(Update::Applied)
+            }
+            _ => Ok(Update::Gone),
+        }
+    }
+
+    async fn touch_session(&self, id: &str) -> Result<bool> {
+        let now = Instant::now();
+        match lock(&self.sessions).get_mut(id) {
+            Some(e) if e.expires > now => {
+                e.expires = now + self.limits.idle;
                 Ok(true)
             }
             _ => Ok(false),
@@ -227,36 +288,68 @@ impl Store for MemoryStore {
     async fn delete_session(&self, id: &str) -> Result<bool> {
         let now = Instant::now();
         let existed = lock(&self.sessions).remove(id).is_some_and(|e| e.expires > now);
-        lock(&self.logs).remove_session(id);
+        let freed = lock(&self.logs).remove_session(id);
+        self.held.fetch_sub(freed, Ordering::Relaxed);
         Ok(existed)
     }
 
-    async fn create_stream(&self, meta: &StreamMeta) -> Result<()> {
+    async fn claim_session(
+        &self,
+        id: &str,
+        epoch: u64,
+        to: &Owner,
+        addr: Option<&str>,
+    ) -> Result<Option<u64>> {
+        let now = Instant::now();
+        match lock(&self.sessions).get_mut(id) {
+            Some(e) if e.expires > now && e.record.epoch == epoch => {
+                e.record.epoch += 1;
+                e.record.owner = to.clone();
+                e.record.owner_addr = addr.map(str::to_owned);
+                Ok(Some(e.record.epoch))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn create_stream(&self, meta: &StreamMeta, writer: &Instance) -> Result<()> {
+        let mut logs = lock(&self.logs);
+        if let Some(log) = logs.map.get(&meta.id)
+            && log.meta.session_id == meta.session_id
+        {
+            let mut state = lock(&log.state);
+            state.writer = Some(writer.to_string());
+            state.expires = None;
+            return Ok(());
+        }
         let log = Arc::new(Log {
             meta: meta.clone(),
             state: Mutex::new(LogState {
                 events: VecDeque::new(),
-                ended: false,
+                bytes: 0,
+                last_seq: 0,
+                writer: Some(writer.to_string()),
                 delivered: 0,
-                expires: Instant::now() + self.limits.retention,
+                expires: None,
             }),
             appended: watch::Sender::new(()),
         });
-        let mut logs = lock(&self.logs);
-        if logs.map.insert(meta.id.clone(), log).is_none() {
-            logs.order.push_back(meta.id.clone());
-            logs.by_session
-                .entry(meta.session_id.clone())
-                .or_default()
-                .push(meta.id.clone());
-        }
+        logs.map.insert(meta.id.clone(), log);
+        logs.by_session
+            .entry(meta.session_id.clone())
+            .or_default()
+            .insert(meta.id.clone());
+        let mut freed = 0;
         while logs.map.len() > self.limits.max_streams {
-            let before = logs.map.len();
-            logs.evict_one();
-            if logs.map.len() == before {
-                break;
+            match logs.evict_oldest_finished() {
+                Some(bytes) => freed += bytes,
+                // Only open logs left: they are bounded by the sessions
+                // that hold them, so the cap waits for one to finish.
+                None => break,
             }
         }
+        drop(logs);
+        self.held.fetch_sub(freed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -264,35 +357,69 @@ impl Store for MemoryStore {
         Ok(self.log(key).map(|log| log.meta.clone()))
     }
 
-    async fn append(&self, stream: &StreamKey, events: &[StoredEvent]) -> Result<()> {
-        let log = self.log(stream).ok_or_else(|| missing_stream(stream))?;
+    async fn append(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()> {
+        let log = self.writable(key)?;
         {
             let mut state = lock(&log.state);
+            if !state.writer.as_deref().is_some_and(|w| writer.matches(w)) {
+                return Err(StoreError::Fenced(key.to_string()));
+            }
+            let mut added = 0;
             for event in events {
-                if state.events.len() == self.limits.max_events {
-                    state.events.pop_front();
+                if event.seq <= state.last_seq {
+                    continue;
                 }
+                added += event.bytes();
+                state.last_seq = event.seq;
                 state.events.push_back(event.clone());
             }
-            state.expires = Instant::now() + self.limits.retention;
+            state.bytes += added;
+            let mut freed = 0;
+            while state.events.len() > 1
+                && (state.events.len() > self.limits.max_events || state.bytes > self.limits.max_log_bytes)
+            {
+                freed += state.pop_oldest();
+            }
+            self.held.fetch_add(added, Ordering::Relaxed);
+            self.held.fetch_sub(freed, Ordering::Relaxed);
         }
+        let reclaimed = self.reclaim(&log);
+        log.appended.send_replace(());
+        reclaimed
+    }
+
+    async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
+        let log = self.writable(key)?;
+        {
+            let mut state = lock(&log.state);
+            match state.writer.as_deref() {
+                None => return Ok(()),
+                Some(w) if writer.matches(w) => {}
+                Some(_) => return Err(StoreError::Fenced(key.to_string())),
+            }
+            state.writer = None;
+            state.expires = Some(Instant::now() + self.limits.retention);
+        }
+        lock(&self.logs).finished.push_back(key.id.clone());
         log.appended.send_replace(());
         Ok(())
     }
 
-    async fn end_stream(&self, stream: &StreamKey) -> Result<()> {
-        let log = self.log(stream).ok_or_else(|| missing_stream(stream))?;
-        lock(&log.state).ended = true;
-        log.appended.send_replace(());
-        Ok(())
+    async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool> {
+        let Some(log) = self.log(key) else {
+            return Ok(false);
+        };
+        let mut state = lock(&log.state);
+        if state.writer.as_deref() != Some(from) {
+            return Ok(false);
+        }
+        state.writer = Some(to.to_string());
+        Ok(true)
     }
 
-    async fn read(&self, stream: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
-        let Some(log) = self.log(stream) else {
-            return Ok(LogRead {
-                missing: true,
-                ..Default::default()
-            });
+    async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
+        let Some(log) = self.log(key) else {
+            return Ok(LogRead::Missing);
         };
         let mut woken = log.appended.subscribe();
         if let Some(read) = collect(&log, after) {
@@ -300,70 +427,85 @@ impl Store for MemoryStore {
         }
         // Subscribed before collecting, so an append in between still wakes us.
         let _ = tokio::time::timeout(wait, woken.changed()).await;
-        Ok(collect(&log, after).unwrap_or_default())
+        if self.log(key).is_none() {
+            return Ok(LogRead::Missing);
+        }
+        Ok(collect(&log, after).unwrap_or(LogRead::Events {
+            events: Vec::new(),
+            ended: false,
+        }))
     }
 
-    async fn set_delivered(&self, stream: &StreamKey, seq: u64) -> Result<()> {
-        if let Some(log) = self.log(stream) {
+    async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()> {
+        if let Some(log) = self.log(key) {
             let mut state = lock(&log.state);
             state.delivered = state.delivered.max(seq);
         }
         Ok(())
     }
 
-    async fn delivered(&self, stream: &StreamKey) -> Result<u64> {
-        Ok(self.log(stream).map_or(0, |log| lock(&log.state).delivered))
+    async fn delivered(&self, key: &StreamKey) -> Result<u64> {
+        Ok(self.log(key).map_or(0, |log| lock(&log.state).delivered))
     }
 
-    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>> {
+    async fn open_streams(&self, session: &str) -> Result<Vec<OpenStream>> {
         let logs = lock(&self.logs);
-        let ids = logs.by_session.get(session).cloned().unwrap_or_default();
+        let Some(ids) = logs.by_session.get(session) else {
+            return Ok(Vec::new());
+        };
         Ok(ids
             .iter()
             .filter_map(|id| logs.map.get(id))
-            .filter(|log| log.meta.kind == StreamKind::Request && !lock(&log.state).ended)
-            .map(|log| log.meta.clone())
+            .filter(|log| log.meta.kind == StreamKind::Request)
+            .filter_map(|log| {
+                let writer = lock(&log.state).writer.clone()?;
+                Some(OpenStream {
+                    meta: log.meta.clone(),
+                    writer,
+                })
+            })
             .collect())
     }
 
     async fn last_seq(&self, key: &StreamKey) -> Result<u64> {
-        Ok(self
-            .log(key)
-            .and_then(|log| lock(&log.state).events.back().map(|e| e.seq))
-            .unwrap_or(0))
+        Ok(self.log(key).map_or(0, |log| lock(&log.state).last_seq))
     }
 
-    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool> {
-        let now = Instant::now();
-        match lock(&self.sessions).get_mut(id) {
-            Some(e) if e.expires > now && e.record.owner == from => {
-                e.record.owner = to.to_owned();
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()> {
-        lock(&self.replicas).insert(replica.to_owned(), (addr.to_owned(), Instant::now() + ttl));
+    async fn heartbeat(&self, me: &Instance, addr: &str, draining: bool, ttl: Duration) -> Result<()> {
+        let registration = Registration {
+            incarnation: me.incarnation.clone(),
+            addr: addr.to_owned(),
+            draining,
+        };
+        lock(&self.replicas).insert(me.replica.clone(), (registration, Instant::now() + ttl));
         Ok(())
     }
 
-    async fn replica_addr(&self, replica: &str) -> Result<Option<String>> {
+    async fn registration(&self, replica: &str) -> Result<Option<Registration>> {
         let now = Instant::now();
         Ok(lock(&self.replicas)
             .get(replica)
             .filter(|(_, until)| *until > now)
-            .map(|(addr, _)| addr.clone()))
+            .map(|(r, _)| r.clone()))
     }
 
-    async fn deregister(&self, replica: &str) -> Result<()> {
-        lock(&self.replicas).remove(replica);
+    async fn deregister(&self, me: &Instance) -> Result<()> {
+        let mut replicas = lock(&self.replicas);
+        if replicas
+            .get(&me.replica)
+            .is_some_and(|(r, _)| r.incarnation == me.incarnation)
+        {
+            replicas.remove(&me.replica);
+        }
         Ok(())
     }
 
     async fn ping(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn held_bytes(&self) -> Option<u64> {
+        u64::try_from(self.held.load(Ordering::Relaxed)).ok()
     }
 }
 
@@ -372,6 +514,11 @@ fn collect(log: &Log, after: u64) -> Option<LogRead> {
     let state = lock(&log.state);
     // Seqs increase, so skip to the first one past `after` by binary search.
     let start = state.events.partition_point(|e| e.seq <= after);
+    if let Some(first) = state.events.get(start)
+        && first.seq > after + 1
+    {
+        return Some(LogRead::Gap { first: first.seq });
+    }
     let events: Vec<_> = state
         .events
         .iter()
@@ -379,46 +526,41 @@ fn collect(log: &Log, after: u64) -> Option<LogRead> {
         .take(READ_BATCH)
         .cloned()
         .collect();
-    let ended = state.ended && start + events.len() == state.events.len();
-    (!events.is_empty() || ended).then_some(LogRead {
-        events,
-        ended,
-        missing: false,
-    })
+    let ended = state.ended() && start + events.len() == state.events.len();
+    (!events.is_empty() || ended).then_some(LogRead::Events { events, ended })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::suite;
 
-    fn store() -> Arc<MemoryStore> {
-        MemoryStore::new(LogLimits {
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            idle: Duration::from_secs(60),
             max_events: 8,
+            max_log_bytes: 1 << 20,
             max_streams: 16,
+            max_bytes: 1 << 30,
             retention: Duration::from_secs(60),
-        })
+        }
     }
 
     #[tokio::test]
     async fn memory_store_passes_the_store_suite() {
-        super::super::suite::run_all(|| async { store() as Arc<dyn Store> }).await;
+        suite::run_all(|| async { MemoryStore::new(limits()) as Arc<dyn Store> }).await;
     }
 
     #[tokio::test]
     async fn the_oldest_finished_logs_go_first_past_the_cap() {
-        let s = store();
-        let meta = |i: usize| StreamMeta {
-            id: format!("l{i}"),
-            session_id: "s".into(),
-            kind: StreamKind::Request,
-            pending: Vec::new(),
-            replica: "replica-a".into(),
-        };
+        let s = MemoryStore::new(limits());
+        let meta = |i: usize| suite::meta("s", &format!("l{i}"), StreamKind::Request);
+        let me = suite::writer();
         // l0 stays live; every other log ends as soon as it is made.
         for i in 0..24 {
-            s.create_stream(&meta(i)).await.unwrap();
+            s.create_stream(&meta(i), &me).await.unwrap();
             if i > 0 {
-                s.end_stream(&meta(i).key()).await.unwrap();
+                s.end_stream(&meta(i).key(), &me).await.unwrap();
             }
         }
         let kept: Vec<usize> = (0..24).filter(|i| s.log(&meta(*i).key()).is_some()).collect();
@@ -431,18 +573,79 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn bytes_stay_within_the_log_and_store_budgets() {
+        let s = MemoryStore::new(StoreLimits {
+            max_events: 1000,
+            max_log_bytes: 4 * 1100,
+            max_bytes: 10 * 1100,
+            ..limits()
+        });
+        let me = suite::writer();
+        let big = |seq| StoredEvent {
+            seq,
+            event: None,
+            data: "x".repeat(1000),
+        };
+        // One log: the newest four events fit its own budget.
+        let one = suite::meta("s", "one", StreamKind::Request);
+        s.create_stream(&one, &me).await.unwrap();
+        for seq in 1..=6 {
+            s.append(&one.key(), &me, &[big(seq)]).await.unwrap();
+        }
+        let LogRead::Gap { first } = s.read(&one.key(), 0, Duration::ZERO).await.unwrap() else {
+            panic!("the oldest events were dropped: a reader from 0 has a gap")
+        };
+        assert_eq!(first, 3);
+        s.end_stream(&one.key(), &me).await.unwrap();
+        // More logs: finished ones go first, then the growing log's oldest.
+        for n in 0..3 {
+            let m = suite::meta("s", &format!("more{n}"), StreamKind::Request);
+            s.create_stream(&m, &me).await.unwrap();
+            for seq in 1..=4 {
+                s.append(&m.key(), &me, &[big(seq)]).await.unwrap();
+                assert!(
+                    s.held_bytes().unwrap() <= 10 * 1100,
+                    "held {} bytes",
+                    s.held_bytes().unwrap()
+                );
+            }
+        }
+        assert!(s.log(&one.key()).is_none(), "the finished log was evicted");
+        // A batch larger than the whole budget is refused, not kept.
+        let huge = suite::meta("s", "huge", StreamKind::Request);
+        s.create_stream(&huge, &me).await.unwrap();
+        let batch: Vec<_> = (1..=12).map(big).collect();
+        assert!(matches!(
+            s.append(&huge.key(), &me, &batch).await,
+            Err(StoreError::Full(_))
+        ));
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn sessions_expire_when_idle() {
-        let s = store();
-        let record = super::super::suite::record("idle");
-        assert!(s.create_session(&record, Duration::from_secs(10)).await.unwrap());
+    async fn sessions_expire_when_idle_and_open_logs_with_them() {
+        let s = MemoryStore::new(StoreLimits {
+            idle: Duration::from_secs(10),
+            retention: Duration::from_secs(1),
+            ..limits()
+        });
+        let record = suite::record("idle");
+        assert!(s.create_session(&record).await.unwrap());
+        let open = suite::meta("idle", "open", StreamKind::Standalone);
+        s.create_stream(&open, &suite::writer()).await.unwrap();
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(s.touch_session("idle", Duration::from_secs(10)).await.unwrap());
+        assert!(s.touch_session("idle").await.unwrap());
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(s.get_session("idle").await.unwrap().is_some());
+        assert!(
+            s.log(&open.key()).is_some(),
+            "an open log outlives the retention while its session lives"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         assert!(s.get_session("idle").await.unwrap().is_none());
-        assert!(!s.touch_session("idle", Duration::from_secs(10)).await.unwrap());
+        assert!(!s.touch_session("idle").await.unwrap());
         assert_eq!(s.session_count(), 0);
+        s.sweep();
+        assert!(s.log(&open.key()).is_none(), "its logs went with it");
     }
 }

@@ -7,6 +7,7 @@
 //! on one implementation.
 
 mod memory;
+mod record;
 mod redis;
 #[cfg(test)]
 pub mod suite;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisStore;
 pub use memory::MemoryStore;
+pub use record::{Instance, Owner, Registration, SessionChange, SessionRecord, Update};
 
 /// A store operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,34 +30,16 @@ pub enum StoreError {
     /// The store answered with something that cannot be read.
     #[error("store holds unreadable data: {0}")]
     Corrupt(String),
+    /// The writer no longer holds the stream: another process took it over.
+    #[error("stream {0} was taken over by another writer")]
+    Fenced(String),
+    /// The memory store's byte budget cannot hold the events.
+    #[error("event store full: {0}")]
+    Full(String),
 }
 
 /// Result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// What the store keeps of a session.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionRecord {
-    /// Shadowcat's session id, the one clients see.
-    pub id: String,
-    /// The upstream's own session id, if the upstream is stateful.
-    pub upstream_id: Option<String>,
-    /// Negotiated protocol version.
-    pub protocol_version: String,
-    /// The replica whose upstream holds this session.
-    pub owner: String,
-    /// The client's `initialize` request, verbatim, for re-initializing.
-    pub initialize: String,
-    /// The id of the session's standalone (GET) stream log.
-    pub standalone_stream: String,
-    /// Creation time, milliseconds since the Unix epoch.
-    pub created_ms: u64,
-    /// Requests that shaped the upstream session after initialize
-    /// (`resources/subscribe`, `logging/setLevel`, …), verbatim and in order,
-    /// replayed when another replica adopts the session.
-    #[serde(default)]
-    pub replay: Vec<String>,
-}
 
 /// Which kind of stream a log records.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,9 +80,6 @@ pub struct StreamMeta {
     /// for forever if the pump died with its replica.
     #[serde(default)]
     pub pending: Vec<serde_json::Value>,
-    /// The replica whose pump writes this log.
-    #[serde(default)]
-    pub replica: String,
 }
 
 impl StreamMeta {
@@ -111,10 +92,19 @@ impl StreamMeta {
     }
 }
 
+/// A stream that has not ended, and the process writing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenStream {
+    /// The stream.
+    pub meta: StreamMeta,
+    /// Its writer, as [`Instance`] text.
+    pub writer: String,
+}
+
 /// One event of a stream's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredEvent {
-    /// Position in the stream, from 1, strictly increasing.
+    /// Position in the stream, from 1, strictly increasing, without holes.
     pub seq: u64,
     /// The SSE event type, if the upstream set one.
     pub event: Option<String>,
@@ -122,64 +112,116 @@ pub struct StoredEvent {
     pub data: String,
 }
 
-/// The answer to [`Store::read`].
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct LogRead {
-    /// Events after the requested position, in order.
-    pub events: Vec<StoredEvent>,
-    /// The stream is complete and every event has been returned.
-    pub ended: bool,
-    /// The log no longer exists (never did, or expired).
-    pub missing: bool,
+impl StoredEvent {
+    /// What the event costs to keep, roughly: its text and some overhead.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + self.event.as_ref().map_or(0, String::len) + 64
+    }
 }
 
-/// Bounds on what a stream log keeps.
+/// The answer to [`Store::read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogRead {
+    /// The events after the position, in order (none yet, if the wait
+    /// passed), and whether the stream has ended after them.
+    Events {
+        /// The events.
+        events: Vec<StoredEvent>,
+        /// The stream is complete and every event has been returned.
+        ended: bool,
+    },
+    /// The events right after the position were dropped (the log keeps only
+    /// its newest); `first` is the oldest still kept. Replaying from here
+    /// would silently skip messages.
+    Gap {
+        /// The oldest seq still in the log.
+        first: u64,
+    },
+    /// The log does not exist: never did, or expired after its retention.
+    Missing,
+}
+
+/// Bounds on what a store keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LogLimits {
+pub struct StoreLimits {
+    /// A session ends after this long without a touch; so do the logs of
+    /// its open streams.
+    pub idle: Duration,
     /// Events kept per stream; older ones are dropped.
     pub max_events: usize,
+    /// Bytes of events kept per stream (memory store); older ones go first,
+    /// the newest is always kept.
+    pub max_log_bytes: usize,
     /// Logs kept in all, where the store has no memory policy of its own;
     /// the oldest finished ones are dropped first.
     pub max_streams: usize,
-    /// How long a log lives after its last append.
+    /// Bytes of events kept in all (memory store).
+    pub max_bytes: usize,
+    /// How long a log lives after its stream ended.
     pub retention: Duration,
 }
 
 /// Largest number of events one [`Store::read`] returns.
 pub const READ_BATCH: usize = 256;
 
-/// Sessions and event logs.
+/// Sessions, event logs and the replica registry.
 ///
 /// Contract every implementation keeps (checked by [`suite`]):
 /// - a session is created only if its id is free, and never comes back once
 ///   deleted or expired: updates and touches of an absent session fail;
 /// - a session expires after `idle` without a touch; its logs go with it
 ///   when it expires or is deleted;
+/// - owner writes name the epoch they believe in; a claim moves the epoch
+///   on, so writes of a fenced owner are refused;
+/// - a log lives while its stream is open (as long as its session), and for
+///   `retention` after the stream ends;
+/// - only a stream's writer appends to it or ends it; appending events at or
+///   below the last seq is a no-op (a retried batch), never an error;
 /// - appended events are visible to every reader once `append` returns
 ///   (persist, then deliver), in seq order;
-/// - `read` returns at most [`READ_BATCH`] events after a position and waits up
-///   to `wait` when there are none yet and the stream has not ended.
+/// - `read` returns at most [`READ_BATCH`] events after a position and waits
+///   up to `wait` when there are none yet and the stream has not ended; a
+///   reader whose next events were dropped gets [`LogRead::Gap`].
 #[async_trait]
 pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Creates a session; `false` if the id is taken.
-    async fn create_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool>;
+    async fn create_session(&self, record: &SessionRecord) -> Result<bool>;
     /// Looks a live session up.
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>>;
-    /// Replaces a live session's record; `false` if it no longer exists.
-    async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool>;
-    /// Restarts a session's idle clock; `false` if it no longer exists.
-    async fn touch_session(&self, id: &str, idle: Duration) -> Result<bool>;
+    /// Changes one field of a session on behalf of the owner of `epoch`,
+    /// and restarts its idle clock.
+    async fn update_session(&self, id: &str, epoch: u64, change: &SessionChange) -> Result<Update>;
+    /// Restarts a session's idle clock (and its open logs'); `false` if it
+    /// no longer exists.
+    async fn touch_session(&self, id: &str) -> Result<bool>;
     /// Ends a session and drops its event logs; `false` if it did not exist.
     async fn delete_session(&self, id: &str) -> Result<bool>;
+    /// Moves a session from the holder of `epoch` to `to` (whose peer
+    /// address is `addr`), only if no other claim came first. Returns the new
+    /// epoch when this claim won; exactly one of several racing claims wins.
+    async fn claim_session(
+        &self,
+        id: &str,
+        epoch: u64,
+        to: &Owner,
+        addr: Option<&str>,
+    ) -> Result<Option<u64>>;
 
-    /// Registers a new, empty stream log.
-    async fn create_stream(&self, meta: &StreamMeta) -> Result<()>;
+    /// Registers a stream as open, written by `writer`. A stream that exists
+    /// already (a standalone stream going on under a new owner) changes
+    /// writer and keeps its events.
+    async fn create_stream(&self, meta: &StreamMeta, writer: &Instance) -> Result<()>;
     /// Looks a stream of a session up.
     async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>>;
-    /// Appends events (seq already assigned, increasing) to a stream's log.
-    async fn append(&self, key: &StreamKey, events: &[StoredEvent]) -> Result<()>;
-    /// Marks a stream complete: readers that reach its end stop.
-    async fn end_stream(&self, key: &StreamKey) -> Result<()>;
+    /// Appends events (seq already assigned, increasing) to a stream's log;
+    /// [`StoreError::Fenced`] when `writer` no longer holds the stream.
+    async fn append(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()>;
+    /// Marks a stream complete (readers that reach its end stop) and starts
+    /// its retention; [`StoreError::Fenced`] when `writer` no longer holds it.
+    async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()>;
+    /// Moves an open stream from writer `from` to `to`, only if `from`
+    /// still holds it.
+    async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool>;
     /// Events with seq above `after`, waiting up to `wait` for some to come.
     async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead>;
     /// Records how far a client was sent a standalone stream, so a new GET
@@ -187,22 +229,22 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()>;
     /// See [`Store::set_delivered`]; 0 when nothing was delivered.
     async fn delivered(&self, key: &StreamKey) -> Result<u64>;
-
-    /// The session's request streams that have not ended.
-    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>>;
-    /// The highest seq in a log; 0 when it has none.
+    /// The session's request streams that have not ended, with their writers.
+    async fn open_streams(&self, session: &str) -> Result<Vec<OpenStream>>;
+    /// The highest seq a log was given; 0 when it has none.
     async fn last_seq(&self, key: &StreamKey) -> Result<u64>;
 
-    /// Moves a session from owner `from` to `to`, only if `from` still owns
-    /// it; exactly one of several racing claims wins.
-    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool>;
-    /// Announces that `replica` is alive at peer address `addr` for `ttl`.
-    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()>;
-    /// The peer address of a live replica.
-    async fn replica_addr(&self, replica: &str) -> Result<Option<String>>;
-    /// Announces that `replica` is gone.
-    async fn deregister(&self, replica: &str) -> Result<()>;
+    /// Announces that `me` is alive at peer address `addr` for `ttl`.
+    async fn heartbeat(&self, me: &Instance, addr: &str, draining: bool, ttl: Duration) -> Result<()>;
+    /// The registration of replica `replica`, if one is alive.
+    async fn registration(&self, replica: &str) -> Result<Option<Registration>>;
+    /// Announces that `me` is gone (a newer incarnation's registration stays).
+    async fn deregister(&self, me: &Instance) -> Result<()>;
 
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
+    /// Bytes of events held, where the store counts them (the memory store).
+    fn held_bytes(&self) -> Option<u64> {
+        None
+    }
 }

@@ -1,31 +1,54 @@
 //! The store contract as tests, written once and run against every [`Store`].
 //!
 //! A factory hands each test a fresh, empty store whose logs keep at most 8
-//! events and retain them for at least a minute. (A cap on the number of logs
-//! is an implementation's own business and is tested beside it.)
+//! events, whose sessions idle out after a minute and whose finished logs are
+//! retained at least that long. (Caps on bytes and on the number of logs are
+//! an implementation's own business and are tested beside it.)
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{SessionRecord, Store, StoredEvent, StreamKey, StreamKind, StreamMeta};
+use super::{
+    Instance, LogRead, Owner, SessionChange, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
+    StreamKind, StreamMeta, Update,
+};
 
-const IDLE: Duration = Duration::from_secs(60);
 const NO_WAIT: Duration = Duration::from_millis(1);
 
-/// A session record with the given id.
+/// The instance the suite writes as.
+pub fn writer() -> Instance {
+    Instance {
+        replica: "replica-a".into(),
+        incarnation: "1".into(),
+    }
+}
+
+/// A session record with the given id, owned by [`writer`] at epoch 1.
 pub fn record(id: &str) -> SessionRecord {
     SessionRecord {
         id: id.into(),
         upstream_id: Some(format!("up-{id}")),
         protocol_version: "2025-06-18".into(),
-        owner: "replica-a".into(),
+        owner: Owner::Held(writer()),
+        epoch: 1,
+        owner_addr: Some("10.0.0.1:8081".into()),
         initialize: r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#.into(),
-        standalone_stream: format!("{id}-g"),
+        standalone_stream: format!("{id}g"),
         created_ms: 1,
-        replay: vec![
-            r#"{"jsonrpc":"2.0","id":1,"method":"logging/setLevel","params":{"level":"debug"}}"#.into(),
-        ],
+        log_level: None,
+        subscriptions: BTreeSet::new(),
+    }
+}
+
+/// A stream of `session`.
+pub fn meta(session: &str, id: &str, kind: StreamKind) -> StreamMeta {
+    StreamMeta {
+        id: id.into(),
+        session_id: session.into(),
+        kind,
+        pending: Vec::new(),
     }
 }
 
@@ -38,8 +61,16 @@ fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     .collect()
 }
 
-fn seqs(events: &[StoredEvent]) -> Vec<u64> {
-    events.iter().map(|e| e.seq).collect()
+/// The seqs of a read that returned events; panics on a gap or a miss.
+fn seqs(read: &LogRead) -> Vec<u64> {
+    match read {
+        LogRead::Events { events, .. } => events.iter().map(|e| e.seq).collect(),
+        other => panic!("expected events, got {other:?}"),
+    }
+}
+
+fn ended(read: &LogRead) -> bool {
+    matches!(read, LogRead::Events { ended: true, .. })
 }
 
 fn key(id: &str) -> StreamKey {
@@ -50,15 +81,9 @@ fn key(id: &str) -> StreamKey {
 }
 
 async fn stream(store: &dyn Store, id: &str) -> StreamKey {
-    let meta = StreamMeta {
-        id: id.into(),
-        session_id: "s".into(),
-        kind: StreamKind::Request,
-        pending: Vec::new(),
-        replica: "replica-a".into(),
-    };
-    store.create_stream(&meta).await.unwrap();
-    meta.key()
+    let m = meta("s", id, StreamKind::Request);
+    store.create_stream(&m, &writer()).await.unwrap();
+    m.key()
 }
 
 /// Runs every contract test, each on a fresh store.
@@ -70,48 +95,68 @@ where
     create_is_exclusive(&*fresh().await).await;
     deleted_sessions_stay_deleted(&*fresh().await).await;
     concurrent_creates_have_one_winner(fresh().await).await;
+    owner_writes_are_fenced_by_a_newer_claim(&*fresh().await).await;
+    concurrent_subscriptions_are_all_kept(fresh().await).await;
     log_reads_after_a_position_in_order(&*fresh().await).await;
     read_wakes_on_a_live_append(fresh().await).await;
     end_marker_stops_readers(&*fresh().await).await;
-    log_keeps_the_newest_events(&*fresh().await).await;
+    log_keeps_the_newest_events_and_a_reader_behind_them_sees_a_gap(&*fresh().await).await;
     unknown_stream_reads_as_missing(&*fresh().await).await;
     delivered_cursor_only_moves_forward(&*fresh().await).await;
     deleting_a_session_drops_its_logs(&*fresh().await).await;
     open_streams_are_the_unfinished_request_streams(&*fresh().await).await;
     last_seq_is_the_newest_event(&*fresh().await).await;
+    appends_are_idempotent_and_only_the_writer_appends(&*fresh().await).await;
+    a_standalone_stream_goes_on_under_a_new_writer(&*fresh().await).await;
     one_claim_wins_a_race(fresh().await).await;
-    replicas_register_and_deregister(&*fresh().await).await;
+    replicas_register_and_deregister_by_incarnation(&*fresh().await).await;
 }
 
 async fn create_is_exclusive(store: &dyn Store) {
     let a = record("s1");
-    assert!(store.create_session(&a, IDLE).await.unwrap());
+    assert!(store.create_session(&a).await.unwrap());
     let mut other = record("s1");
-    other.owner = "replica-b".into();
+    other.owner = Owner::Released;
     assert!(
-        !store.create_session(&other, IDLE).await.unwrap(),
+        !store.create_session(&other).await.unwrap(),
         "create must not overwrite"
     );
     assert_eq!(store.get_session("s1").await.unwrap(), Some(a.clone()));
+    let change = SessionChange::Version("2025-11-25".into());
+    assert_eq!(
+        store.update_session("s1", 1, &change).await.unwrap(),
+        Update::Applied
+    );
     let mut updated = a.clone();
     updated.protocol_version = "2025-11-25".into();
-    assert!(store.update_session(&updated, IDLE).await.unwrap());
     assert_eq!(store.get_session("s1").await.unwrap(), Some(updated));
+    let change = SessionChange::Upstream(None);
+    store.update_session("s1", 1, &change).await.unwrap();
+    assert_eq!(store.get_session("s1").await.unwrap().unwrap().upstream_id, None);
     assert_eq!(store.get_session("nope").await.unwrap(), None);
 }
 
 async fn deleted_sessions_stay_deleted(store: &dyn Store) {
     let a = record("s2");
-    assert!(store.create_session(&a, IDLE).await.unwrap());
+    assert!(store.create_session(&a).await.unwrap());
     assert!(store.delete_session("s2").await.unwrap());
     assert!(!store.delete_session("s2").await.unwrap());
-    assert!(
-        !store.update_session(&a, IDLE).await.unwrap(),
+    let change = SessionChange::LogLevel("debug".into());
+    assert_eq!(
+        store.update_session("s2", 1, &change).await.unwrap(),
+        Update::Gone,
         "update must not resurrect"
     );
     assert!(
-        !store.touch_session("s2", IDLE).await.unwrap(),
+        !store.touch_session("s2").await.unwrap(),
         "touch must not resurrect"
+    );
+    assert_eq!(
+        store
+            .claim_session("s2", 1, &Owner::Released, None)
+            .await
+            .unwrap(),
+        None
     );
     assert_eq!(store.get_session("s2").await.unwrap(), None);
 }
@@ -122,8 +167,8 @@ async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
             let store = store.clone();
             tokio::spawn(async move {
                 let mut r = record("race");
-                r.owner = format!("replica-{i}");
-                store.create_session(&r, IDLE).await.unwrap()
+                r.created_ms = i;
+                store.create_session(&r).await.unwrap()
             })
         })
         .collect();
@@ -134,18 +179,109 @@ async fn concurrent_creates_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(wins, 1);
 }
 
+async fn owner_writes_are_fenced_by_a_newer_claim(store: &dyn Store) {
+    assert!(store.create_session(&record("f")).await.unwrap());
+    let b = Owner::Held(Instance {
+        replica: "replica-b".into(),
+        incarnation: "7".into(),
+    });
+    assert_eq!(
+        store
+            .claim_session("f", 1, &b, Some("10.0.0.2:8081"))
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    let got = store.get_session("f").await.unwrap().unwrap();
+    assert_eq!((got.owner, got.epoch), (b.clone(), 2));
+    assert_eq!(got.owner_addr.as_deref(), Some("10.0.0.2:8081"));
+    // The old owner (epoch 1) is fenced: its writes and claims are refused.
+    let change = SessionChange::Upstream(Some("stale".into()));
+    assert_eq!(
+        store.update_session("f", 1, &change).await.unwrap(),
+        Update::Fenced
+    );
+    assert_eq!(
+        store
+            .claim_session("f", 1, &Owner::Held(writer()), None)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .get_session("f")
+            .await
+            .unwrap()
+            .unwrap()
+            .upstream_id
+            .as_deref(),
+        Some("up-f")
+    );
+    // The new owner writes; releasing moves the epoch on too.
+    assert_eq!(
+        store.update_session("f", 2, &change).await.unwrap(),
+        Update::Applied
+    );
+    assert_eq!(
+        store.claim_session("f", 2, &Owner::Released, None).await.unwrap(),
+        Some(3)
+    );
+    let released = store.get_session("f").await.unwrap().unwrap();
+    assert_eq!((released.owner, released.owner_addr), (Owner::Released, None));
+}
+
+async fn concurrent_subscriptions_are_all_kept(store: Arc<dyn Store>) {
+    assert!(store.create_session(&record("sub")).await.unwrap());
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let change = SessionChange::Subscribe(format!("test://r{i}"));
+                store.update_session("sub", 1, &change).await.unwrap()
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Update::Applied);
+    }
+    for change in [
+        SessionChange::Subscribe("test://r0".into()),
+        SessionChange::Unsubscribe("test://r7".into()),
+        SessionChange::LogLevel("info".into()),
+        SessionChange::LogLevel("debug".into()),
+    ] {
+        store.update_session("sub", 1, &change).await.unwrap();
+    }
+    let got = store.get_session("sub").await.unwrap().unwrap();
+    let expected: BTreeSet<String> = (0..7).map(|i| format!("test://r{i}")).collect();
+    assert_eq!(got.subscriptions, expected, "no subscription lost, none twice");
+    assert_eq!(
+        got.log_level.as_deref(),
+        Some("debug"),
+        "the level is state, not a list"
+    );
+}
+
 async fn log_reads_after_a_position_in_order(store: &dyn Store) {
     stream(store, "l1").await;
-    store.append(&key("l1"), &events(1..=3)).await.unwrap();
-    store.append(&key("l1"), &events(4..=5)).await.unwrap();
+    store.append(&key("l1"), &writer(), &events(1..=3)).await.unwrap();
+    store.append(&key("l1"), &writer(), &events(4..=5)).await.unwrap();
     let all = store.read(&key("l1"), 0, NO_WAIT).await.unwrap();
-    assert_eq!(seqs(&all.events), vec![1, 2, 3, 4, 5]);
-    assert_eq!(all.events[2].data, r#"{"n":3}"#);
-    assert!(!all.ended && !all.missing);
+    assert_eq!(seqs(&all), vec![1, 2, 3, 4, 5]);
+    let LogRead::Events {
+        events: read,
+        ended: done,
+    } = &all
+    else {
+        unreachable!()
+    };
+    assert_eq!(read[2].data, r#"{"n":3}"#);
+    assert!(!done);
     let tail = store.read(&key("l1"), 3, NO_WAIT).await.unwrap();
-    assert_eq!(seqs(&tail.events), vec![4, 5]);
+    assert_eq!(seqs(&tail), vec![4, 5]);
     let none = store.read(&key("l1"), 5, NO_WAIT).await.unwrap();
-    assert!(none.events.is_empty() && !none.ended);
+    assert!(seqs(&none).is_empty() && !ended(&none));
     let other = StreamKey {
         session: "other".into(),
         id: "l1".into(),
@@ -155,9 +291,9 @@ async fn log_reads_after_a_position_in_order(store: &dyn Store) {
         None,
         "a stream is reached only through its session"
     );
-    assert!(store.read(&other, 0, NO_WAIT).await.unwrap().missing);
-    let meta = store.stream_meta(&key("l1")).await.unwrap().unwrap();
-    assert_eq!((meta.id.as_str(), meta.kind), ("l1", StreamKind::Request));
+    assert_eq!(store.read(&other, 0, NO_WAIT).await.unwrap(), LogRead::Missing);
+    let m = store.stream_meta(&key("l1")).await.unwrap().unwrap();
+    assert_eq!((m.id.as_str(), m.kind), ("l1", StreamKind::Request));
 }
 
 async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
@@ -166,37 +302,57 @@ async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
         let store = store.clone();
         tokio::spawn(async move { store.read(&key("l2"), 0, Duration::from_secs(30)).await.unwrap() })
     };
-    store.append(&key("l2"), &events(1..=1)).await.unwrap();
+    store.append(&key("l2"), &writer(), &events(1..=1)).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(seqs(&read.events), vec![1]);
+    assert_eq!(seqs(&read), vec![1]);
 }
 
 async fn end_marker_stops_readers(store: &dyn Store) {
     stream(store, "l3").await;
-    store.append(&key("l3"), &events(1..=2)).await.unwrap();
-    store.end_stream(&key("l3")).await.unwrap();
+    store.append(&key("l3"), &writer(), &events(1..=2)).await.unwrap();
+    store.end_stream(&key("l3"), &writer()).await.unwrap();
+    store
+        .end_stream(&key("l3"), &writer())
+        .await
+        .expect("ending twice is a no-op");
     let all = store.read(&key("l3"), 0, NO_WAIT).await.unwrap();
-    assert_eq!(seqs(&all.events), vec![1, 2]);
-    assert!(all.ended);
+    assert_eq!(seqs(&all), vec![1, 2]);
+    assert!(ended(&all));
     let after = store.read(&key("l3"), 2, Duration::from_secs(30)).await.unwrap();
-    assert!(after.events.is_empty() && after.ended);
+    assert!(seqs(&after).is_empty() && ended(&after));
 }
 
-async fn log_keeps_the_newest_events(store: &dyn Store) {
+async fn log_keeps_the_newest_events_and_a_reader_behind_them_sees_a_gap(store: &dyn Store) {
     stream(store, "l4").await;
     for seq in 1..=20 {
-        store.append(&key("l4"), &events(seq..=seq)).await.unwrap();
+        store
+            .append(&key("l4"), &writer(), &events(seq..=seq))
+            .await
+            .unwrap();
     }
-    let kept = store.read(&key("l4"), 0, NO_WAIT).await.unwrap();
-    assert_eq!(seqs(&kept.events), (13..=20).collect::<Vec<_>>());
+    assert_eq!(
+        store.read(&key("l4"), 0, NO_WAIT).await.unwrap(),
+        LogRead::Gap { first: 13 },
+        "events 1 to 12 were dropped: replaying from 0 would skip them"
+    );
+    assert_eq!(
+        store.read(&key("l4"), 11, NO_WAIT).await.unwrap(),
+        LogRead::Gap { first: 13 }
+    );
+    assert_eq!(
+        seqs(&store.read(&key("l4"), 12, NO_WAIT).await.unwrap()),
+        (13..=20).collect::<Vec<_>>()
+    );
 }
 
 async fn unknown_stream_reads_as_missing(store: &dyn Store) {
-    let read = store.read(&key("never"), 0, NO_WAIT).await.unwrap();
-    assert!(read.missing && read.events.is_empty());
+    assert_eq!(
+        store.read(&key("never"), 0, NO_WAIT).await.unwrap(),
+        LogRead::Missing
+    );
     assert_eq!(store.stream_meta(&key("never")).await.unwrap(), None);
 }
 
@@ -210,81 +366,33 @@ async fn delivered_cursor_only_moves_forward(store: &dyn Store) {
 
 async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
     for session in ["gone", "kept"] {
-        assert!(store.create_session(&record(session), IDLE).await.unwrap());
-        let meta = StreamMeta {
-            id: format!("{session}1"),
-            session_id: session.into(),
-            kind: StreamKind::Request,
-            pending: Vec::new(),
-            replica: "replica-a".into(),
-        };
-        store.create_stream(&meta).await.unwrap();
-        store.append(&meta.key(), &events(1..=2)).await.unwrap();
+        assert!(store.create_session(&record(session)).await.unwrap());
+        let m = meta(session, &format!("{session}1"), StreamKind::Request);
+        store.create_stream(&m, &writer()).await.unwrap();
+        store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
     }
     assert!(store.delete_session("gone").await.unwrap());
-    assert!(
-        store
-            .read(
-                &StreamKey {
-                    session: "gone".into(),
-                    id: "gone1".into()
-                },
-                0,
-                NO_WAIT
-            )
-            .await
-            .unwrap()
-            .missing
-    );
-    assert_eq!(
-        store
-            .stream_meta(&StreamKey {
-                session: "gone".into(),
-                id: "gone1".into()
-            })
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(
-        seqs(
-            &store
-                .read(
-                    &StreamKey {
-                        session: "kept".into(),
-                        id: "kept1".into()
-                    },
-                    0,
-                    NO_WAIT
-                )
-                .await
-                .unwrap()
-                .events
-        ),
-        vec![1, 2]
-    );
+    let gone = meta("gone", "gone1", StreamKind::Request).key();
+    assert_eq!(store.read(&gone, 0, NO_WAIT).await.unwrap(), LogRead::Missing);
+    assert_eq!(store.stream_meta(&gone).await.unwrap(), None);
+    let kept = meta("kept", "kept1", StreamKind::Request).key();
+    assert_eq!(seqs(&store.read(&kept, 0, NO_WAIT).await.unwrap()), vec![1, 2]);
 }
 
 async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
-    let meta = |id: &str, kind, pending: Vec<serde_json::Value>| StreamMeta {
-        id: id.into(),
-        session_id: "o".into(),
-        kind,
-        pending,
-        replica: "replica-a".into(),
-    };
-    let open = meta(
-        "open",
-        StreamKind::Request,
-        vec![serde_json::json!(7), serde_json::json!("x")],
-    );
-    let done = meta("done", StreamKind::Request, vec![serde_json::json!(8)]);
-    let standalone = meta("get", StreamKind::Standalone, vec![]);
+    let mut open = meta("o", "open", StreamKind::Request);
+    open.pending = vec![serde_json::json!(7), serde_json::json!("x")];
+    let mut done = meta("o", "done", StreamKind::Request);
+    done.pending = vec![serde_json::json!(8)];
+    let standalone = meta("o", "get", StreamKind::Standalone);
     for m in [&open, &done, &standalone] {
-        store.create_stream(m).await.unwrap();
+        store.create_stream(m, &writer()).await.unwrap();
     }
-    store.end_stream(&done.key()).await.unwrap();
-    assert_eq!(store.open_streams("o").await.unwrap(), vec![open.clone()]);
+    store.end_stream(&done.key(), &writer()).await.unwrap();
+    let found = store.open_streams("o").await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].meta, open);
+    assert_eq!(found[0].writer, writer().to_string());
     assert_eq!(
         store.stream_meta(&done.key()).await.unwrap(),
         Some(done),
@@ -296,9 +404,9 @@ async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
 async fn last_seq_is_the_newest_event(store: &dyn Store) {
     let k = stream(store, "ls").await;
     assert_eq!(store.last_seq(&k).await.unwrap(), 0);
-    store.append(&k, &events(1..=3)).await.unwrap();
+    store.append(&k, &writer(), &events(1..=3)).await.unwrap();
     assert_eq!(store.last_seq(&k).await.unwrap(), 3);
-    store.end_stream(&k).await.unwrap();
+    store.end_stream(&k, &writer()).await.unwrap();
     assert_eq!(
         store.last_seq(&k).await.unwrap(),
         3,
@@ -306,43 +414,126 @@ async fn last_seq_is_the_newest_event(store: &dyn Store) {
     );
 }
 
-async fn one_claim_wins_a_race(store: Arc<dyn Store>) {
-    assert!(store.create_session(&record("c"), IDLE).await.unwrap());
+async fn appends_are_idempotent_and_only_the_writer_appends(store: &dyn Store) {
+    let k = stream(store, "w").await;
+    store.append(&k, &writer(), &events(1..=3)).await.unwrap();
+    // A batch retried after a lost reply, overlapping what landed.
+    store
+        .append(&k, &writer(), &events(2..=4))
+        .await
+        .expect("a retried batch is not an error");
+    assert_eq!(seqs(&store.read(&k, 0, NO_WAIT).await.unwrap()), vec![1, 2, 3, 4]);
+    let other = Instance {
+        replica: "replica-b".into(),
+        incarnation: "9".into(),
+    };
+    assert!(matches!(
+        store.append(&k, &other, &events(5..=5)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(!store.take_stream(&k, &other.to_string(), &other).await.unwrap());
     assert!(
-        !store.claim_session("c", "replica-x", "replica-b").await.unwrap(),
-        "only the owner can be claimed from"
+        store
+            .take_stream(&k, &writer().to_string(), &other)
+            .await
+            .unwrap()
     );
+    assert!(matches!(
+        store.append(&k, &writer(), &events(5..=5)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    assert!(matches!(
+        store.end_stream(&k, &writer()).await,
+        Err(StoreError::Fenced(_))
+    ));
+    store.append(&k, &other, &events(5..=5)).await.unwrap();
+    store.end_stream(&k, &other).await.unwrap();
+    let read = store.read(&k, 3, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&read), vec![4, 5]);
+    assert!(ended(&read));
+    assert!(store.open_streams("s").await.unwrap().is_empty());
+}
+
+async fn a_standalone_stream_goes_on_under_a_new_writer(store: &dyn Store) {
+    let m = meta("s", "g", StreamKind::Standalone);
+    store.create_stream(&m, &writer()).await.unwrap();
+    store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
+    let next = Instance {
+        replica: "replica-b".into(),
+        incarnation: "3".into(),
+    };
+    store.create_stream(&m, &next).await.unwrap();
+    assert!(matches!(
+        store.append(&m.key(), &writer(), &events(3..=3)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    let last = store.last_seq(&m.key()).await.unwrap();
+    assert_eq!(last, 2);
+    store.append(&m.key(), &next, &events(3..=3)).await.unwrap();
+    assert_eq!(
+        seqs(&store.read(&m.key(), 0, NO_WAIT).await.unwrap()),
+        vec![1, 2, 3]
+    );
+}
+
+async fn one_claim_wins_a_race(store: Arc<dyn Store>) {
+    assert!(store.create_session(&record("c")).await.unwrap());
     let tasks: Vec<_> = ["replica-b", "replica-c", "replica-d"]
         .into_iter()
         .map(|to| {
             let store = store.clone();
-            tokio::spawn(async move { (to, store.claim_session("c", "replica-a", to).await.unwrap()) })
+            tokio::spawn(async move {
+                let owner = Owner::Held(Instance {
+                    replica: to.into(),
+                    incarnation: "1".into(),
+                });
+                let won = store.claim_session("c", 1, &owner, None).await.unwrap();
+                (owner, won)
+            })
         })
         .collect();
     let mut winners = Vec::new();
     for task in tasks {
-        let (to, won) = task.await.unwrap();
-        if won {
-            winners.push(to);
+        let (owner, won) = task.await.unwrap();
+        if let Some(epoch) = won {
+            winners.push((owner, epoch));
         }
     }
     assert_eq!(winners.len(), 1);
-    assert_eq!(store.get_session("c").await.unwrap().unwrap().owner, winners[0]);
-    assert!(
-        !store
-            .claim_session("gone", "replica-a", "replica-b")
+    let got = store.get_session("c").await.unwrap().unwrap();
+    assert_eq!((got.owner, got.epoch), winners[0].clone());
+    assert_eq!(
+        store
+            .claim_session("gone", 1, &Owner::Released, None)
             .await
-            .unwrap()
+            .unwrap(),
+        None
     );
 }
 
-async fn replicas_register_and_deregister(store: &dyn Store) {
-    assert_eq!(store.replica_addr("r1").await.unwrap(), None);
-    store.heartbeat("r1", "10.0.0.1:8081", IDLE).await.unwrap();
+async fn replicas_register_and_deregister_by_incarnation(store: &dyn Store) {
+    let old = Instance {
+        replica: "r1".into(),
+        incarnation: "old".into(),
+    };
+    let new = Instance {
+        replica: "r1".into(),
+        incarnation: "new".into(),
+    };
+    assert_eq!(store.registration("r1").await.unwrap(), None);
+    let ttl = Duration::from_secs(60);
+    store.heartbeat(&old, "10.0.0.1:8081", false, ttl).await.unwrap();
+    let got = store.registration("r1").await.unwrap().unwrap();
     assert_eq!(
-        store.replica_addr("r1").await.unwrap().as_deref(),
-        Some("10.0.0.1:8081")
+        (got.incarnation.as_str(), got.addr.as_str(), got.draining),
+        ("old", "10.0.0.1:8081", false)
     );
-    store.deregister("r1").await.unwrap();
-    assert_eq!(store.replica_addr("r1").await.unwrap(), None);
+    // The pod restarts under the same name; the old process's late goodbye
+    // must not remove the new one.
+    store.heartbeat(&new, "10.0.0.9:8081", true, ttl).await.unwrap();
+    store.deregister(&old).await.unwrap();
+    let got = store.registration("r1").await.unwrap().unwrap();
+    assert_eq!((got.incarnation.as_str(), got.draining), ("new", true));
+    store.deregister(&new).await.unwrap();
+    assert_eq!(store.registration("r1").await.unwrap(), None);
 }

@@ -99,7 +99,8 @@ impl Upstream {
     }
 }
 
-fn describe(e: &hyper_util::client::legacy::Error) -> String {
+/// An HTTP client error with its chain of causes.
+pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
@@ -110,8 +111,9 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-fn hop_by_hop(name: &HeaderName) -> bool {
+/// Headers that describe one connection, not the message (RFC 9110
+/// §7.6.1): the standard ones, and any the `Connection` header names.
+fn hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -123,7 +125,12 @@ fn hop_by_hop(name: &HeaderName) -> bool {
             | "upgrade"
             | "proxy-authorization"
             | "proxy-authenticate"
-    )
+    ) || headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
 /// The client's headers to pass upstream: end-to-end ones, minus what
@@ -132,7 +139,7 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if hop_by_hop(name)
+        if hop_by_hop(name, headers)
             || *name == header::HOST
             || *name == header::CONTENT_LENGTH
             || *name == header::ACCEPT_ENCODING
@@ -152,7 +159,7 @@ pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
 pub fn upstream_headers_for_client(headers: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if hop_by_hop(name) || *name == header::CONTENT_LENGTH || *name == MCP_SESSION_ID {
+        if hop_by_hop(name, headers) || *name == header::CONTENT_LENGTH || *name == MCP_SESSION_ID {
             continue;
         }
         out.append(name.clone(), value.clone());
@@ -174,8 +181,10 @@ mod tests {
         h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer t"));
         h.insert("mcp-protocol-version", HeaderValue::from_static("2025-06-18"));
+        h.append(header::CONNECTION, HeaderValue::from_static("x-trace-hop, Close"));
+        h.insert("x-trace-hop", HeaderValue::from_static("named in Connection"));
         let out = client_headers_for_upstream(&h);
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 2, "{out:?}");
         assert!(out.contains_key(header::AUTHORIZATION));
         assert!(out.contains_key("mcp-protocol-version"));
 
@@ -183,7 +192,9 @@ mod tests {
         r.insert(MCP_SESSION_ID.clone(), HeaderValue::from_static("upstream-id"));
         r.insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
         r.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.insert(header::CONNECTION, HeaderValue::from_static("x-upstream-hop"));
+        r.insert("x-upstream-hop", HeaderValue::from_static("1"));
         let out = upstream_headers_for_client(&r);
-        assert_eq!(out.len(), 1);
+        assert_eq!(out.len(), 1, "{out:?}");
     }
 }

@@ -2,4 +2,6 @@
 
 mod http;
 
-pub use self::http::{Upstream, UpstreamRequest, client_headers_for_upstream, upstream_headers_for_client};
+pub use self::http::{
+    Upstream, UpstreamRequest, client_headers_for_upstream, describe, upstream_headers_for_client,
+};

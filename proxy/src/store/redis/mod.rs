@@ -1,50 +1,51 @@
 //! The Redis store: every replica sees every session and every stream.
 //!
 //! Keys, all of one session under one hash tag so they share a Cluster slot:
-//! - `P:{S}:session` — hash: the session record, sliding idle TTL;
-//! - `P:{S}:streams` — hash: stream id -> JSON `{k: kind, p: pending request
-//!   ids, e: ended}`, for every log of the session;
+//! - `P:{S}:session` — hash: the session record; idle TTL;
+//! - `P:{S}:subs` — set: the resources the client subscribed to;
+//! - `P:{S}:streams` — hash: stream id -> JSON `{k: kind, p: pending ids}`;
+//! - `P:{S}:open` — hash: stream id -> writer, for streams not yet ended;
 //! - `P:{S}:delivered` — hash: stream id -> seq delivered to a client;
 //! - `P:{S}:log:<stream>` — Redis Stream: entry `<seq>-0` per event (fields
-//!   `d` data, `e` type), capped with MAXLEN, TTL'd with the retention; an
-//!   entry with field `end` marks the stream complete;
-//! - `P:replica:<id>` — a live replica's peer address, with a heartbeat TTL.
+//!   `d` data, `e` type), capped with MAXLEN. While the stream is open the
+//!   log lives as long as its session (its TTL follows the session's idle
+//!   TTL); an entry with field `end` ends it, and then the retention counts.
+//!   With `WAIT` durability, an entry `<seq>-1` (field `c`) marks every event
+//!   up to `seq` as acknowledged by the replicas: readers deliver nothing
+//!   past the newest such mark;
+//! - `P:replica:<name>` — a live replica's registration, heartbeat TTL.
 //!
-//! Invariants that need more than one command run as Lua scripts (create only
-//! if absent, update only if present, delete with every log, forward-only
-//! delivery cursor), so concurrent replicas cannot interleave them.
+//! Invariants that need more than one command run as Lua scripts, so
+//! concurrent replicas cannot interleave them.
 
-use std::sync::Mutex;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::Value;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
-use redis::{AsyncConnectionConfig, Client, RedisError, Script, Value};
+use shadowcat_crds::RedisSettings;
 
+use self::conn::{Conn, Connector, unavailable};
 use self::scripts::Scripts;
 
+mod conn;
 mod scripts;
 #[cfg(test)]
 mod tests;
 
 use super::{
-    LogLimits, LogRead, READ_BATCH, Result, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
-    StreamKind, StreamMeta,
+    Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange, SessionRecord,
+    Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update,
 };
-
-/// Time allowed for one Redis command (blocking reads get their wait on top).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The Redis [`Store`].
 pub struct RedisStore {
-    client: Client,
-    conn: ConnectionManager,
+    conns: Connector,
     prefix: String,
-    limits: LogLimits,
-    /// Connections for blocking reads (XREAD BLOCK would stall every other
-    /// command on the shared multiplexed connection). Returned after use.
-    blocking: Mutex<Vec<MultiplexedConnection>>,
+    limits: StoreLimits,
+    /// Replicas that must acknowledge an append, and how long to wait.
+    wait: Option<(u32, Duration)>,
     scripts: Scripts,
 }
 
@@ -52,147 +53,175 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
-}
-
-fn unavailable(e: RedisError) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
+/// Keys of one session.
+struct Keys {
+    session: String,
+    subs: String,
+    streams: String,
+    open: String,
+    delivered: String,
+    log_prefix: String,
+}
+
 impl RedisStore {
-    /// A store at `url` (`redis://` or `rediss://`) whose keys start with
-    /// `prefix`. Connects lazily and reconnects by itself, so a Redis that is
-    /// down at start or goes away later is an error per call, not a crash.
-    pub fn new(url: &str, prefix: &str, limits: LogLimits) -> Result<Self> {
-        let client = Client::open(url).map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+    /// A store for `settings` whose logs keep what `limits` allow. Connects
+    /// lazily and reconnects by itself, so a Redis that is down at start or
+    /// goes away later is an error per call, not a crash.
+    pub fn new(settings: &RedisSettings, limits: StoreLimits) -> Result<Self> {
         Ok(Self {
-            client,
-            conn,
-            prefix: prefix.to_owned(),
+            conns: Connector::new(settings)?,
+            prefix: settings.prefix.clone(),
             limits,
-            blocking: Mutex::default(),
+            wait: (settings.wait_replicas > 0).then_some((settings.wait_replicas, settings.wait_timeout)),
             scripts: Scripts::new(),
         })
     }
 
-    fn session_key(&self, session: &str) -> String {
-        format!("{}:{{{session}}}:session", self.prefix)
-    }
-
-    fn streams_key(&self, session: &str) -> String {
-        format!("{}:{{{session}}}:streams", self.prefix)
-    }
-
-    fn delivered_key(&self, session: &str) -> String {
-        format!("{}:{{{session}}}:delivered", self.prefix)
-    }
-
-    fn log_prefix(&self, session: &str) -> String {
-        format!("{}:{{{session}}}:log:", self.prefix)
+    fn keys(&self, session: &str) -> Keys {
+        let base = format!("{}:{{{session}}}:", self.prefix);
+        Keys {
+            session: format!("{base}session"),
+            subs: format!("{base}subs"),
+            streams: format!("{base}streams"),
+            open: format!("{base}open"),
+            delivered: format!("{base}delivered"),
+            log_prefix: format!("{base}log:"),
+        }
     }
 
     fn log_key(&self, key: &StreamKey) -> String {
-        format!("{}{}", self.log_prefix(&key.session), key.id)
-    }
-
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
-    }
-
-    async fn blocking_conn(&self, wait: Duration) -> Result<MultiplexedConnection> {
-        let pooled = self.blocking.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        if let Some(conn) = pooled {
-            return Ok(conn);
-        }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(COMMAND_TIMEOUT))
-            .set_response_timeout(Some(COMMAND_TIMEOUT + wait));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(unavailable)
-    }
-
-    fn return_blocking(&self, conn: MultiplexedConnection) {
-        let mut pool = self.blocking.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 64 {
-            pool.push(conn);
-        }
+        format!("{}:{{{}}}:log:{}", self.prefix, key.session, key.id)
     }
 
     fn replica_key(&self, replica: &str) -> String {
         format!("{}:replica:{replica}", self.prefix)
     }
 
-    fn fields(record: &SessionRecord) -> Vec<(&'static str, String)> {
-        let mut fields = vec![
-            ("id", record.id.clone()),
-            ("protocol_version", record.protocol_version.clone()),
-            ("owner", record.owner.clone()),
-            ("initialize", record.initialize.clone()),
-            ("standalone_stream", record.standalone_stream.clone()),
-            ("created_ms", record.created_ms.to_string()),
-            (
-                "replay",
-                serde_json::to_string(&record.replay).unwrap_or_else(|_| "[]".into()),
-            ),
-        ];
-        if let Some(upstream) = &record.upstream_id {
-            fields.push(("upstream_id", upstream.clone()));
-        }
-        fields
+    async fn conn(&self) -> Result<Conn> {
+        self.conns.shared().await
     }
 
-    async fn write_session(&self, script: &Script, record: &SessionRecord, idle: Duration) -> Result<bool> {
-        let mut invocation = script.key(self.session_key(&record.id));
-        invocation.arg(ms(idle));
-        for (field, value) in Self::fields(record) {
-            invocation.arg(field).arg(value);
+    /// Entries kept per log: with acknowledgement marks, one per event too.
+    fn max_len(&self) -> usize {
+        match self.wait {
+            Some(_) => self.limits.max_events * 2,
+            None => self.limits.max_events,
         }
-        let written: i64 = invocation
-            .invoke_async(&mut self.conn())
+    }
+
+    /// Registry entries outlive the session's idle time and any log's retention.
+    fn registry_ttl(&self) -> Duration {
+        self.limits.idle.max(self.limits.retention)
+    }
+
+    async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<i64> {
+        let mut conn = self.conn().await?;
+        invocation
+            .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)?;
-        Ok(written == 1)
+            .map_err(fenced_or_unavailable)
+    }
+
+    /// Waits until the configured replicas hold what `conn` wrote to `log`,
+    /// then marks events up to `seq` acknowledged.
+    async fn acknowledge(&self, conn: &mut Conn, log: &str, seq: u64) -> Result<()> {
+        let Some((replicas, timeout)) = self.wait else {
+            return Ok(());
+        };
+        let acked = conn.wait(log, replicas, timeout).await?;
+        if acked < replicas {
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of {replicas} Redis replicas acknowledged within {timeout:?}"
+            )));
+        }
+        let marked: redis::RedisResult<Value> = redis::cmd("XADD")
+            .arg(log)
+            .arg("MAXLEN")
+            .arg(self.max_len())
+            .arg(format!("{seq}-1"))
+            .arg("c")
+            .arg(1)
+            .query_async(conn)
+            .await;
+        match marked {
+            Ok(_) => Ok(()),
+            // A later event or mark is there already: it covers this one.
+            Err(e) if e.to_string().contains("equal or smaller") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 }
 
-fn record_from(map: std::collections::HashMap<String, String>) -> Result<Option<SessionRecord>> {
+fn fenced_or_unavailable(e: redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    if text.contains("FENCED") {
+        StoreError::Fenced(text)
+    } else {
+        StoreError::Unavailable(text)
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn fields(record: &SessionRecord) -> Vec<(&'static str, String)> {
+    let mut fields = vec![
+        ("id", record.id.clone()),
+        ("protocol_version", record.protocol_version.clone()),
+        ("owner", record.owner.stored()),
+        ("epoch", record.epoch.to_string()),
+        ("initialize", record.initialize.clone()),
+        ("standalone_stream", record.standalone_stream.clone()),
+        ("created_ms", record.created_ms.to_string()),
+    ];
+    for (name, value) in [
+        ("upstream_id", &record.upstream_id),
+        ("owner_addr", &record.owner_addr),
+        ("log_level", &record.log_level),
+    ] {
+        if let Some(value) = value {
+            fields.push((name, value.clone()));
+        }
+    }
+    fields
+}
+
+fn record_from(
+    mut map: HashMap<String, String>,
+    subscriptions: BTreeSet<String>,
+) -> Result<Option<SessionRecord>> {
     if map.is_empty() {
         return Ok(None);
     }
-    let get = |k: &str| {
-        map.get(k)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("session without `{k}`")))
+    let mut take = |k: &str| {
+        map.remove(k)
+            .ok_or_else(|| corrupt(format!("session without `{k}`")))
     };
+    let owner = take("owner")?;
     Ok(Some(SessionRecord {
-        id: get("id")?,
-        upstream_id: map.get("upstream_id").cloned(),
-        protocol_version: get("protocol_version")?,
-        owner: get("owner")?,
-        initialize: get("initialize")?,
-        standalone_stream: get("standalone_stream")?,
-        created_ms: get("created_ms")?
+        id: take("id")?,
+        protocol_version: take("protocol_version")?,
+        owner: Owner::from_stored(&owner).ok_or_else(|| corrupt(format!("bad owner {owner:?}")))?,
+        epoch: take("epoch")?.parse().map_err(|_| corrupt("bad epoch"))?,
+        initialize: take("initialize")?,
+        standalone_stream: take("standalone_stream")?,
+        created_ms: take("created_ms")?
             .parse()
-            .map_err(|_| StoreError::Corrupt("bad created_ms".into()))?,
-        replay: match map.get("replay") {
-            None => Vec::new(),
-            Some(text) => {
-                serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad replay: {e}")))?
-            }
-        },
+            .map_err(|_| corrupt("bad created_ms"))?,
+        upstream_id: map.remove("upstream_id"),
+        owner_addr: map.remove("owner_addr"),
+        log_level: map.remove("log_level"),
+        subscriptions,
     }))
 }
 
@@ -203,109 +232,214 @@ struct Entry {
     k: String,
     #[serde(default)]
     p: serde_json::Value,
-    #[serde(default)]
-    e: bool,
-    #[serde(default)]
-    r: String,
 }
 
-fn meta_from(key: &StreamKey, text: &str) -> Result<(StreamMeta, bool)> {
-    let entry: Entry =
-        serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad stream entry: {e}")))?;
+fn meta_from(key: &StreamKey, text: &str) -> Result<StreamMeta> {
+    let entry: Entry = serde_json::from_str(text).map_err(|e| corrupt(format!("bad stream entry: {e}")))?;
     let kind = match entry.k.as_str() {
         "request" => StreamKind::Request,
         "standalone" => StreamKind::Standalone,
-        other => return Err(StoreError::Corrupt(format!("unknown stream kind {other}"))),
+        other => return Err(corrupt(format!("unknown stream kind {other}"))),
     };
-    let pending = match entry.p {
-        serde_json::Value::Array(ids) => ids,
-        _ => Vec::new(),
-    };
-    Ok((
-        StreamMeta {
-            id: key.id.clone(),
-            session_id: key.session.clone(),
-            kind,
-            pending,
-            replica: entry.r,
+    Ok(StreamMeta {
+        id: key.id.clone(),
+        session_id: key.session.clone(),
+        kind,
+        pending: match entry.p {
+            serde_json::Value::Array(ids) => ids,
+            _ => Vec::new(),
         },
-        entry.e,
-    ))
+    })
 }
 
-/// Turns stream entries into events; `true` when the end marker was among them.
-fn events_from(ids: Vec<StreamId>) -> Result<(Vec<StoredEvent>, bool)> {
-    let mut events = Vec::with_capacity(ids.len());
+/// What a range of log entries holds.
+#[derive(Default)]
+struct Entries {
+    events: Vec<StoredEvent>,
+    /// The newest acknowledgement mark.
+    acked: u64,
+    ended: bool,
+    /// The id of the last entry, to block for what comes after it.
+    last_id: Option<String>,
+}
+
+fn entries_from(ids: Vec<StreamId>) -> Result<Entries> {
+    let mut out = Entries::default();
     for entry in ids {
+        out.last_id = Some(entry.id.clone());
         if entry.contains_key("end") {
-            return Ok((events, true));
+            out.ended = true;
+            break;
         }
-        let seq = entry
+        let (seq, sub) = entry
             .id
-            .split('-')
-            .next()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("bad entry id {}", entry.id)))?;
+            .split_once('-')
+            .and_then(|(seq, sub)| Some((seq.parse::<u64>().ok()?, sub)))
+            .ok_or_else(|| corrupt(format!("bad entry id {}", entry.id)))?;
+        if sub != "0" {
+            out.acked = out.acked.max(seq);
+            continue;
+        }
         let data: String = entry
             .get("d")
-            .ok_or_else(|| StoreError::Corrupt(format!("entry {} without data", entry.id)))?;
-        events.push(StoredEvent {
+            .ok_or_else(|| corrupt(format!("entry {} without data", entry.id)))?;
+        out.events.push(StoredEvent {
             seq,
             event: entry.get("e"),
             data,
         });
     }
-    Ok((events, false))
+    Ok(out)
+}
+
+impl RedisStore {
+    /// What a reader after `after` may be given from `entries`: `None` when
+    /// nothing yet (and the stream goes on).
+    fn deliverable(&self, mut entries: Entries, after: u64) -> Option<LogRead> {
+        if let Some(first) = entries.events.first()
+            && first.seq > after + 1
+        {
+            return Some(LogRead::Gap { first: first.seq });
+        }
+        if self.wait.is_some() {
+            let acked = entries.acked;
+            let before = entries.events.len();
+            entries.events.retain(|e| e.seq <= acked);
+            if entries.events.len() < before {
+                entries.ended = false;
+            }
+        }
+        (!entries.events.is_empty() || entries.ended).then_some(LogRead::Events {
+            events: entries.events,
+            ended: entries.ended,
+        })
+    }
+
+    async fn range(&self, log: &str, after: u64) -> Result<Entries> {
+        let range: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(log)
+            .arg(format!("({after}-0"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(READ_BATCH)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        entries_from(range.ids)
+    }
+
+    /// Blocks until an entry after `from` arrives or `wait` passes.
+    async fn block(&self, log: &str, from: &str, wait: Duration) -> Result<()> {
+        let mut conn = self.conns.dedicated(wait).await?;
+        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(ms(wait))
+            .arg("STREAMS")
+            .arg(log)
+            .arg(from)
+            .query_async(&mut conn)
+            .await;
+        match reply {
+            Ok(_) => {
+                self.conns.put_back(conn);
+                Ok(())
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
 }
 
 #[async_trait]
 impl Store for RedisStore {
-    async fn create_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool> {
-        self.write_session(&self.scripts.create, record, idle).await
+    async fn create_session(&self, record: &SessionRecord) -> Result<bool> {
+        let mut invocation = self.scripts.create.key(self.keys(&record.id).session);
+        invocation.arg(ms(self.limits.idle));
+        for (field, value) in fields(record) {
+            invocation.arg(field).arg(value);
+        }
+        Ok(self.run(invocation).await? == 1)
     }
 
     async fn get_session(&self, id: &str) -> Result<Option<SessionRecord>> {
-        let map: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.session_key(id))
-            .query_async(&mut self.conn())
+        let keys = self.keys(id);
+        let (map, subs): (HashMap<String, String>, BTreeSet<String>) = redis::pipe()
+            .cmd("HGETALL")
+            .arg(&keys.session)
+            .cmd("SMEMBERS")
+            .arg(&keys.subs)
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        record_from(map)
+        record_from(map, subs)
     }
 
-    async fn update_session(&self, record: &SessionRecord, idle: Duration) -> Result<bool> {
-        self.write_session(&self.scripts.update, record, idle).await
+    async fn update_session(&self, id: &str, epoch: u64, change: &SessionChange) -> Result<Update> {
+        let keys = self.keys(id);
+        let (op, field, value) = match change {
+            SessionChange::Upstream(Some(v)) => ("set", "upstream_id", v.as_str()),
+            SessionChange::Upstream(None) => ("del", "upstream_id", ""),
+            SessionChange::Version(v) => ("set", "protocol_version", v.as_str()),
+            SessionChange::LogLevel(v) => ("set", "log_level", v.as_str()),
+            SessionChange::Subscribe(uri) => ("sadd", "", uri.as_str()),
+            SessionChange::Unsubscribe(uri) => ("srem", "", uri.as_str()),
+        };
+        let mut invocation = self.scripts.update.key(&keys.session);
+        invocation
+            .key(&keys.subs)
+            .arg(epoch)
+            .arg(ms(self.limits.idle))
+            .arg(op)
+            .arg(field)
+            .arg(value);
+        Ok(match self.run(invocation).await? {
+            0 => Update::Gone,
+            1 => Update::Applied,
+            _ => Update::Fenced,
+        })
     }
 
-    async fn touch_session(&self, id: &str, idle: Duration) -> Result<bool> {
-        let touched: i64 = self
-            .scripts
-            .touch
-            .key(self.session_key(id))
-            .key(self.streams_key(id))
-            .key(self.delivered_key(id))
-            .arg(ms(idle))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(touched == 1)
+    async fn touch_session(&self, id: &str) -> Result<bool> {
+        let keys = self.keys(id);
+        let mut invocation = self.scripts.touch.key(&keys.session);
+        invocation
+            .key(&keys.streams)
+            .key(&keys.delivered)
+            .key(&keys.open)
+            .key(&keys.subs)
+            .arg(ms(self.limits.idle))
+            .arg(&keys.log_prefix);
+        Ok(self.run(invocation).await? == 1)
     }
 
     async fn delete_session(&self, id: &str) -> Result<bool> {
-        let deleted: i64 = self
-            .scripts
-            .delete
-            .key(self.session_key(id))
-            .key(self.streams_key(id))
-            .key(self.delivered_key(id))
-            .arg(self.log_prefix(id))
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(deleted == 1)
+        let keys = self.keys(id);
+        let mut invocation = self.scripts.delete.key(&keys.session);
+        invocation
+            .key(&keys.streams)
+            .key(&keys.delivered)
+            .key(&keys.open)
+            .key(&keys.subs)
+            .arg(&keys.log_prefix);
+        Ok(self.run(invocation).await? == 1)
     }
 
-    async fn create_stream(&self, meta: &StreamMeta) -> Result<()> {
+    async fn claim_session(
+        &self,
+        id: &str,
+        epoch: u64,
+        to: &Owner,
+        addr: Option<&str>,
+    ) -> Result<Option<u64>> {
+        let mut invocation = self.scripts.claim.key(self.keys(id).session);
+        invocation.arg(epoch).arg(to.stored()).arg(addr.unwrap_or(""));
+        let epoch = self.run(invocation).await?;
+        Ok((epoch > 0).then(|| u64::try_from(epoch).unwrap_or(0)))
+    }
+
+    async fn create_stream(&self, meta: &StreamMeta, writer: &Instance) -> Result<()> {
+        let keys = self.keys(&meta.session_id);
         let kind = match meta.kind {
             StreamKind::Request => "request",
             StreamKind::Standalone => "standalone",
@@ -313,159 +447,153 @@ impl Store for RedisStore {
         let entry = Entry {
             k: kind.into(),
             p: serde_json::Value::Array(meta.pending.clone()),
-            e: false,
-            r: meta.replica.clone(),
         };
-        let entry = serde_json::to_string(&entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.scripts
-            .add_stream
-            .key(self.streams_key(&meta.session_id))
+        let entry = serde_json::to_string(&entry).map_err(corrupt)?;
+        let mut invocation = self.scripts.add_stream.key(&keys.streams);
+        invocation
+            .key(&keys.open)
+            .key(self.log_key(&meta.key()))
             .arg(&meta.id)
             .arg(entry)
-            .arg(ms(self.limits.retention))
-            .invoke_async::<i64>(&mut self.conn())
-            .await
-            .map(drop)
-            .map_err(unavailable)
+            .arg(writer.to_string())
+            .arg(ms(self.registry_ttl()))
+            .arg(ms(self.limits.idle));
+        self.run(invocation).await.map(drop)
     }
 
     async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>> {
         let entry: Option<String> = redis::cmd("HGET")
-            .arg(self.streams_key(&key.session))
+            .arg(self.keys(&key.session).streams)
             .arg(&key.id)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        entry
-            .map(|text| meta_from(key, &text).map(|(meta, _)| meta))
-            .transpose()
+        entry.map(|text| meta_from(key, &text)).transpose()
     }
 
-    async fn append(&self, key: &StreamKey, events: &[StoredEvent]) -> Result<()> {
-        // One round trip for the whole batch: persist, then deliver.
+    async fn append(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()> {
+        let Some(last) = events.last() else { return Ok(()) };
         let log = self.log_key(key);
-        let mut pipe = redis::pipe();
+        let mut invocation = self.scripts.append.key(&log);
+        invocation
+            .key(self.keys(&key.session).open)
+            .arg(&key.id)
+            .arg(writer.to_string())
+            .arg(self.max_len())
+            .arg(ms(self.limits.idle));
         for event in events {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&log)
-                .arg("MAXLEN")
-                .arg(self.limits.max_events);
-            cmd.arg(format!("{}-0", event.seq)).arg("d").arg(&event.data);
-            if let Some(kind) = &event.event {
-                cmd.arg("e").arg(kind);
-            }
-            cmd.ignore();
+            invocation
+                .arg(event.seq)
+                .arg(event.event.as_deref().unwrap_or(""))
+                .arg(&event.data);
         }
-        pipe.cmd("PEXPIRE")
-            .arg(&log)
-            .arg(ms(self.limits.retention))
-            .ignore();
-        pipe.query_async::<()>(&mut self.conn())
+        if self.wait.is_none() {
+            return self.run(invocation).await.map(drop);
+        }
+        // `WAIT` covers the writes of the connection it is sent on: append
+        // and wait on a connection of our own.
+        let mut conn = self.conns.dedicated(Duration::ZERO).await?;
+        invocation
+            .invoke_async::<i64>(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(fenced_or_unavailable)?;
+        self.acknowledge(&mut conn, &log, last.seq).await?;
+        self.conns.put_back(conn);
+        Ok(())
     }
 
-    async fn end_stream(&self, key: &StreamKey) -> Result<()> {
-        self.scripts
-            .end_stream
-            .key(self.log_key(key))
-            .key(self.streams_key(&key.session))
+    async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
+        let mut invocation = self.scripts.end_stream.key(self.log_key(key));
+        invocation
+            .key(self.keys(&key.session).open)
             .arg(&key.id)
-            .arg(ms(self.limits.retention))
-            .invoke_async::<i64>(&mut self.conn())
-            .await
-            .map(drop)
-            .map_err(unavailable)
+            .arg(writer.to_string())
+            .arg(ms(self.limits.retention));
+        self.run(invocation).await.map(drop)
+    }
+
+    async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool> {
+        let mut invocation = self.scripts.take_stream.key(self.keys(&key.session).open);
+        invocation.arg(&key.id).arg(from).arg(to.to_string());
+        Ok(self.run(invocation).await? == 1)
     }
 
     async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
         let log = self.log_key(key);
-        let range: StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&log)
-            .arg(format!("({after}-0"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let (events, ended) = events_from(range.ids)?;
-        if !events.is_empty() || ended {
-            return Ok(LogRead {
-                events,
-                ended,
-                missing: false,
-            });
+        let entries = self.range(&log, after).await?;
+        let from = entries.last_id.clone();
+        if let Some(read) = self.deliverable(entries, after) {
+            return Ok(read);
         }
-        if self.stream_meta(key).await?.is_none() {
-            return Ok(LogRead {
-                missing: true,
-                ..Default::default()
-            });
+        if from.is_none() {
+            // Nothing after `after` at all: an open stream waits, a stream
+            // that ended with its log expired (or never existed) is missing.
+            let open: bool = redis::cmd("HEXISTS")
+                .arg(self.keys(&key.session).open)
+                .arg(&key.id)
+                .query_async(&mut self.conn().await?)
+                .await
+                .map_err(unavailable)?;
+            if !open {
+                return Ok(LogRead::Missing);
+            }
         }
-        let mut conn = self.blocking_conn(wait).await?;
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(READ_BATCH)
-            .arg("BLOCK")
-            .arg(ms(wait))
-            .arg("STREAMS")
-            .arg(&log)
-            .arg(format!("{after}-0"))
-            .query_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
-        self.return_blocking(conn);
-        let ids = reply
-            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default();
-        let (events, ended) = events_from(ids)?;
-        Ok(LogRead {
-            events,
-            ended,
-            missing: false,
-        })
+        let from = from.unwrap_or_else(|| format!("{after}-0"));
+        self.block(&log, &from, wait).await?;
+        let entries = self.range(&log, after).await?;
+        Ok(self.deliverable(entries, after).unwrap_or(LogRead::Events {
+            events: Vec::new(),
+            ended: false,
+        }))
     }
 
     async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()> {
-        self.scripts
-            .delivered
-            .key(self.delivered_key(&key.session))
-            .arg(&key.id)
-            .arg(seq)
-            .arg(ms(self.limits.retention))
-            .invoke_async::<i64>(&mut self.conn())
-            .await
-            .map(drop)
-            .map_err(unavailable)
+        let mut invocation = self.scripts.delivered.key(self.keys(&key.session).delivered);
+        invocation.arg(&key.id).arg(seq).arg(ms(self.registry_ttl()));
+        self.run(invocation).await.map(drop)
     }
 
     async fn delivered(&self, key: &StreamKey) -> Result<u64> {
         let seq: Option<u64> = redis::cmd("HGET")
-            .arg(self.delivered_key(&key.session))
+            .arg(self.keys(&key.session).delivered)
             .arg(&key.id)
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         Ok(seq.unwrap_or(0))
     }
 
-    async fn open_streams(&self, session: &str) -> Result<Vec<StreamMeta>> {
-        let all: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(self.streams_key(session))
-            .query_async(&mut self.conn())
+    async fn open_streams(&self, session: &str) -> Result<Vec<OpenStream>> {
+        let keys = self.keys(session);
+        let mut conn = self.conn().await?;
+        let writers: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(&keys.open)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        if writers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&String> = writers.keys().collect();
+        let metas: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(&keys.streams)
+            .arg(&ids)
+            .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
         let mut open = Vec::new();
-        for (id, text) in all {
+        for (id, text) in ids.into_iter().zip(metas) {
+            let Some(text) = text else { continue };
             let key = StreamKey {
                 session: session.to_owned(),
-                id,
+                id: id.clone(),
             };
-            let (meta, ended) = meta_from(&key, &text)?;
-            if meta.kind == StreamKind::Request && !ended {
-                open.push(meta);
+            let meta = meta_from(&key, &text)?;
+            if meta.kind == StreamKind::Request {
+                open.push(OpenStream {
+                    writer: writers[id].clone(),
+                    meta,
+                });
             }
         }
         Ok(open)
@@ -477,67 +605,71 @@ impl Store for RedisStore {
             .arg("+")
             .arg("-")
             .arg("COUNT")
-            .arg(2)
-            .query_async(&mut self.conn())
+            .arg(3)
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        let ids = newest
-            .ids
-            .into_iter()
-            .filter(|e| !e.contains_key("end"))
-            .take(1)
-            .collect();
-        Ok(events_from(ids)?.0.first().map_or(0, |e| e.seq))
+        let mut last = 0;
+        for entry in newest.ids.into_iter().filter(|e| !e.contains_key("end")) {
+            let seq = entry
+                .id
+                .split('-')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            last = last.max(seq);
+        }
+        Ok(last)
     }
 
-    async fn claim_session(&self, id: &str, from: &str, to: &str) -> Result<bool> {
-        let won: i64 = self
-            .scripts
-            .claim
-            .key(self.session_key(id))
-            .arg(from)
-            .arg(to)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        Ok(won == 1)
-    }
-
-    async fn heartbeat(&self, replica: &str, addr: &str, ttl: Duration) -> Result<()> {
+    async fn heartbeat(&self, me: &Instance, addr: &str, draining: bool, ttl: Duration) -> Result<()> {
+        let value = serde_json::json!({"i": me.incarnation, "a": addr, "d": draining}).to_string();
         redis::cmd("SET")
-            .arg(self.replica_key(replica))
-            .arg(addr)
+            .arg(self.replica_key(&me.replica))
+            .arg(value)
             .arg("PX")
             .arg(ms(ttl))
-            .query_async::<()>(&mut self.conn())
+            .query_async::<()>(&mut self.conn().await?)
             .await
             .map_err(unavailable)
     }
 
-    async fn replica_addr(&self, replica: &str) -> Result<Option<String>> {
-        redis::cmd("GET")
+    async fn registration(&self, replica: &str) -> Result<Option<Registration>> {
+        let value: Option<String> = redis::cmd("GET")
             .arg(self.replica_key(replica))
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let Some(value) = value else { return Ok(None) };
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            i: String,
+            a: String,
+            d: bool,
+        }
+        let stored: Stored =
+            serde_json::from_str(&value).map_err(|e| corrupt(format!("bad registration: {e}")))?;
+        Ok(Some(Registration {
+            incarnation: stored.i,
+            addr: stored.a,
+            draining: stored.d,
+        }))
     }
 
-    async fn deregister(&self, replica: &str) -> Result<()> {
-        redis::cmd("DEL")
-            .arg(self.replica_key(replica))
-            .query_async::<()>(&mut self.conn())
-            .await
-            .map_err(unavailable)
+    async fn deregister(&self, me: &Instance) -> Result<()> {
+        let mut invocation = self.scripts.deregister.key(self.replica_key(&me.replica));
+        invocation.arg(&me.incarnation);
+        self.run(invocation).await.map(drop)
     }
 
     async fn ping(&self) -> Result<()> {
         let pong: Value = redis::cmd("PING")
-            .query_async(&mut self.conn())
+            .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
         match pong {
             Value::SimpleString(_) | Value::BulkString(_) => Ok(()),
-            other => Err(StoreError::Corrupt(format!("PING answered {other:?}"))),
+            other => Err(corrupt(format!("PING answered {other:?}"))),
         }
     }
 }

@@ -1,13 +1,17 @@
-//! The Redis store against a real redis-server of the tests' own.
+//! The Redis store against real redis-servers of the tests' own: one plain
+//! server, one speaking only TLS (certificates made by the test), and a
+//! three-primary Cluster.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::*;
+use shadowcat_crds::{RedisTopology, SidecarConfig, StoreSettings};
 
-/// A redis-server of the test's own, on a free port, gone when dropped.
+use super::*;
+use crate::store::suite;
+
+/// A redis-server of the test's own, gone when dropped.
 struct Server {
     child: std::process::Child,
-    url: String,
 }
 
 impl Drop for Server {
@@ -17,96 +21,156 @@ impl Drop for Server {
     }
 }
 
-async fn server() -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn spawn(args: &[&str]) -> Server {
     let child = std::process::Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("redis-server must be on PATH (tests/peers/install.sh checks)");
-    let server = Server {
-        child,
-        url: format!("redis://127.0.0.1:{port}"),
-    };
-    let store = RedisStore::new(&server.url, "probe", limits()).unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.ping().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "redis-server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    server
+    Server { child }
 }
 
-fn limits() -> LogLimits {
-    LogLimits {
+/// Settings for `store` as a user would write them (so they go through the
+/// same validation), with `extra` YAML lines for the `redis:` block.
+fn settings(store: &str, prefix: &str, redis: &str) -> RedisSettings {
+    let yaml = format!(
+        "upstream: http://127.0.0.1:1/mcp\nstore: {store}\nstorePrefix: {prefix}\n{}",
+        if redis.is_empty() {
+            String::new()
+        } else {
+            format!("redis:\n{redis}")
+        }
+    );
+    match SidecarConfig::from_yaml(&yaml).unwrap().validate().unwrap().store {
+        StoreSettings::Redis(settings) => settings,
+        StoreSettings::Memory => unreachable!(),
+    }
+}
+
+fn limits() -> StoreLimits {
+    StoreLimits {
+        idle: Duration::from_secs(60),
         max_events: 8,
+        max_log_bytes: 1 << 20,
         max_streams: 16,
+        max_bytes: 1 << 30,
         retention: Duration::from_secs(60),
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn redis_store_passes_the_store_suite() {
-    let server = server().await;
+async fn until_up(store: &RedisStore) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while let Err(e) = store.ping().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "redis did not come up: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn plain() -> (Server, String) {
+    let port = free_port();
+    let server = spawn(&["--port", &port.to_string()]);
+    let url = format!("redis://127.0.0.1:{port}");
+    until_up(&RedisStore::new(&settings(&url, "probe", ""), limits()).unwrap()).await;
+    (server, url)
+}
+
+/// Runs the store suite with a fresh prefix per test on the same server.
+async fn suite_over(store: &str, redis: &str, limits: StoreLimits) {
     let n = AtomicUsize::new(0);
-    super::super::suite::run_all(|| {
-        // A fresh prefix is a fresh, empty store on the same server.
+    suite::run_all(|| {
         let prefix = format!("t{}", n.fetch_add(1, Ordering::SeqCst));
-        let url = server.url.clone();
-        async move { Arc::new(RedisStore::new(&url, &prefix, limits()).unwrap()) as Arc<dyn Store> }
+        let settings = settings(store, &prefix, redis);
+        async move { Arc::new(RedisStore::new(&settings, limits).unwrap()) as Arc<dyn Store> }
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn redis_sessions_expire_when_idle() {
-    let server = server().await;
-    let store = RedisStore::new(&server.url, "idle", limits()).unwrap();
-    let record = super::super::suite::record("idle");
-    assert!(
-        store
-            .create_session(&record, Duration::from_millis(300))
-            .await
-            .unwrap()
-    );
-    assert!(store.get_session("idle").await.unwrap().is_some());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while store.get_session("idle").await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "session never expired");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+async fn redis_store_passes_the_store_suite() {
+    let (_server, url) = plain().await;
+    suite_over(&url, "", limits()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
+    let (_server, url) = plain().await;
+    let store = RedisStore::new(
+        &settings(&url, "ret", ""),
+        StoreLimits {
+            idle: Duration::from_secs(60),
+            retention: Duration::from_millis(400),
+            ..limits()
+        },
+    )
+    .unwrap();
+    let me = suite::writer();
+    assert!(store.create_session(&suite::record("s")).await.unwrap());
+    let open = suite::meta("s", "open", StreamKind::Request);
+    let done = suite::meta("s", "done", StreamKind::Request);
+    for m in [&open, &done] {
+        store.create_stream(m, &me).await.unwrap();
+        let event = StoredEvent {
+            seq: 1,
+            event: None,
+            data: "{}".into(),
+        };
+        store.append(&m.key(), &me, &[event]).await.unwrap();
     }
-    assert!(
-        !store
-            .touch_session("idle", Duration::from_secs(10))
-            .await
-            .unwrap()
-    );
+    store.end_stream(&done.key(), &me).await.unwrap();
+    crate::test_support::eventually("the finished log to expire", || async {
+        (store.read(&done.key(), 0, Duration::ZERO).await.unwrap() == LogRead::Missing).then_some(())
+    })
+    .await;
+    // Quiet for longer than the retention, and still whole.
+    assert!(matches!(
+        store.read(&open.key(), 0, Duration::ZERO).await.unwrap(),
+        LogRead::Events { ref events, ended: false } if events.len() == 1
+    ));
+    let mut conn = store.conn().await.unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(store.log_key(&open.key()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 30_000, "an open log lives with its session (ttl {ttl} ms)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_sessions_expire_when_idle() {
+    let (_server, url) = plain().await;
+    let store = RedisStore::new(
+        &settings(&url, "idle", ""),
+        StoreLimits {
+            idle: Duration::from_millis(300),
+            ..limits()
+        },
+    )
+    .unwrap();
+    assert!(store.create_session(&suite::record("idle")).await.unwrap());
+    assert!(store.get_session("idle").await.unwrap().is_some());
+    crate::test_support::eventually("the session to expire", || async {
+        store.get_session("idle").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert!(!store.touch_session("idle").await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_down_is_an_error_not_a_hang() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let store = RedisStore::new(&format!("redis://127.0.0.1:{port}"), "down", limits()).unwrap();
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let store = RedisStore::new(&settings(&url, "down", ""), limits()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(10), store.get_session("x")).await;
     assert!(
         matches!(result, Ok(Err(StoreError::Unavailable(_)))),
@@ -116,25 +180,49 @@ async fn redis_down_is_an_error_not_a_hang() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_race_to_adopt_one_session_100_times_and_one_wins_each() {
-    let server = server().await;
-    let a = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
-    let b = Arc::new(RedisStore::new(&server.url, "race", limits()).unwrap());
-    let idle = Duration::from_secs(60);
+    let (_server, url) = plain().await;
+    let a = Arc::new(RedisStore::new(&settings(&url, "race", ""), limits()).unwrap());
+    let b = Arc::new(RedisStore::new(&settings(&url, "race", ""), limits()).unwrap());
+    let owner = |name: &str| {
+        Owner::Held(Instance {
+            replica: name.into(),
+            incarnation: "1".into(),
+        })
+    };
+    let (to_a, to_b) = (owner("replica-a"), owner("replica-b"));
     let mut wins = [0usize; 2];
     for round in 0..100 {
-        let mut record = super::super::suite::record(&format!("s{round}"));
-        record.owner = "dead-replica".into();
-        assert!(a.create_session(&record, idle).await.unwrap());
+        let record = suite::record(&format!("s{round}"));
+        assert!(a.create_session(&record).await.unwrap());
         let id = record.id.clone();
         let (ra, rb) = tokio::join!(
-            a.claim_session(&id, "dead-replica", "replica-a"),
-            b.claim_session(&id, "dead-replica", "replica-b"),
+            a.claim_session(&id, 1, &to_a, None),
+            b.claim_session(&id, 1, &to_b, None),
         );
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
-        assert!(ra ^ rb, "round {round}: exactly one claim wins (a={ra}, b={rb})");
-        let owner = a.get_session(&id).await.unwrap().unwrap().owner;
-        assert_eq!(owner, if ra { "replica-a" } else { "replica-b" });
-        wins[usize::from(rb)] += 1;
+        assert!(
+            ra.is_some() ^ rb.is_some(),
+            "round {round}: exactly one claim wins (a={ra:?}, b={rb:?})"
+        );
+        let got = a.get_session(&id).await.unwrap().unwrap();
+        assert_eq!(got.owner, if ra.is_some() { to_a.clone() } else { to_b.clone() });
+        assert_eq!(got.epoch, 2);
+        wins[usize::from(rb.is_some())] += 1;
     }
     assert_eq!(wins[0] + wins[1], 100);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_cluster_url_names_its_nodes() {
+    let StoreSettings::Redis(s) = SidecarConfig::from_yaml(
+        "upstream: http://127.0.0.1:1/mcp\nstore: redis+cluster://127.0.0.1:7000,127.0.0.1:7001\n",
+    )
+    .unwrap()
+    .validate()
+    .unwrap()
+    .store
+    else {
+        panic!("not redis")
+    };
+    assert!(matches!(s.topology, RedisTopology::Cluster(ref nodes) if nodes.len() == 2));
 }

@@ -1,0 +1,107 @@
+//! Is a replica alive? Only proof that it is gone justifies taking its
+//! sessions or streams over.
+//!
+//! - Registered as another incarnation: the pod restarted under its name;
+//!   the old process is gone.
+//! - Registered as the same incarnation: alive (serving or draining) —
+//!   unless, when asked to confirm, its peer port refuses the connection
+//!   (killed: its registration outlives it by up to a heartbeat TTL) or
+//!   another process answers there. A probe that merely times out proves
+//!   nothing: a slow owner is not a dead one.
+//! - Not registered: its heartbeat may just have missed a Redis hiccup, so
+//!   ask it directly at its last known peer address. It is gone only if that
+//!   probe fails or another process answers.
+
+use std::time::Duration;
+
+use crate::app::App;
+use crate::error::Result;
+use crate::peer::Probe;
+use crate::store::{Instance, Owner, SessionRecord};
+
+/// How long a liveness probe waits for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What is known of a process.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Liveness {
+    /// Alive and taking requests at this peer address.
+    Serving(String),
+    /// Alive but shutting down: its pumps still run, it takes nothing new.
+    Draining,
+    /// Gone, and why that is certain.
+    Gone(&'static str),
+}
+
+/// Whether a registered process is taken at its word, or asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// Its registration is enough (a forward that follows finds out anyway
+    /// whether it is refused).
+    Registration,
+    /// Ask it at its address too (before taking its streams over).
+    Confirm,
+}
+
+/// Checks the owner of `record` (not this process).
+pub async fn of_owner(app: &App, record: &SessionRecord, check: Check) -> Result<Liveness> {
+    let Owner::Held(owner) = &record.owner else {
+        return Ok(Liveness::Gone("its owner released it"));
+    };
+    of_instance(app, owner, record.owner_addr.as_deref(), check).await
+}
+
+/// Checks a stream's writer, given as [`Instance`] text. Its last known
+/// address is the session's owner address when it owns the session.
+pub async fn of_writer(app: &App, writer: &str, record: Option<&SessionRecord>) -> Result<Liveness> {
+    let Some(instance) = Instance::parse(writer) else {
+        return Ok(Liveness::Gone("its writer is unreadable"));
+    };
+    let addr = record
+        .filter(|r| r.owner.is(&instance))
+        .and_then(|r| r.owner_addr.as_deref());
+    of_instance(app, &instance, addr, Check::Confirm).await
+}
+
+async fn of_instance(app: &App, instance: &Instance, addr: Option<&str>, check: Check) -> Result<Liveness> {
+    let registered = match app.store.registration(&instance.replica).await? {
+        Some(r) if r.incarnation != instance.incarnation => {
+            return Ok(Liveness::Gone("its replica restarted as another process"));
+        }
+        Some(r) => r,
+        None => {
+            let Some(addr) = addr else {
+                return Ok(Liveness::Gone("it is not registered and left no address"));
+            };
+            return Ok(match probe(app, instance, addr).await {
+                Some(true) => {
+                    tracing::info!(%instance, addr, "not registered but answering; treating it as alive");
+                    Liveness::Serving(addr.to_owned())
+                }
+                _ => Liveness::Gone("it is not registered and does not answer"),
+            });
+        }
+    };
+    if check == Check::Confirm
+        && !registered.addr.is_empty()
+        && probe(app, instance, &registered.addr).await == Some(false)
+    {
+        return Ok(Liveness::Gone("its peer port refuses it"));
+    }
+    Ok(match registered.draining {
+        true => Liveness::Draining,
+        false => Liveness::Serving(registered.addr),
+    })
+}
+
+/// Asks the process at `addr` who it is: `Some(true)` when it is
+/// `instance`, `Some(false)` when something else answers or nothing listens,
+/// `None` when there is no answer in time (which proves nothing).
+async fn probe(app: &App, instance: &Instance, addr: &str) -> Option<bool> {
+    let peer = app.peer.as_ref()?;
+    match tokio::time::timeout(PROBE_TIMEOUT, peer.instance_at(addr)).await {
+        Ok(Probe::Instance(answer)) => Some(instance.matches(&answer)),
+        Ok(Probe::Refused) => Some(false),
+        Ok(Probe::NoAnswer) | Err(_) => None,
+    }
+}
