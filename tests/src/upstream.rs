@@ -1,18 +1,41 @@
-//! A scriptable MCP upstream, in process, for the tests that must control
-//! exactly when each event is sent (resumption, no-buffering, timeouts).
+//! A scriptable MCP upstream, for the tests that must control exactly when
+//! each event is sent (resumption, no-buffering, timeouts) or what the
+//! server does (slow calls, server-initiated messages). It runs in process
+//! ([`Scripted::start`]) or as its own process (the `scripted-upstream`
+//! binary), so a test can kill, restart or stop it.
 //!
-//! - `initialize` -> JSON result, upstream session id `up-N`;
-//! - notifications and responses -> 202;
-//! - `tools/call` `echo` -> JSON result; `stream` -> an event stream of
-//!   `count` progress notifications then the result, each event sent only
-//!   after the test releases it through [`Scripted::release`]; `slow` -> never
-//!   answers, not even with headers;
-//! - GET -> 405; DELETE -> 200.
+//! - `initialize` -> JSON result, upstream session id `up-N` (`<tag>-N` with
+//!   a tag, so restarted processes never reuse an id);
+//! - notifications and responses -> 202 (a response to a sampling request
+//!   the server sent goes to the call waiting for it);
+//! - `tools/call`:
+//!   - `echo` (and any unknown name) -> JSON result `ok`;
+//!   - `stream` -> an event stream of `count` progress notifications then
+//!     the result; each event waits for [`Scripted::release`], or for
+//!     `delay_ms` when given;
+//!   - `sleep` -> a JSON result after `ms` milliseconds;
+//!   - `slow` -> never answers, not even with headers;
+//!   - `notify` -> sends `notifications/message` with `text` on the
+//!     session's standalone streams, then a JSON result;
+//!   - `sample` -> an event stream carrying a `sampling/createMessage`
+//!     request; once the client answers it, the result echoes the sample;
+//!   - `big` -> an event stream whose one event, the result, carries a text
+//!     of `bytes` bytes;
+//! - GET -> 405, or the session's standalone stream with
+//!   [`Options::standalone`] (503 while [`Scripted::fail_gets`] says so);
+//!   DELETE -> 200.
+//!
+//! Every message is recorded ([`Scripted::seen`]); with [`Options::log`],
+//! also appended to a file as JSON lines, which outlives the process.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -21,12 +44,12 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 type Body = BoxBody<Bytes, Infallible>;
 
 /// What the upstream saw of one request.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Seen {
     /// HTTP method.
     pub method: String,
@@ -34,6 +57,25 @@ pub struct Seen {
     pub session: Option<String>,
     /// JSON-RPC method, if any.
     pub rpc_method: Option<String>,
+    /// JSON-RPC id, if any.
+    #[serde(default)]
+    pub id: Option<Value>,
+    /// The tool a `tools/call` named.
+    #[serde(default)]
+    pub tool: Option<String>,
+}
+
+/// How to run it.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Port to listen on (0: any).
+    pub port: u16,
+    /// Offer a standalone (GET) stream.
+    pub standalone: bool,
+    /// Append every request seen to this file as JSON lines.
+    pub log: Option<PathBuf>,
+    /// Prefix of the upstream session ids it mints (`up` by default).
+    pub tag: Option<String>,
 }
 
 /// The running upstream and its controls.
@@ -50,18 +92,40 @@ pub struct Scripted {
 }
 
 impl Scripted {
-    /// Starts it on a free port.
+    /// Starts it on a free port, without a standalone stream.
     pub async fn start() -> Scripted {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(Options::default()).await
+    }
+
+    /// Starts it as `options` say.
+    pub async fn start_with(options: Options) -> Scripted {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port))
+            .await
+            .unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let log = options.log.as_ref().map(|path| {
+            Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            )
+        });
         let state = Arc::new(State {
             gate: Arc::new(Semaphore::new(0)),
             sent: Arc::new(AtomicUsize::new(0)),
             sent_changed: Arc::new(Notify::new()),
             seen: Arc::default(),
+            log,
+            tag: options.tag.unwrap_or_else(|| "up".into()),
+            standalone: options.standalone,
             sessions: AtomicUsize::new(0),
             forgotten_below: AtomicUsize::new(0),
             forgotten_status: std::sync::atomic::AtomicU16::new(404),
+            streams: Mutex::default(),
+            samples: Mutex::default(),
+            failing_gets: AtomicUsize::new(0),
         });
         let scripted = Scripted {
             url,
@@ -129,6 +193,32 @@ impl Scripted {
             .filter_map(|s| s.rpc_method.clone())
             .collect()
     }
+
+    /// How many `tools/call` of `tool` it received.
+    pub fn calls(&self, tool: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.tool.as_deref() == Some(tool))
+            .count()
+    }
+
+    /// Makes the next `n` GETs fail with 503, as a briefly unwell server would.
+    pub fn fail_gets(&self, n: usize) {
+        self.state.failing_gets.store(n, Ordering::SeqCst);
+    }
+
+    /// Standalone (GET) streams open now.
+    pub fn standalone_streams(&self) -> usize {
+        self.state
+            .streams
+            .lock()
+            .unwrap()
+            .values()
+            .map(|senders| senders.iter().filter(|s| !s.is_closed()).count())
+            .sum()
+    }
 }
 
 #[derive(Debug)]
@@ -137,11 +227,36 @@ struct State {
     sent: Arc<AtomicUsize>,
     sent_changed: Arc<Notify>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    log: Option<Mutex<std::fs::File>>,
+    tag: String,
+    standalone: bool,
     sessions: AtomicUsize,
     /// Sessions numbered below this are forgotten (a restart).
     forgotten_below: AtomicUsize,
     /// What a forgotten session gets: 404, or 400 as some servers answer.
     forgotten_status: std::sync::atomic::AtomicU16,
+    /// Open standalone streams by upstream session.
+    streams: Mutex<HashMap<String, Vec<mpsc::Sender<Bytes>>>>,
+    /// Sampling requests waiting for the client's answer, by request id.
+    samples: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// GETs still to fail.
+    failing_gets: AtomicUsize,
+}
+
+impl State {
+    fn record(&self, seen: Seen) {
+        if let Some(log) = &self.log {
+            let mut file = log.lock().unwrap();
+            let _ = writeln!(file, "{}", serde_json::to_string(&seen).unwrap());
+            let _ = file.flush();
+        }
+        self.seen.lock().unwrap().push(seen);
+    }
+
+    fn sent_one(&self) {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.sent_changed.notify_waiters();
+    }
 }
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -160,14 +275,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
     let rpc_method = message
         .as_ref()
         .and_then(|m| m["method"].as_str().map(str::to_owned));
-    state.seen.lock().unwrap().push(Seen {
+    let tool = match rpc_method.as_deref() {
+        Some("tools/call") => message
+            .as_ref()
+            .and_then(|m| m.pointer("/params/name")?.as_str().map(str::to_owned)),
+        _ => None,
+    };
+    state.record(Seen {
         method: method.clone(),
         session: session.clone(),
         rpc_method: rpc_method.clone(),
+        id: message.as_ref().and_then(|m| m.get("id").cloned()),
+        tool: tool.clone(),
     });
     let forgotten = session
         .as_deref()
-        .and_then(|s| s.strip_prefix("up-")?.parse::<usize>().ok())
+        .and_then(|s| s.rsplit('-').next()?.parse::<usize>().ok())
         .is_some_and(|n| n < state.forgotten_below.load(Ordering::SeqCst));
     let response = match method.as_str() {
         _ if forgotten => {
@@ -177,59 +300,134 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             *r.status_mut() = StatusCode::from_u16(code).unwrap();
             r
         }
+        "GET"
+            if state
+                .failing_gets
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok() =>
+        {
+            status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        "GET" if state.standalone => match session {
+            Some(session) => standalone(&state, session),
+            None => status(StatusCode::BAD_REQUEST),
+        },
         "GET" => status(StatusCode::METHOD_NOT_ALLOWED),
         "DELETE" => status(StatusCode::OK),
-        _ if message.as_ref().and_then(|m| m.pointer("/params/name")) == Some(&json!("slow")) => {
+        _ if tool.as_deref() == Some("slow") => {
             // Never answer, not even with headers.
             std::future::pending().await
         }
         _ => {
             let message = message.unwrap_or(Value::Null);
-            post(&state, &message, rpc_method.as_deref())
+            post(&state, &message, rpc_method.as_deref(), tool.as_deref(), session).await
         }
     };
     Ok(response)
 }
 
-fn post(state: &Arc<State>, message: &Value, method: Option<&str>) -> Response<Body> {
+async fn post(
+    state: &Arc<State>,
+    message: &Value,
+    method: Option<&str>,
+    tool: Option<&str>,
+    session: Option<String>,
+) -> Response<Body> {
     let id = message["id"].clone();
+    if method.is_none() && !id.is_null() {
+        // The client answers a request the server sent (sampling).
+        let waiting = state
+            .samples
+            .lock()
+            .unwrap()
+            .remove(&id.as_str().unwrap_or_default().to_owned());
+        if let Some(waiting) = waiting {
+            let _ = waiting.send(message.clone());
+        }
+        return status(StatusCode::ACCEPTED);
+    }
     if id.is_null() {
         return status(StatusCode::ACCEPTED);
     }
-    match (method, message.pointer("/params/name").and_then(Value::as_str)) {
+    let arg = |name: &str| message.pointer(&format!("/params/arguments/{name}")).cloned();
+    let text = |text: String| json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": text}]}});
+    match (method, tool) {
         (Some("initialize"), _) => {
             let n = state.sessions.fetch_add(1, Ordering::SeqCst);
             let version = message
                 .pointer("/params/protocolVersion")
                 .cloned()
                 .unwrap_or(json!("2025-06-18"));
-            let result = json!({"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "scripted", "version": "0"}});
+            let result = json!({"protocolVersion": version, "capabilities": {"tools": {}, "logging": {}}, "serverInfo": {"name": "scripted", "version": "0"}});
             let mut r = json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
             r.headers_mut()
-                .insert("mcp-session-id", format!("up-{n}").parse().unwrap());
+                .insert("mcp-session-id", format!("{}-{n}", state.tag).parse().unwrap());
             r
         }
         (Some("tools/call"), Some("stream")) => {
-            let count = message
-                .pointer("/params/arguments/count")
-                .and_then(Value::as_u64)
-                .unwrap_or(3);
-            stream_response(state.clone(), id, count)
+            let count = arg("count").and_then(|v| v.as_u64()).unwrap_or(3);
+            let delay = arg("delay_ms")
+                .and_then(|v| v.as_u64())
+                .map(Duration::from_millis);
+            stream_response(state.clone(), id, count, delay)
         }
-        _ => json_response(
-            &json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": "ok"}]}}),
-        ),
+        (Some("tools/call"), Some("sleep")) => {
+            let ms = arg("ms").and_then(|v| v.as_u64()).unwrap_or(100);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            json_response(&text(format!("slept {ms} ms")))
+        }
+        (Some("tools/call"), Some("notify")) => {
+            let words = arg("text")
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let note = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": words}});
+            let frame = Bytes::from(format!("event: message\ndata: {note}\n\n"));
+            let senders = session
+                .and_then(|s| state.streams.lock().unwrap().get(&s).cloned())
+                .unwrap_or_default();
+            let mut delivered = 0;
+            for sender in senders {
+                if sender.send(frame.clone()).await.is_ok() {
+                    delivered += 1;
+                }
+            }
+            json_response(&text(format!("notified {delivered}")))
+        }
+        (Some("tools/call"), Some("sample")) => sample_response(state.clone(), id),
+        (Some("tools/call"), Some("big")) => {
+            let bytes = arg("bytes").and_then(|v| v.as_u64()).unwrap_or(1024);
+            let big = text("x".repeat(usize::try_from(bytes).unwrap()));
+            let (tx, body) = channel();
+            tokio::spawn(async move {
+                let _ = tx
+                    .send(Bytes::from(format!("event: message\ndata: {big}\n\n")))
+                    .await;
+            });
+            event_stream(body)
+        }
+        _ => json_response(&text("ok".into())),
     }
 }
 
-fn stream_response(state: Arc<State>, id: Value, count: u64) -> Response<Body> {
+fn standalone(state: &Arc<State>, session: String) -> Response<Body> {
+    let (tx, body) = channel();
+    state.streams.lock().unwrap().entry(session).or_default().push(tx);
+    event_stream(body)
+}
+
+fn stream_response(state: Arc<State>, id: Value, count: u64, delay: Option<Duration>) -> Response<Body> {
     let (tx, body) = channel();
     tokio::spawn(async move {
         for i in 1..=count + 1 {
-            let Ok(permit) = state.gate.acquire().await else {
-                return;
-            };
-            permit.forget();
+            match delay {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => {
+                    let Ok(permit) = state.gate.acquire().await else {
+                        return;
+                    };
+                    permit.forget();
+                }
+            }
             let message = if i <= count {
                 json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": "t", "progress": i, "total": count}})
             } else {
@@ -239,18 +437,54 @@ fn stream_response(state: Arc<State>, id: Value, count: u64) -> Response<Body> {
             if tx.send(Bytes::from(frame)).await.is_err() {
                 return;
             }
-            state.sent.fetch_add(1, Ordering::SeqCst);
-            state.sent_changed.notify_waiters();
+            state.sent_one();
         }
     });
+    event_stream(body)
+}
+
+fn sample_response(state: Arc<State>, id: Value) -> Response<Body> {
+    let (tx, body) = channel();
+    tokio::spawn(async move {
+        let request_id = format!("sample-{}", id.to_string().trim_matches('"'));
+        let (answer_tx, answer) = oneshot::channel();
+        state
+            .samples
+            .lock()
+            .unwrap()
+            .insert(request_id.clone(), answer_tx);
+        let ask = json!({"jsonrpc": "2.0", "id": request_id, "method": "sampling/createMessage",
+            "params": {"messages": [{"role": "user", "content": {"type": "text", "text": "say something"}}], "maxTokens": 10}});
+        if tx
+            .send(Bytes::from(format!("event: message\ndata: {ask}\n\n")))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let Ok(answer) = answer.await else { return };
+        let said = answer
+            .pointer("/result/content/text")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let result = json!({"jsonrpc": "2.0", "id": id, "result": {"content": [{"type": "text", "text": format!("sampled: {said}")}]}});
+        let _ = tx
+            .send(Bytes::from(format!("event: message\ndata: {result}\n\n")))
+            .await;
+    });
+    event_stream(body)
+}
+
+fn event_stream(body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     r.headers_mut()
         .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
-fn channel() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+fn channel() -> (mpsc::Sender<Bytes>, Body) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))));
     (tx, StreamBody::new(stream).boxed())
 }
