@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::client::{Http, http};
 use crate::procs::{RedisServer, Shadowcat};
+use crate::relay::Relay;
 use crate::upstream::Scripted;
 
 /// A running cluster.
@@ -32,6 +33,8 @@ pub struct Cluster {
     pub replicas: Vec<Option<Shadowcat>>,
     /// The Service.
     pub front: Front,
+    /// Each replica's own path to Redis, when the cluster is partitionable.
+    pub relays: Vec<Relay>,
     secret: PathBuf,
     extra: Vec<String>,
 }
@@ -47,8 +50,23 @@ impl Cluster {
         Self::start_over(upstreams, urls, extra).await
     }
 
+    /// Starts `n` replicas as [`Cluster::start`] does, each reaching Redis
+    /// through a relay of its own, so a test can cut one replica off.
+    pub async fn start_partitionable(n: usize, extra: &[&str]) -> Cluster {
+        let mut upstreams = Vec::new();
+        for _ in 0..n {
+            upstreams.push(Scripted::start().await);
+        }
+        let urls = upstreams.iter().map(|u| u.url.clone()).collect();
+        Self::build(upstreams, urls, extra, true).await
+    }
+
     /// Starts one replica in front of each of `urls`.
     pub async fn start_over(upstreams: Vec<Scripted>, urls: Vec<String>, extra: &[&str]) -> Cluster {
+        Self::build(upstreams, urls, extra, false).await
+    }
+
+    async fn build(upstreams: Vec<Scripted>, urls: Vec<String>, extra: &[&str], relayed: bool) -> Cluster {
         let n = urls.len();
         let redis = RedisServer::start().await;
         let secret = std::env::temp_dir().join(format!(
@@ -58,12 +76,19 @@ impl Cluster {
         ));
         std::fs::write(&secret, "a-secret-the-replicas-share\n").unwrap();
         let front = Front::start().await;
+        let mut relays = Vec::new();
+        if relayed {
+            for _ in 0..n {
+                relays.push(Relay::start(&format!("127.0.0.1:{}", redis.port)).await);
+            }
+        }
         let mut cluster = Cluster {
             redis,
             upstreams,
             upstream_urls: urls,
             replicas: (0..n).map(|_| None).collect(),
             front,
+            relays,
             secret,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -77,9 +102,13 @@ impl Cluster {
     pub async fn start_replica(&mut self, i: usize) {
         let id = format!("replica-{i}");
         let secret = self.secret.to_string_lossy().into_owned();
+        let store = match self.relays.get(i) {
+            Some(relay) => format!("redis://{}", relay.addr),
+            None => self.redis.url.clone(),
+        };
         let mut args = vec![
             "--store",
-            self.redis.url.as_str(),
+            store.as_str(),
             "--peer-secret-file",
             secret.as_str(),
             "--peer-listen",
@@ -124,6 +153,16 @@ impl Cluster {
             .wait_line("stopped", |l| l.contains("\"stopped\"").then_some(()))
             .await;
         replica.proc.output()
+    }
+
+    /// Runs `redis-cli` against the cluster's Redis; its output.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Which upstream saw the session's initialize last (its owner's).

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod cluster;
 pub mod procs;
+pub mod relay;
 pub mod upstream;
 
 use std::future::Future;

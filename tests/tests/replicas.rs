@@ -430,3 +430,119 @@ async fn peer_port_refuses_requests_without_a_valid_signature() {
         "served by the owner's upstream"
     );
 }
+
+async fn adoptions(cluster: &Cluster, mcp: &Mcp) -> u64 {
+    let mut total = 0;
+    for replica in cluster.replicas.iter().flatten() {
+        total += metric(&mcp.http, &replica.admin, "shadowcat_session_adoptions_total").await;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_owner_answers_504_and_the_call_runs_once() {
+    let cluster = Cluster::start(2, &["--upstream-timeout", "1s"]).await;
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let owner = cluster.initialized_on()[0];
+    let other = 1 - owner;
+    let mut elsewhere = Mcp::new(&cluster.replicas[other].as_ref().unwrap().url, "2025-06-18");
+    elsewhere.session = mcp.session.clone();
+
+    // Slower than the owner's upstream timeout, sent to the replica that
+    // does not own the session: forwarded, and the owner's 504 comes back.
+    let body = elsewhere.request_body("tools/call", json!({"name": "sleep", "arguments": {"ms": 2500}}));
+    let response = elsewhere.post(&body).await;
+    assert_eq!(response.status(), 504);
+    let answer = shadowcat_tests::client::json_body(response).await;
+    assert_eq!(answer["id"], body["id"], "the error answers the request");
+    assert_eq!(answer["error"]["code"], -32603);
+
+    // The upstream finishes it in its own time; nobody ran it a second time.
+    shadowcat_tests::eventually(
+        "the slow call to run",
+        std::time::Duration::from_secs(10),
+        || async { (cluster.upstreams[owner].calls("sleep") == 1).then_some(()) },
+    )
+    .await;
+    let next = elsewhere
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(next["result"]["content"][0]["text"], "ok");
+    assert_eq!(
+        cluster.upstreams[owner].calls("echo"),
+        1,
+        "the owner still serves it"
+    );
+    assert_eq!(
+        cluster.upstreams[other].calls("sleep") + cluster.upstreams[other].calls("echo"),
+        0
+    );
+    assert_eq!(adoptions(&cluster, &mcp).await, 0, "slow is not dead");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_cut_off_from_redis_keeps_its_sessions() {
+    let cluster = Cluster::start_partitionable(2, &[]).await;
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let owner = cluster.initialized_on()[0];
+    let other = 1 - owner;
+    let mut elsewhere = Mcp::new(&cluster.replicas[other].as_ref().unwrap().url, "2025-06-18");
+    elsewhere.session = mcp.session.clone();
+
+    // The owner loses Redis (not the other replica, not its clients): its
+    // heartbeat stops and its registration expires.
+    cluster.relays[owner].pause();
+    let key = format!("shadowcat:replica:replica-{owner}");
+    shadowcat_tests::eventually(
+        "the owner's registration to expire",
+        std::time::Duration::from_secs(20),
+        || {
+            let exists = cluster.redis_cli(&["EXISTS", &key]);
+            async move { (exists == "0").then_some(()) }
+        },
+    )
+    .await;
+
+    // Unregistered is not gone: asked at its address, the owner answers, so
+    // the request is forwarded, and the owner serves it from its cache.
+    let answer = elsewhere
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+    assert_eq!(cluster.upstreams[owner].calls("echo"), 1);
+    assert_eq!(cluster.upstreams[other].rpc_methods(), Vec::<String>::new());
+    assert_eq!(adoptions(&cluster, &mcp).await, 0, "no mass adoption on a hiccup");
+    cluster.relays[owner].resume();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_restarted_under_its_name_fails_what_the_old_process_left_unanswered() {
+    let mut cluster = Cluster::start(2, &[]).await;
+    let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
+    mcp.initialize().await;
+    let owner = cluster.initialized_on()[0];
+    let mut events = mcp.call_stream(3).await;
+    cluster.upstreams[owner].release(1);
+    let (first_id, first) = events.next_message().await.unwrap();
+    assert_eq!(progress(&first), 1);
+
+    // A StatefulSet pod comes back under the same name, at once: its
+    // registration is fresh, but it is another process.
+    cluster.kill(owner).await;
+    drop(events);
+    cluster.start_replica(owner).await;
+
+    let resumed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        Events::new(mcp.get(first_id.as_deref()).await).rest().await
+    })
+    .await
+    .expect("the lost call is answered, not left waiting");
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    assert_eq!(resumed[0].1["error"]["code"], -32603);
+    let answer = mcp
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+}

@@ -124,3 +124,60 @@ async fn answered_ids(app: &App, key: &StreamKey) -> Result<HashSet<String>, Sto
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shadowcat_crds::SidecarConfig;
+
+    use super::*;
+    use crate::store::{Instance, MemoryStore, Owner, Store, StreamKind, StreamMeta, suite};
+
+    #[tokio::test]
+    async fn only_the_requests_the_log_does_not_answer_get_the_error() {
+        let settings = SidecarConfig {
+            upstream: Some("http://127.0.0.1:1/mcp".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let store = MemoryStore::new(crate::store_limits(&settings));
+        let (app, _abandoned) = App::new(settings, store.clone(), Instance::new("adopter"), None);
+        let gone = Instance::new("gone");
+        let mut record = suite::record("s");
+        record.owner = Owner::Held(gone.clone());
+        record.owner_addr = None;
+        assert!(store.create_session(&record).await.unwrap());
+        let mut meta = StreamMeta {
+            pending: vec![json!(1), json!("two")],
+            ..suite::meta("s", "batch", StreamKind::Request)
+        };
+        meta.pending.push(json!(3));
+        store.create_stream(&meta, &gone).await.unwrap();
+        let answered = StoredEvent {
+            seq: 1,
+            event: None,
+            data: json!({"jsonrpc": "2.0", "id": 1, "result": {}}).to_string(),
+        };
+        let also = StoredEvent {
+            seq: 2,
+            event: None,
+            data: json!({"jsonrpc": "2.0", "id": 3, "error": {"code": 1, "message": "m"}}).to_string(),
+        };
+        store.append(&meta.key(), &gone, &[answered, also]).await.unwrap();
+
+        fail_abandoned(&app, &record).await;
+
+        let LogRead::Events { events, ended } = store.read(&meta.key(), 2, Duration::ZERO).await.unwrap()
+        else {
+            panic!("the log is readable");
+        };
+        assert!(ended, "the stream is ended");
+        let ids: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str::<Value>(&e.data).unwrap()["id"].clone())
+            .collect();
+        assert_eq!(ids, vec![json!("two")], "one error, for the one unanswered id");
+        assert!(store.open_streams("s").await.unwrap().is_empty());
+    }
+}
