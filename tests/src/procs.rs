@@ -217,8 +217,14 @@ impl RedisServer {
     /// Starts one on `port`. With `dir`, it keeps its data there (append-only
     /// file), so a restart on the same port and dir comes back with it.
     pub async fn start_on(port: u16, dir: Option<&std::path::Path>) -> RedisServer {
+        Self::start_with(port, dir, &[]).await
+    }
+
+    /// Starts one on `port` with extra `redis-server` arguments.
+    pub async fn start_with(port: u16, dir: Option<&std::path::Path>, extra: &[&str]) -> RedisServer {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(extra);
         match dir {
             None => cmd.args(["--appendonly", "no"]),
             Some(dir) => {

@@ -73,3 +73,82 @@ async fn sigterm_closes_a_stream_that_outlasts_the_drain_with_retry() {
     assert!(events.raw.contains("retry: 2500"), "{}", events.raw);
     exits_cleanly(&mut proxy).await;
 }
+
+async fn admin_status(proxy: &Shadowcat, method: http::Method, path: &str) -> u16 {
+    let http = shadowcat_tests::client::http();
+    shadowcat_tests::client::send(
+        &http,
+        method,
+        &format!("{}{path}", proxy.admin),
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn sigterm_with_a_shutdown_delay_serves_on_while_not_ready() {
+    let upstream = Scripted::start().await;
+    let mut proxy = Shadowcat::start(&upstream.url, &["--shutdown-delay", "3s"]).await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    proxy.proc.terminate();
+    shadowcat_tests::eventually("readiness to fail", Duration::from_secs(2), || async {
+        (admin_status(&proxy, http::Method::GET, "/readyz").await == 503).then_some(())
+    })
+    .await;
+    // Endpoints take a moment to drop the pod: what still arrives is served.
+    let answer = mcp
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+    let mut late = Mcp::new(&proxy.url, "2025-06-18");
+    late.initialize().await;
+    exits_cleanly(&mut proxy).await;
+}
+
+#[tokio::test]
+async fn post_drain_answers_once_in_flight_answers_are_in_the_log() {
+    let (upstream, mut proxy, mut events) = streaming_call("20s").await;
+    let drain = {
+        let admin = proxy.admin.clone();
+        tokio::spawn(async move {
+            let http = shadowcat_tests::client::http();
+            let response = shadowcat_tests::client::send(
+                &http,
+                http::Method::POST,
+                &format!("{admin}/drain"),
+                &[],
+                bytes::Bytes::new(),
+            )
+            .await;
+            response.status().as_u16()
+        })
+    };
+    shadowcat_tests::eventually("the drain to begin", Duration::from_secs(10), || async {
+        (admin_status(&proxy, http::Method::GET, "/readyz").await == 503).then_some(())
+    })
+    .await;
+    assert!(!drain.is_finished(), "an answer is still on its way");
+    upstream.release(3);
+    let rest = events.rest().await;
+    assert_eq!(
+        rest.last().unwrap().1["result"]["content"][0]["text"],
+        "done after 3"
+    );
+    assert_eq!(
+        within("drain", Duration::from_secs(20), drain).await.unwrap(),
+        200
+    );
+    // Drained: no new connections, still alive for probes until SIGTERM.
+    assert!(
+        tokio::net::TcpStream::connect(proxy.url.trim_start_matches("http://").trim_end_matches("/mcp"))
+            .await
+            .is_err()
+    );
+    assert_eq!(admin_status(&proxy, http::Method::GET, "/healthz").await, 200);
+    proxy.proc.terminate();
+    exits_cleanly(&mut proxy).await;
+}
