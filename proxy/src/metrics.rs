@@ -34,7 +34,7 @@ pub struct ErrorLabels {
 /// Labels of a resumption that could not give every missed event.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MissLabels {
-    /// `gone` (unknown or expired), `trimmed` or `store_unavailable`.
+    /// `gone` (unknown or expired) or `trimmed`.
     pub reason: &'static str,
 }
 

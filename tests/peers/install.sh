@@ -28,6 +28,16 @@ if [[ ! -x .venv/bin/python || ! -f $stamp || requirements.txt -nt $stamp ]]; th
   touch "$stamp"
 fi
 
+command -v openssl >/dev/null || {
+  echo "install.sh: openssl is not on PATH (the Redis TLS tests make their certificates with it)" >&2
+  exit 1
+}
+for tool in redis-server redis-cli; do
+  command -v "$tool" >/dev/null || {
+    echo "install.sh: $tool is not on PATH (Debian: apt-get install -y redis-server)" >&2
+    exit 1
+  }
+done
 command -v redis-server >/dev/null || {
   echo "install.sh: redis-server is not on PATH (Debian: apt-get install -y redis-server)" >&2
   exit 1

@@ -31,6 +31,18 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: Bytes,
 ) -> Response<Incoming> {
+    try_send(http, method, url, headers, body).await.unwrap()
+}
+
+/// Sends one request; `Err` when it gets no response (nothing listens, the
+/// connection broke), as a client sees while a server restarts.
+pub async fn try_send(
+    http: &Http,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Response<Incoming>, String> {
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
@@ -41,7 +53,7 @@ pub async fn send(
         http.request(req.body(Full::new(body)).unwrap()),
     )
     .await
-    .unwrap()
+    .map_err(|e| e.to_string())
 }
 
 /// The whole body as JSON.
@@ -158,6 +170,11 @@ impl Mcp {
 
     /// POSTs `body` with the standard headers (and the session, if any).
     pub async fn post(&self, body: &Value) -> Response<Incoming> {
+        self.try_post(body).await.unwrap()
+    }
+
+    /// [`Mcp::post`], `Err` when no response comes.
+    pub async fn try_post(&self, body: &Value) -> Result<Response<Incoming>, String> {
         let mut headers = vec![
             ("content-type", "application/json"),
             ("accept", "application/json, text/event-stream"),
@@ -166,7 +183,7 @@ impl Mcp {
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.as_str()));
         }
-        send(
+        try_send(
             &self.http,
             Method::POST,
             &self.url,
@@ -178,6 +195,11 @@ impl Mcp {
 
     /// GETs the standalone stream, or resumes after `last_event_id`.
     pub async fn get(&self, last_event_id: Option<&str>) -> Response<Incoming> {
+        self.try_get(last_event_id).await.unwrap()
+    }
+
+    /// [`Mcp::get`], `Err` when no response comes.
+    pub async fn try_get(&self, last_event_id: Option<&str>) -> Result<Response<Incoming>, String> {
         let mut headers = vec![
             ("accept", "text/event-stream"),
             ("mcp-protocol-version", self.version.as_str()),
@@ -188,7 +210,7 @@ impl Mcp {
         if let Some(id) = last_event_id {
             headers.push(("last-event-id", id));
         }
-        send(&self.http, Method::GET, &self.url, &headers, Bytes::new()).await
+        try_send(&self.http, Method::GET, &self.url, &headers, Bytes::new()).await
     }
 
     /// DELETEs the session.

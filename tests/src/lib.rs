@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod procs;
 pub mod relay;
 pub mod upstream;
+pub mod workload;
 
 use std::future::Future;
 use std::path::PathBuf;

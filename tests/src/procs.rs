@@ -112,12 +112,18 @@ pub struct Shadowcat {
 impl Shadowcat {
     /// Starts shadowcat in front of `upstream` with extra flags, on free ports.
     pub async fn start(upstream: &str, extra: &[&str]) -> Shadowcat {
+        Self::start_at(upstream, "127.0.0.1:0", extra).await
+    }
+
+    /// Starts shadowcat with its public listener at `listen` (to come back
+    /// where a killed one was).
+    pub async fn start_at(upstream: &str, listen: &str, extra: &[&str]) -> Shadowcat {
         let mut cmd = Command::new(shadowcat_bin());
         cmd.args([
             "--upstream",
             upstream,
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--admin-listen",
             "127.0.0.1:0",
         ])
@@ -226,7 +232,14 @@ impl RedisServer {
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(extra);
         match dir {
-            None => cmd.args(["--appendonly", "no"]),
+            None => {
+                // Nothing persists, but a replica's full sync still writes an
+                // RDB file to its directory: keep it out of the working tree.
+                let scratch =
+                    std::env::temp_dir().join(format!("shadowcat-redis-{}-{port}", std::process::id()));
+                std::fs::create_dir_all(&scratch).unwrap();
+                cmd.args(["--appendonly", "no", "--dir"]).arg(scratch)
+            }
             Some(dir) => {
                 std::fs::create_dir_all(dir).unwrap();
                 cmd.args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])

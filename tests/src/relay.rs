@@ -15,6 +15,7 @@ pub struct Relay {
     /// `127.0.0.1:PORT` to connect to instead of the target.
     pub addr: String,
     paused: Arc<watch::Sender<bool>>,
+    target: Arc<std::sync::Mutex<String>>,
 }
 
 impl Relay {
@@ -23,14 +24,14 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let paused = Arc::new(watch::Sender::new(false));
-        let target = target.to_owned();
-        let state = paused.clone();
+        let target = Arc::new(std::sync::Mutex::new(target.to_owned()));
+        let (state, current) = (paused.clone(), target.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                let (target, mut gate) = (target.clone(), state.subscribe());
+                let (target, mut gate) = (current.lock().unwrap().clone(), state.subscribe());
                 tokio::spawn(async move {
                     // A connection made while paused waits, like a SYN into a void.
                     let _ = gate.wait_for(|paused| !*paused).await;
@@ -43,7 +44,13 @@ impl Relay {
                 });
             }
         });
-        Relay { addr, paused }
+        Relay { addr, paused, target }
+    }
+
+    /// Sends new connections to `target` from now on (a Service following a
+    /// promoted primary); existing ones stay where they are.
+    pub fn retarget(&self, target: &str) {
+        *self.target.lock().unwrap() = target.to_owned();
     }
 
     /// Stops bytes from flowing (connections stay open).

@@ -170,43 +170,22 @@ struct Tally {
     resumes: usize,
 }
 
-/// One streamed call, read to its result, resuming through the front (with
-/// `Last-Event-ID`) whenever a connection closes first, as SDK clients do.
+/// One streamed call of three progress events, read to its result,
+/// resuming through the front whenever a connection closes first.
 async fn streamed_call(mcp: &Mcp, tally: &mut Tally) -> Result<(), String> {
-    let body = mcp.request_body("tools/call", json!({"name": "stream", "arguments": {"count": 3}}));
-    let response = mcp.post(&body).await;
-    if response.status() != 200 {
-        return Err(format!("stream call answered {}", response.status()));
+    let read = shadowcat_tests::workload::streamed_call(mcp, "stream", json!({"count": 3}), 4).await;
+    let progress_seen = read.progress();
+    tally.resumes += read.resumes;
+    tally.events += progress_seen.len();
+    tally.lost += 3usize.saturating_sub(progress_seen.len());
+    let answer = read
+        .answer()
+        .ok_or_else(|| read.failure.clone().unwrap_or_default())?;
+    match answer.get("result") {
+        Some(_) if progress_seen == [1, 2, 3] => Ok(()),
+        Some(_) => Err(format!("progress {progress_seen:?}")),
+        None => Err(format!("error answer {answer}")),
     }
-    let mut events = Events::new(response);
-    let mut progress_seen = Vec::new();
-    let mut last_id = None;
-    for _ in 0..5 {
-        while let Some((id, message)) = events.next_message().await {
-            last_id = id.or(last_id);
-            if message.get("method").is_some() {
-                progress_seen.push(progress(&message));
-                continue;
-            }
-            tally.events += progress_seen.len();
-            tally.lost += 3usize.saturating_sub(progress_seen.len());
-            return match message.get("result") {
-                Some(_) if progress_seen == [1, 2, 3] => Ok(()),
-                Some(_) => Err(format!("progress {progress_seen:?}")),
-                None => Err(format!("error answer {message}")),
-            };
-        }
-        let Some(id) = last_id.clone() else {
-            return Err("stream closed before any event".into());
-        };
-        tally.resumes += 1;
-        let resumed = mcp.get(Some(&id)).await;
-        if resumed.status() != 200 {
-            return Err(format!("resume answered {}", resumed.status()));
-        }
-        events = Events::new(resumed);
-    }
-    Err("stream never finished".into())
 }
 
 #[tokio::test(flavor = "multi_thread")]

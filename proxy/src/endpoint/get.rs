@@ -36,9 +36,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         // — unless the owner is gone: then adopt first, which answers the
         // lost owner's unfinished requests with errors into their logs.
         let session = placement::adopt_if_orphaned(app, app.sessions.lookup(id).await?, headers).await?;
-        return match resume(app, &session, stream, seq).await {
-            Ok(reader) => Ok(reader.respond(app.clone())),
-            Err(Miss(reason, why)) => {
+        return match resume(app, &session, stream, seq).await? {
+            Resumed::Reader(reader) => Ok(reader.respond(app.clone())),
+            Resumed::Miss(reason, why) => {
                 app.metrics
                     .replay_misses
                     .get_or_create(&MissLabels { reason })
@@ -77,41 +77,44 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
     Ok(reader.respond(app.clone()))
 }
 
-/// Why a resumption cannot give the client every event it missed: a metric
-/// label and words for the client.
+/// What a resumption finds.
 #[derive(Debug)]
-struct Miss(&'static str, String);
-
-impl From<crate::store::StoreError> for Miss {
-    fn from(e: crate::store::StoreError) -> Self {
-        Miss("store_unavailable", e.to_string())
-    }
+enum Resumed {
+    /// A reader that gives every event after the id.
+    Reader(Reader),
+    /// Why it cannot give every event the client missed: a metric label and
+    /// words for the client.
+    Miss(&'static str, String),
 }
 
 /// A reader resuming `stream` after `seq`, if the log still holds every
-/// event after it.
-async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Reader, Miss> {
+/// event after it. A store that cannot be asked is an error (503, retry),
+/// not a miss.
+async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<Resumed, Error> {
     let key = StreamKey {
         session: session.record.id.clone(),
         id: stream.to_owned(),
     };
     let gone = || {
-        Miss(
+        Resumed::Miss(
             "gone",
             "the stream is unknown in this session, or ended longer ago than the retention".into(),
         )
     };
     let Some(meta) = app.store.stream_meta(&key).await? else {
-        return Err(gone());
+        return Ok(gone());
     };
     let last = app.store.last_seq(&key).await?;
     if seq > last {
-        return Err(Miss("gone", format!("the stream has only {last} events")));
+        return Ok(Resumed::Miss(
+            "gone",
+            format!("the stream has only {last} events"),
+        ));
     }
     let first = match app.store.read(&key, seq, Duration::ZERO).await? {
-        LogRead::Missing => return Err(gone()),
+        LogRead::Missing => return Ok(gone()),
         LogRead::Gap { first } => {
-            return Err(Miss(
+            return Ok(Resumed::Miss(
                 "trimmed",
                 format!("events before {stream}.{first} are no longer retained"),
             ));
@@ -119,7 +122,7 @@ async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<
         read => read,
     };
     let standalone = meta.kind == StreamKind::Standalone;
-    Ok(Reader {
+    Ok(Resumed::Reader(Reader {
         stream: key,
         after: seq,
         first: Some(first),
@@ -133,5 +136,5 @@ async fn resume(app: &App, session: &Session, stream: &str, seq: u64) -> Result<
             session.local.ended.child_token()
         },
         on_close: None,
-    })
+    }))
 }

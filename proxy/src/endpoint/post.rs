@@ -274,6 +274,7 @@ async fn start_stream(
         pending,
         initialize_of,
         next_seq: 1,
+        unstored: Vec::new(),
     };
     app.pumps.spawn(pump.run_request(upstream, client_gone.clone()));
     let reader = Reader {

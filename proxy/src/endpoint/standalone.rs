@@ -72,6 +72,7 @@ pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMa
         pending: Vec::new(),
         initialize_of: None,
         next_seq: app.store.last_seq(&meta.key()).await? + 1,
+        unstored: Vec::new(),
     };
     *state = Standalone::Pumping(app.pumps.spawn(run(pump, session.clone(), body)));
     Ok(true)

@@ -5,6 +5,7 @@
 //! JSON-RPC error, then ends the stream.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use super::liveness::{self, Liveness};
 use crate::app::App;
 use crate::mcp::jsonrpc::{self, code};
+use crate::relay::sse::end_with;
 use crate::store::{LogRead, OpenStream, SessionRecord, StoreError, StoredEvent, StreamKey};
 
 /// What the error answers say.
@@ -19,7 +21,7 @@ const LOST: &str = "the upstream replica serving this request was lost before it
 
 /// Fails every open request stream of `record`'s session whose writer is
 /// gone. Streams whose writer is alive (or draining) end by themselves.
-pub async fn fail_abandoned(app: &App, record: &SessionRecord) {
+pub async fn fail_abandoned(app: &Arc<App>, record: &SessionRecord) {
     let open = match app.store.open_streams(&record.id).await {
         Ok(open) => open,
         Err(e) => {
@@ -33,7 +35,7 @@ pub async fn fail_abandoned(app: &App, record: &SessionRecord) {
 }
 
 /// Checks one stream a reader is following; fails it if its writer is gone.
-pub async fn check(app: &App, key: &StreamKey) {
+pub async fn check(app: &Arc<App>, key: &StreamKey) {
     let Ok(open) = app.store.open_streams(&key.session).await else {
         return;
     };
@@ -46,7 +48,7 @@ pub async fn check(app: &App, key: &StreamKey) {
     fail_if_abandoned(app, &record, stream).await;
 }
 
-async fn fail_if_abandoned(app: &App, record: &SessionRecord, stream: OpenStream) {
+async fn fail_if_abandoned(app: &Arc<App>, record: &SessionRecord, stream: OpenStream) {
     let me = app.sessions.me();
     if me.matches(&stream.writer) {
         return;
@@ -73,18 +75,39 @@ async fn fail_if_abandoned(app: &App, record: &SessionRecord, stream: OpenStream
             return;
         }
     }
-    match answer_unanswered(app, &key, &stream.meta.pending).await {
-        Ok(n) => {
-            app.metrics.orphans_answered.inc_by(n as u64);
-            tracing::info!(session = %record.id, stream = %key, errors = n, "answered a lost writer's pending requests with errors");
+    // The stream is this process's now: it must end, whatever the store
+    // does in the meantime, or no one ever will. In the background: the
+    // request that found it need not wait.
+    let (app, session) = (app.clone(), record.id.clone());
+    app.pumps.clone().spawn(async move {
+        let give_up = tokio::time::Instant::now() + app.settings.sse.drain_limit;
+        let events = loop {
+            match unanswered_errors(&app, &key, &stream.meta.pending).await {
+                Ok(events) => break events,
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::error!(stream = %key, error = %e, "cannot read a lost writer's stream; its readers will see it expire");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(stream = %key, error = %e, "cannot read a lost writer's stream yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        if end_with(&app, &key, &events).await {
+            app.metrics.orphans_answered.inc_by(events.len() as u64);
+            tracing::info!(%session, stream = %key, errors = events.len(), "answered a lost writer's pending requests with errors");
         }
-        Err(e) => tracing::warn!(stream = %key, error = %e, "cannot end a lost writer's stream"),
-    }
+    });
 }
 
-/// Appends an error for each of `pending` that the log does not answer
-/// already, then ends the stream. Returns how many errors it wrote.
-async fn answer_unanswered(app: &App, key: &StreamKey, pending: &[Value]) -> Result<usize, StoreError> {
+/// An error event for each of `pending` that the log does not answer
+/// already, numbered after the log's last event.
+async fn unanswered_errors(
+    app: &App,
+    key: &StreamKey,
+    pending: &[Value],
+) -> Result<Vec<StoredEvent>, StoreError> {
     let answered = answered_ids(app, key).await?;
     let mut seq = app.store.last_seq(key).await?;
     let events: Vec<StoredEvent> = pending
@@ -100,10 +123,7 @@ async fn answer_unanswered(app: &App, key: &StreamKey, pending: &[Value]) -> Res
             }
         })
         .collect();
-    let me = app.sessions.me();
-    app.store.append(key, me, &events).await?;
-    app.store.end_stream(key, me).await?;
-    Ok(events.len())
+    Ok(events)
 }
 
 /// The request ids the log already answers (as JSON text, so `1` and `"1"`
@@ -167,6 +187,8 @@ mod tests {
         store.append(&meta.key(), &gone, &[answered, also]).await.unwrap();
 
         fail_abandoned(&app, &record).await;
+        app.pumps.close();
+        app.pumps.wait().await;
 
         let LogRead::Events { events, ended } = store.read(&meta.key(), 2, Duration::ZERO).await.unwrap()
         else {

@@ -33,6 +33,8 @@ use crate::store::{LogRead, StreamKey};
 const CHANNEL_SLICES: usize = 4;
 /// Largest slice of a frame sent at once.
 pub const SLICE: usize = 64 * 1024;
+/// Pause before reading again after the store failed a read.
+const STORE_RETRY: Duration = Duration::from_millis(500);
 
 /// What one client connection reads.
 #[derive(Debug)]
@@ -72,13 +74,14 @@ impl Reader {
         app.metrics.sse_streams_active.inc();
         let _on_close = self.on_close.take();
         let outcome = self.follow(&app, &tx).await;
+        tracing::debug!(stream = %self.stream, after = self.after, ?outcome, "reader closed");
         if outcome == Close::Retry {
             let _ = tx.send(retry(app.settings.sse.retry.as_millis())).await;
         }
         app.metrics.sse_streams_active.dec();
     }
 
-    async fn follow(&mut self, app: &App, tx: &mpsc::Sender<Bytes>) -> Close {
+    async fn follow(&mut self, app: &Arc<App>, tx: &mpsc::Sender<Bytes>) -> Close {
         let sse = &app.settings.sse;
         // The priming id names where this reader starts, so a client that
         // resumes from it gets exactly what it has not seen.
@@ -126,8 +129,20 @@ impl Reader {
                     return Close::Quiet;
                 }
                 Err(e) => {
-                    tracing::warn!(stream = %self.stream, error = %e, "cannot read event log");
-                    return Close::Retry;
+                    // The store is away for a moment (a restart, a failover):
+                    // hold the connection with keep-alives and read again,
+                    // rather than close a stream whose client may have no id
+                    // to come back with.
+                    tracing::warn!(stream = %self.stream, error = %e, "cannot read event log; retrying");
+                    if send(tx, comment("keep-alive")).await.is_err() {
+                        return Close::Gone;
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(STORE_RETRY) => {}
+                        () = tx.closed() => return Close::Gone,
+                        () = self.superseded.cancelled() => return Close::Quiet,
+                    }
+                    continue;
                 }
             };
             if events.is_empty() && !ended {
@@ -166,7 +181,7 @@ impl Reader {
     /// What an idle stream does besides the keep-alive: keep its session
     /// alive (the client is using it, however quiet the stream), and make
     /// sure someone still writes the stream.
-    async fn idle(&self, app: &App, touched: &mut Instant) {
+    async fn idle(&self, app: &Arc<App>, touched: &mut Instant) {
         let every = (app.settings.session_idle_timeout / 4).max(Duration::from_secs(1));
         if touched.elapsed() >= every {
             app.sessions.touch(&self.stream.session).await;

@@ -57,6 +57,10 @@ pub struct Pump {
     pub initialize_of: Option<Session>,
     /// Next seq to assign.
     pub next_seq: u64,
+    /// A batch whose append failed: it may or may not be in the log, so its
+    /// seqs are never given again; [`Pump::finish`] appends it once more
+    /// (a no-op if it landed) ahead of the error answers.
+    pub unstored: Vec<StoredEvent>,
 }
 
 /// How a body ended.
@@ -181,14 +185,17 @@ impl Pump {
     /// Appends a batch, and only then counts its responses as answered;
     /// `Some` when the stream cannot go on.
     async fn store(&mut self, batch: Vec<StoredEvent>, answered: Vec<Value>) -> Option<BodyEnd> {
-        let first = batch.first()?.seq;
+        if batch.is_empty() {
+            return None;
+        }
         match self.append_patiently(&batch).await {
             Ok(()) => {}
             Err(StoreError::Fenced(_)) => return Some(BodyEnd::Fenced),
             Err(e) => {
-                // The batch is not in the log: its seqs are free again, so
-                // the log keeps no hole.
-                self.next_seq = first;
+                // The batch may have landed (a lost reply, a missing replica
+                // acknowledgement): keep it for the end, with its answers.
+                self.pending.retain(|p| !answered.contains(p));
+                self.unstored = batch;
                 let why = match e {
                     StoreError::Full(_) => "Shadowcat's event store is full",
                     _ => "Shadowcat could not store the stream",
@@ -271,51 +278,57 @@ impl Pump {
         }
     }
 
-    /// Ends the stream: an error event for every request still pending (with
-    /// `why`), then the end marker. Retried through a store outage for up to
-    /// the drain limit, so readers never wait on a stream nobody will end.
+    /// Ends the stream: a batch that could not be stored, an error event for
+    /// every request still pending (with `why`), then the end marker.
+    /// Retried through a store outage for up to the drain limit, so readers
+    /// never wait on a stream nobody will end.
     async fn finish(&mut self, why: Option<&str>) {
         let pending = std::mem::take(&mut self.pending);
         let why = why.unwrap_or("the upstream ended the stream without answering");
         if !pending.is_empty() {
             tracing::warn!(stream = %self.stream, count = pending.len(), why, "requests left unanswered");
         }
-        let events: Vec<_> = pending
-            .iter()
-            .map(|id| {
-                let data = jsonrpc::error_body(Some(id), code::INTERNAL_ERROR, why);
-                let event = StoredEvent {
-                    seq: self.next_seq,
-                    event: Some("message".into()),
-                    data: String::from_utf8_lossy(&data).into_owned(),
-                };
-                self.next_seq += 1;
-                event
-            })
-            .collect();
-        let me = self.app.sessions.me().clone();
-        let give_up = Instant::now() + self.app.settings.sse.drain_limit;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let result = async {
-                if !events.is_empty() {
-                    self.app.store.append(&self.stream, &me, &events).await?;
-                }
-                self.app.store.end_stream(&self.stream, &me).await
+        let mut events = std::mem::take(&mut self.unstored);
+        events.extend(pending.iter().map(|id| {
+            let data = jsonrpc::error_body(Some(id), code::INTERNAL_ERROR, why);
+            let event = StoredEvent {
+                seq: self.next_seq,
+                event: Some("message".into()),
+                data: String::from_utf8_lossy(&data).into_owned(),
             };
-            match result.await {
-                Ok(()) | Err(StoreError::Fenced(_)) => return,
-                Err(e) if Instant::now() >= give_up => {
-                    tracing::error!(stream = %self.stream, error = %e, "cannot end the stream; its readers will see it expire");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(stream = %self.stream, error = %e, "cannot end the stream yet; retrying")
-                }
+            self.next_seq += 1;
+            event
+        }));
+        end_with(&self.app, &self.stream, &events).await;
+    }
+}
+
+/// Appends `events` (the last of a stream) and the end marker, retrying
+/// through a store outage for up to the drain limit: a stream this process
+/// writes must end, or its readers would wait on it until it expires.
+/// `false` when it could not (or another writer took the stream over).
+pub async fn end_with(app: &App, stream: &StreamKey, events: &[StoredEvent]) -> bool {
+    let me = app.sessions.me();
+    let give_up = Instant::now() + app.settings.sse.drain_limit;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let result = async {
+            if !events.is_empty() {
+                app.store.append(stream, me, events).await?;
             }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(2));
+            app.store.end_stream(stream, me).await
+        };
+        match result.await {
+            Ok(()) => return true,
+            Err(StoreError::Fenced(_)) => return false,
+            Err(e) if Instant::now() >= give_up => {
+                tracing::error!(%stream, error = %e, "cannot end the stream; its readers will see it expire");
+                return false;
+            }
+            Err(e) => tracing::warn!(%stream, error = %e, "cannot end the stream yet; retrying"),
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -503,13 +503,31 @@ impl Store for RedisStore {
     }
 
     async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
-        let mut invocation = self.scripts.end_stream.key(self.log_key(key));
+        let log = self.log_key(key);
+        let mut invocation = self.scripts.end_stream.key(&log);
         invocation
             .key(self.keys(&key.session).open)
             .arg(&key.id)
             .arg(writer.to_string())
             .arg(ms(self.limits.retention));
-        self.run(invocation).await.map(drop)
+        let Some((replicas, timeout)) = self.wait else {
+            return self.run(invocation).await.map(drop);
+        };
+        // The end marker must survive a failover too, or readers would
+        // wait on a stream nobody ends.
+        let mut conn = self.conns.dedicated(Duration::ZERO).await?;
+        invocation
+            .invoke_async::<i64>(&mut conn)
+            .await
+            .map_err(fenced_or_unavailable)?;
+        let acked = conn.wait(&log, replicas, timeout).await?;
+        self.conns.put_back(conn);
+        if acked < replicas {
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of {replicas} Redis replicas acknowledged the end of {key} within {timeout:?}"
+            )));
+        }
+        Ok(())
     }
 
     async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool> {

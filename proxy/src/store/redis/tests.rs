@@ -31,7 +31,9 @@ fn free_port() -> u16 {
 
 fn spawn(args: &[&str]) -> Server {
     let child = std::process::Command::new("redis-server")
-        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--bind", "127.0.0.1", "-::1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(std::env::temp_dir())
         .args(args)
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -225,4 +227,190 @@ async fn a_redis_cluster_url_names_its_nodes() {
         panic!("not redis")
     };
     assert!(matches!(s.topology, RedisTopology::Cluster(ref nodes) if nodes.len() == 2));
+}
+
+/// Certificates a test makes (with `tests/redis/make-certs.sh`): a CA, a
+/// server certificate for `localhost` only, and a client certificate.
+struct Certs {
+    dir: std::path::PathBuf,
+}
+
+impl Certs {
+    fn make(name: &str) -> Certs {
+        let dir = std::env::temp_dir().join(format!("shadowcat-tls-{name}-{}", std::process::id()));
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/redis/make-certs.sh");
+        let out = std::process::Command::new(script).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        Certs { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    /// The `redis:` YAML block that uses these certificates.
+    fn yaml(&self, ca: &str) -> String {
+        format!(
+            "  caFile: {}\n  clientCertFile: {}\n  clientKeyFile: {}\n",
+            ca,
+            self.path("client.crt"),
+            self.path("client.key")
+        )
+    }
+}
+
+impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn tls_server(certs: &Certs) -> (Server, u16) {
+    let port = free_port();
+    let server = spawn(&[
+        "--port",
+        "0",
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        &certs.path("server.crt"),
+        "--tls-key-file",
+        &certs.path("server.key"),
+        "--tls-ca-cert-file",
+        &certs.path("ca.crt"),
+        "--tls-auth-clients",
+        "yes",
+    ]);
+    let url = format!("rediss://localhost:{port}");
+    until_up(
+        &RedisStore::new(
+            &settings(&url, "probe", &certs.yaml(&certs.path("ca.crt"))),
+            limits(),
+        )
+        .unwrap(),
+    )
+    .await;
+    (server, port)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_over_tls_with_client_certificates_passes_the_store_suite() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = Certs::make("suite");
+    let (_server, port) = tls_server(&certs).await;
+    suite_over(
+        &format!("rediss://localhost:{port}"),
+        &certs.yaml(&certs.path("ca.crt")),
+        limits(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_tls_refuses_what_it_cannot_verify() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let certs = Certs::make("refuse");
+    let (_server, port) = tls_server(&certs).await;
+    let other = Certs::make("other-ca");
+    let no_client_cert = format!("  caFile: {}\n", certs.path("ca.crt"));
+    for (what, url, redis) in [
+        (
+            "a server signed by another CA",
+            format!("rediss://localhost:{port}"),
+            other.yaml(&other.path("ca.crt")),
+        ),
+        (
+            "a name the certificate does not carry",
+            format!("rediss://127.0.0.1:{port}"),
+            certs.yaml(&certs.path("ca.crt")),
+        ),
+        (
+            "no client certificate",
+            format!("rediss://localhost:{port}"),
+            no_client_cert,
+        ),
+    ] {
+        let store = RedisStore::new(&settings(&url, "refused", &redis), limits()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(10), store.ping()).await;
+        assert!(
+            matches!(result, Ok(Err(StoreError::Unavailable(_)))),
+            "{what}: {result:?}"
+        );
+    }
+}
+
+/// A three-primary Redis Cluster of the test's own.
+struct Cluster {
+    _servers: Vec<Server>,
+    ports: Vec<u16>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn cluster() -> Cluster {
+    let dir = std::env::temp_dir().join(format!(
+        "shadowcat-cluster-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut servers = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..3 {
+        let (port, bus) = (free_port(), free_port());
+        let conf = dir.join(format!("nodes-{port}.conf"));
+        servers.push(spawn(&[
+            "--port",
+            &port.to_string(),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+            "--cluster-config-file",
+            &conf.to_string_lossy(),
+        ]));
+        ports.push(port);
+    }
+    for port in &ports {
+        let url = format!("redis://127.0.0.1:{port}");
+        until_up(&RedisStore::new(&settings(&url, "probe", ""), limits()).unwrap()).await;
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/redis/create-cluster.sh");
+    let out = std::process::Command::new(script)
+        .args(ports.iter().map(u16::to_string))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Cluster {
+        _servers: servers,
+        ports,
+        dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_three_primary_redis_cluster_passes_the_store_suite() {
+    let cluster = cluster().await;
+    let nodes: Vec<String> = cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let url = format!("redis+cluster://{}", nodes.join(","));
+    suite_over(&url, "", limits()).await;
+    // The suite's sessions spread over the primaries: keys live on more than
+    // one node, so redirections were followed, not avoided.
+    let holding = cluster
+        .ports
+        .iter()
+        .filter(|p| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &p.to_string(), "dbsize"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim() != "0"
+        })
+        .count();
+    assert!(holding >= 2, "keys on {holding} of 3 primaries");
 }

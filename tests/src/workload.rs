@@ -1,0 +1,133 @@
+//! Client behaviour the multi-process tests share: a streamed call read to
+//! its answer, resuming with `Last-Event-ID` whenever a connection closes
+//! first, as SDK clients do (and waiting out a 503's `Retry-After`).
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::client::{Events, Mcp};
+
+/// What a client read of one streamed call.
+#[derive(Debug, Default)]
+pub struct Streamed {
+    /// Every message, with the event id it came with.
+    pub events: Vec<(Option<String>, Value)>,
+    /// How many times the client had to resume.
+    pub resumes: usize,
+    /// Why the call could not be read to its response, if it could not.
+    pub failure: Option<String>,
+    /// The failure is an explicit miss: a resumption answered 410 (the
+    /// events after the client's id are gone), which Shadowcat counts.
+    pub missed: bool,
+}
+
+impl Streamed {
+    /// The JSON-RPC response, if the call was read to it.
+    pub fn answer(&self) -> Option<&Value> {
+        match self.failure {
+            Some(_) => None,
+            None => self.events.last().map(|(_, m)| m),
+        }
+    }
+
+    /// The `progress` values of the progress notifications, in order.
+    pub fn progress(&self) -> Vec<u64> {
+        self.events
+            .iter()
+            .filter(|(_, m)| m.get("method").is_some())
+            .filter_map(|(_, m)| m.pointer("/params/progress")?.as_u64())
+            .collect()
+    }
+}
+
+/// Calls tool `tool` with `arguments` and reads its events up to the
+/// JSON-RPC response (result or error), resuming up to `resumes` times.
+pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usize) -> Streamed {
+    let body = mcp.request_body(
+        "tools/call",
+        serde_json::json!({"name": tool, "arguments": arguments}),
+    );
+    let mut read = Streamed::default();
+    let response = match mcp.try_post(&body).await {
+        Ok(response) => response,
+        Err(e) => {
+            read.failure = Some(format!("no answer to the call: {e}"));
+            return read;
+        }
+    };
+    if response.status() != 200 {
+        read.failure = Some(format!("call answered {}", response.status()));
+        return read;
+    }
+    if !is_event_stream(&response) {
+        let answer = crate::client::json_body(response).await;
+        read.events.push((None, answer));
+        return read;
+    }
+    let mut events = Events::new(response);
+    let mut last_id = None;
+    loop {
+        while let Some(event) = events.next().await {
+            // A priming event (2025-11-25) has an id and no message: it is
+            // where a client comes back to if nothing else arrived.
+            last_id = event.id.clone().or(last_id);
+            let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&data).unwrap();
+            let done = message.get("method").is_none() && message.get("id") == body.get("id");
+            read.events.push((event.id, message));
+            if done {
+                return read;
+            }
+        }
+        let Some(id) = last_id.clone() else {
+            read.failure = Some("stream closed before any event".into());
+            return read;
+        };
+        loop {
+            if read.resumes == resumes {
+                read.failure = Some(format!("stream closed {resumes} times before its answer"));
+                return read;
+            }
+            read.resumes += 1;
+            let resumed = match mcp.try_get(Some(&id)).await {
+                Ok(resumed) => resumed,
+                Err(_) => {
+                    // Nothing listens for a moment (a restart): try again.
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if resumed.status() == 200 {
+                events = Events::new(resumed);
+                break;
+            }
+            if resumed.status() != 503 {
+                let status = resumed.status();
+                read.missed = status == http::StatusCode::GONE;
+                let body = crate::client::json_body(resumed).await;
+                read.failure = Some(format!(
+                    "resume after {id} answered {status}: {}",
+                    body["error"]["message"]
+                ));
+                return read;
+            }
+            let wait = resumed
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(1u64)
+                .min(2);
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+}
+
+fn is_event_stream(response: &http::Response<hyper::body::Incoming>) -> bool {
+    response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
+}
