@@ -64,6 +64,14 @@ pub async fn json_body(response: Response<Incoming>) -> Value {
     serde_json::from_slice(&bytes.to_bytes()).unwrap()
 }
 
+/// The whole body as JSON, `None` when it is not JSON.
+pub async fn json_body_lenient(response: Response<Incoming>) -> Option<Value> {
+    let bytes = crate::within("body", Duration::from_secs(30), response.into_body().collect())
+        .await
+        .ok()?;
+    serde_json::from_slice(&bytes.to_bytes()).ok()
+}
+
 /// Reads SSE events off a response body as they arrive.
 #[derive(Debug)]
 pub struct Events {
@@ -154,6 +162,9 @@ pub struct Mcp {
     /// The protocol version sent in `MCP-Protocol-Version`.
     pub version: String,
     next_id: AtomicU64,
+    /// With a prefix, request ids are strings `<prefix><n>`, unique across
+    /// clients.
+    pub id_prefix: Option<String>,
 }
 
 impl Mcp {
@@ -165,6 +176,7 @@ impl Mcp {
             session: None,
             version: version.into(),
             next_id: AtomicU64::new(1),
+            id_prefix: None,
         }
     }
 
@@ -225,7 +237,11 @@ impl Mcp {
 
     /// A request message with a fresh id.
     pub fn request_body(&self, method: &str, params: Value) -> Value {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = match &self.id_prefix {
+            Some(prefix) => json!(format!("{prefix}{n}")),
+            None => json!(n),
+        };
         json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
     }
 

@@ -20,6 +20,15 @@ use crate::procs::{RedisServer, Shadowcat};
 use crate::relay::Relay;
 use crate::upstream::Scripted;
 
+/// How a cluster is built.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Each replica reaches Redis through a relay of its own.
+    pub relayed: bool,
+    /// Redis keeps its data (append-only) here, so a restart keeps it.
+    pub redis_dir: Option<PathBuf>,
+}
+
 /// A running cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -58,17 +67,31 @@ impl Cluster {
             upstreams.push(Scripted::start().await);
         }
         let urls = upstreams.iter().map(|u| u.url.clone()).collect();
-        Self::build(upstreams, urls, extra, true).await
+        let options = Options {
+            relayed: true,
+            ..Default::default()
+        };
+        Self::build(upstreams, urls, extra, options).await
     }
 
     /// Starts one replica in front of each of `urls`.
     pub async fn start_over(upstreams: Vec<Scripted>, urls: Vec<String>, extra: &[&str]) -> Cluster {
-        Self::build(upstreams, urls, extra, false).await
+        Self::build(upstreams, urls, extra, Options::default()).await
     }
 
-    async fn build(upstreams: Vec<Scripted>, urls: Vec<String>, extra: &[&str], relayed: bool) -> Cluster {
+    /// Starts one replica in front of each of `urls`, as `options` say.
+    pub async fn build(
+        upstreams: Vec<Scripted>,
+        urls: Vec<String>,
+        extra: &[&str],
+        options: Options,
+    ) -> Cluster {
         let n = urls.len();
-        let redis = RedisServer::start().await;
+        let redis = match &options.redis_dir {
+            Some(dir) => RedisServer::start_on(crate::free_port(), Some(dir)).await,
+            None => RedisServer::start().await,
+        };
+        let relayed = options.relayed;
         let secret = std::env::temp_dir().join(format!(
             "shadowcat-peer-secret-{}-{}",
             std::process::id(),
@@ -254,7 +277,19 @@ async fn route(
             .await
         {
             Ok(response) => return response.map(|b| b.boxed()),
-            Err(_) => continue,
+            // Only a backend that refused the connection is skipped: a
+            // request that was sent is never sent again (as an L4 Service
+            // would not).
+            Err(e) if e.is_connect() => continue,
+            Err(_) => {
+                let mut r = Response::new(
+                    Full::new(Bytes::from_static(b"backend connection broke"))
+                        .map_err(|n| match n {})
+                        .boxed(),
+                );
+                *r.status_mut() = http::StatusCode::BAD_GATEWAY;
+                return r;
+            }
         }
     }
     let mut r = Response::new(

@@ -66,6 +66,20 @@ impl Proc {
         self.lines.lock().unwrap().join("\n")
     }
 
+    /// Resident memory in bytes (from `/proc`), while it runs.
+    pub fn rss(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         if let Some(pid) = self.child.id() {
@@ -150,6 +164,56 @@ impl Shadowcat {
             url: format!("http://{public}/mcp"),
             admin: format!("http://{admin}"),
             peer,
+        }
+    }
+}
+
+/// The scripted upstream as its own process (the `scripted-upstream`
+/// binary), so a test can kill, restart or stop it.
+#[derive(Debug)]
+pub struct UpstreamProc {
+    /// The process.
+    pub proc: Proc,
+    /// Its MCP endpoint.
+    pub url: String,
+}
+
+impl UpstreamProc {
+    /// Starts one on `port` with a standalone stream and strict sessions,
+    /// appending what it sees to `log`; `tag` prefixes its session ids.
+    pub async fn start(port: u16, log: &std::path::Path, tag: &str) -> UpstreamProc {
+        let bin = shadowcat_bin().with_file_name("scripted-upstream");
+        assert!(
+            bin.exists(),
+            "{} is missing: run `cargo build --workspace`",
+            bin.display()
+        );
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--standalone",
+            "--strict-sessions",
+            "--tag",
+            tag,
+        ])
+        .arg("--log")
+        .arg(log);
+        let proc = Proc::spawn(cmd);
+        let url = proc
+            .wait_line("the upstream to listen", |l| {
+                l.strip_prefix("listening on ").map(str::to_owned)
+            })
+            .await;
+        UpstreamProc { proc, url }
+    }
+
+    /// Sends a signal (`-STOP`, `-CONT`).
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.proc.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status();
         }
     }
 }

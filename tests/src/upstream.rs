@@ -63,6 +63,9 @@ pub struct Seen {
     /// The tool a `tools/call` named.
     #[serde(default)]
     pub tool: Option<String>,
+    /// Refused without running: its session is unknown here.
+    #[serde(default)]
+    pub rejected: bool,
 }
 
 /// How to run it.
@@ -76,6 +79,9 @@ pub struct Options {
     pub log: Option<PathBuf>,
     /// Prefix of the upstream session ids it mints (`up` by default).
     pub tag: Option<String>,
+    /// Answer 404 to a session it did not create, as a restarted server
+    /// does.
+    pub strict_sessions: bool,
 }
 
 /// The running upstream and its controls.
@@ -126,6 +132,8 @@ impl Scripted {
             streams: Mutex::default(),
             samples: Mutex::default(),
             failing_gets: AtomicUsize::new(0),
+            strict: options.strict_sessions,
+            known: Mutex::default(),
         });
         let scripted = Scripted {
             url,
@@ -241,6 +249,10 @@ struct State {
     samples: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// GETs still to fail.
     failing_gets: AtomicUsize,
+    /// Refuse sessions it did not create.
+    strict: bool,
+    /// The sessions it created.
+    known: Mutex<std::collections::HashSet<String>>,
 }
 
 impl State {
@@ -281,17 +293,23 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             .and_then(|m| m.pointer("/params/name")?.as_str().map(str::to_owned)),
         _ => None,
     };
+    let forgotten = match &session {
+        Some(s) if state.strict => !state.known.lock().unwrap().contains(s),
+        Some(s) => s
+            .rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| n < state.forgotten_below.load(Ordering::SeqCst)),
+        None => false,
+    };
     state.record(Seen {
         method: method.clone(),
         session: session.clone(),
         rpc_method: rpc_method.clone(),
         id: message.as_ref().and_then(|m| m.get("id").cloned()),
         tool: tool.clone(),
+        rejected: forgotten,
     });
-    let forgotten = session
-        .as_deref()
-        .and_then(|s| s.rsplit('-').next()?.parse::<usize>().ok())
-        .is_some_and(|n| n < state.forgotten_below.load(Ordering::SeqCst));
     let response = match method.as_str() {
         _ if forgotten => {
             let code = state.forgotten_status.load(Ordering::SeqCst);
@@ -360,8 +378,9 @@ async fn post(
                 .unwrap_or(json!("2025-06-18"));
             let result = json!({"protocolVersion": version, "capabilities": {"tools": {}, "logging": {}}, "serverInfo": {"name": "scripted", "version": "0"}});
             let mut r = json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
-            r.headers_mut()
-                .insert("mcp-session-id", format!("{}-{n}", state.tag).parse().unwrap());
+            let session = format!("{}-{n}", state.tag);
+            state.known.lock().unwrap().insert(session.clone());
+            r.headers_mut().insert("mcp-session-id", session.parse().unwrap());
             r
         }
         (Some("tools/call"), Some("stream")) => {

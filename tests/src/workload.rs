@@ -11,6 +11,8 @@ use crate::client::{Events, Mcp};
 /// What a client read of one streamed call.
 #[derive(Debug, Default)]
 pub struct Streamed {
+    /// The HTTP status the call was answered with.
+    pub status: u16,
     /// Every message, with the event id it came with.
     pub events: Vec<(Option<String>, Value)>,
     /// How many times the client had to resume.
@@ -56,8 +58,15 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
             return read;
         }
     };
+    read.status = response.status().as_u16();
     if response.status() != 200 {
-        read.failure = Some(format!("call answered {}", response.status()));
+        // An error answer: a JSON-RPC error for the request, or a failure.
+        let status = response.status();
+        let answer = crate::client::json_body_lenient(response).await;
+        match answer {
+            Some(answer) if answer.get("error").is_some() => read.events.push((None, answer)),
+            _ => read.failure = Some(format!("call answered {status} without a JSON-RPC error")),
+        }
         return read;
     }
     if !is_event_stream(&response) {
@@ -76,6 +85,15 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
                 continue;
             };
             let message: Value = serde_json::from_str(&data).unwrap();
+            if message.get("method").and_then(Value::as_str) == Some("sampling/createMessage") {
+                // A sampling-capable client answers the server's request.
+                let answer = serde_json::json!({"jsonrpc": "2.0", "id": message["id"], "result": {
+                    "role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "test"}});
+                if let Err(e) = mcp.try_post(&answer).await {
+                    read.failure = Some(format!("cannot answer the sampling request: {e}"));
+                    return read;
+                }
+            }
             let done = message.get("method").is_none() && message.get("id") == body.get("id");
             read.events.push((event.id, message));
             if done {

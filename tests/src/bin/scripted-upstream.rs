@@ -1,7 +1,7 @@
 //! The scripted upstream as a process of its own, for tests that kill,
 //! restart or stop (SIGSTOP) the MCP server:
 //!
-//!     scripted-upstream --port P [--standalone] [--log FILE] [--tag TAG]
+//!     scripted-upstream --port P [--standalone] [--strict-sessions] [--log FILE] [--tag TAG]
 //!
 //! Prints `listening on URL` once it listens. Streams are paced by their
 //! `delay_ms` argument (there is no one to release them).
@@ -18,6 +18,7 @@ async fn main() {
         match arg.as_str() {
             "--port" => options.port = args.next().unwrap().parse().unwrap(),
             "--standalone" => options.standalone = true,
+            "--strict-sessions" => options.strict_sessions = true,
             "--log" => options.log = Some(args.next().unwrap().into()),
             "--tag" => options.tag = args.next(),
             other => panic!("unknown argument {other}"),
