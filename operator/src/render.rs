@@ -33,6 +33,8 @@ pub const ADMIN_PORT: u16 = 9090;
 /// Replica-to-replica port.
 pub const PEER_PORT: u16 = 8081;
 const CONFIG_DIR: &str = "/etc/shadowcat";
+/// How long a terminating sidecar serves on before it drains.
+const SHUTDOWN_DELAY: &str = "5s";
 const PEER_DIR: &str = "/etc/shadowcat-peer";
 
 /// Operator-wide defaults for what an McpProxy does not say.
@@ -110,6 +112,10 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
         log_format: Some(LogFormat::Json),
         session_idle_timeout: spec.sessions.idle_timeout.clone(),
         drain_timeout: Some(format!("{}s", (defaults.drain_seconds - 5).max(1))),
+        // Endpoints take a few seconds to drop a terminating pod: serve on
+        // (not ready) that long before draining. Delay plus drain stays
+        // within the grace period (drain seconds + 5).
+        shutdown_delay: Some(SHUTDOWN_DELAY.into()),
         peer_listen: redis.map(|_| format!("0.0.0.0:{PEER_PORT}")),
         peer_secret_file: redis.map(|_| format!("{PEER_DIR}/{PEER_SECRET_KEY}")),
         sse: (sse != SseConfig::default()).then_some(sse),

@@ -105,3 +105,59 @@ async fn probe(app: &App, instance: &Instance, addr: &str) -> Option<bool> {
         Ok(Probe::NoAnswer) | Err(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shadowcat_crds::SidecarConfig;
+
+    use super::*;
+    use crate::store::{MemoryStore, Store, suite};
+
+    #[tokio::test]
+    async fn only_proof_makes_an_owner_gone() {
+        let settings = SidecarConfig {
+            upstream: Some("http://127.0.0.1:1/mcp".into()),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let store = MemoryStore::new(crate::store_limits(&settings));
+        let (app, _) = App::new(settings, store.clone(), Instance::new("me"), None);
+        let owner = Instance::new("owner");
+        let mut record = suite::record("s");
+        record.owner = Owner::Held(owner.clone());
+        record.owner_addr = Some("127.0.0.1:1".into());
+        let ttl = Duration::from_secs(60);
+        async fn check(app: &App, record: &SessionRecord) -> Liveness {
+            of_owner(app, record, Check::Registration).await.unwrap()
+        }
+
+        store
+            .heartbeat(&owner, "10.0.0.1:8081", false, ttl)
+            .await
+            .unwrap();
+        assert_eq!(
+            check(&app, &record).await,
+            Liveness::Serving("10.0.0.1:8081".into())
+        );
+        store.heartbeat(&owner, "10.0.0.1:8081", true, ttl).await.unwrap();
+        assert_eq!(check(&app, &record).await, Liveness::Draining);
+        // The pod came back under the same name: another process.
+        let again = Instance {
+            replica: "owner".into(),
+            incarnation: "new".into(),
+        };
+        store
+            .heartbeat(&again, "10.0.0.1:8081", false, ttl)
+            .await
+            .unwrap();
+        assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
+        // Unregistered, and nothing answers where it was.
+        store.deregister(&again).await.unwrap();
+        assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
+        record.owner = Owner::Released;
+        assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
+    }
+}

@@ -253,3 +253,86 @@ mod tests {
         assert_eq!(sender.await.unwrap(), Ok(()));
     }
 }
+
+#[cfg(test)]
+mod reader_tests {
+    use std::time::Duration;
+
+    use http_body_util::BodyExt;
+    use shadowcat_crds::{SidecarConfig, SseConfig};
+
+    use super::*;
+    use crate::store::{Instance, MemoryStore, Store, StoredEvent, StreamKind, suite};
+
+    #[tokio::test]
+    async fn a_reader_behind_the_kept_events_says_so_and_stops() {
+        let settings = SidecarConfig {
+            upstream: Some("http://127.0.0.1:1/mcp".into()),
+            sse: Some(SseConfig {
+                max_events_per_stream: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .validate()
+        .unwrap();
+        let store = MemoryStore::new(crate::store_limits(&settings));
+        let (app, _) = App::new(settings, store.clone(), Instance::new("me"), None);
+        let me = app.sessions.me().clone();
+        let meta = suite::meta("s", "l", StreamKind::Request);
+        store.create_stream(&meta, &me).await.unwrap();
+        let event = |seq| StoredEvent {
+            seq,
+            event: None,
+            data: format!("{{\"n\":{seq}}}"),
+        };
+        store
+            .append(&meta.key(), &me, &[event(1), event(2)])
+            .await
+            .unwrap();
+        let reader = Reader {
+            stream: meta.key(),
+            after: 0,
+            first: None,
+            prime: false,
+            track_delivery: false,
+            replaying: false,
+            watch_writer: false,
+            superseded: CancellationToken::new(),
+            on_close: None,
+        };
+        let mut body = reader.respond(app.clone()).into_body();
+        let mut text = String::new();
+        while !text.contains("id: l.2") {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&frame.into_data().unwrap()));
+        }
+        // The client stops reading while the stream runs on past what the log keeps.
+        let burst: Vec<_> = (3..=10).map(event).collect();
+        store.append(&meta.key(), &me, &burst).await.unwrap();
+        while let Some(frame) = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+        {
+            text.push_str(&String::from_utf8_lossy(&frame.unwrap().into_data().unwrap()));
+        }
+        assert!(
+            text.contains("events l.3 to l.7 are no longer retained"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("id: l.8"),
+            "nothing after the gap is sent as if it followed: {text}"
+        );
+        let misses = app
+            .metrics
+            .replay_misses
+            .get_or_create(&MissLabels { reason: "trimmed" })
+            .get();
+        assert_eq!(misses, 1);
+    }
+}

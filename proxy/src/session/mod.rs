@@ -422,3 +422,84 @@ impl SessionManager {
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{MemoryStore, StoreLimits};
+
+    fn limits() -> StoreLimits {
+        StoreLimits {
+            idle: Duration::from_secs(60),
+            max_events: 8,
+            max_log_bytes: 1 << 20,
+            max_streams: 16,
+            max_bytes: 1 << 30,
+            retention: Duration::from_secs(60),
+        }
+    }
+
+    fn manager(store: &Arc<MemoryStore>, name: &str) -> (SessionManager, mpsc::Receiver<String>) {
+        SessionManager::new(
+            store.clone(),
+            Instance::new(name),
+            Duration::from_secs(60),
+            Admission::new(10, 10),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    async fn created(a: &SessionManager) -> Session {
+        a.create(
+            "s1".into(),
+            Some("up-1".into()),
+            ProtocolVersion::V2025_06_18,
+            "{}".into(),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fenced_owner_stops_serving_and_ends_its_upstream_session() {
+        let store = MemoryStore::new(limits());
+        let (a, mut abandoned) = manager(&store, "a");
+        let (b, _) = manager(&store, "b");
+        let session = created(&a).await;
+        // Another replica claims the session (this one was thought gone).
+        assert_eq!(
+            store
+                .claim_session("s1", 1, &Owner::Held(b.me().clone()), None)
+                .await
+                .unwrap(),
+            Some(2)
+        );
+        let late = a.update(&session, SessionChange::LogLevel("debug".into())).await;
+        assert!(matches!(late, Err(Error::OwnershipMoved)), "{late:?}");
+        assert_eq!(abandoned.try_recv().unwrap(), "up-1");
+        assert_eq!(a.held(), 0);
+        assert!(session.local.ended.is_cancelled(), "its tasks and readers stop");
+        let kept = store.get_session("s1").await.unwrap().unwrap();
+        assert_eq!((kept.owner, kept.log_level), (Owner::Held(b.me().clone()), None));
+    }
+
+    #[tokio::test]
+    async fn the_next_lookup_past_the_cache_finds_the_session_moved() {
+        let store = MemoryStore::new(limits());
+        let (a, mut abandoned) = manager(&store, "a");
+        let (b, _) = manager(&store, "b");
+        created(&a).await;
+        store
+            .claim_session("s1", 1, &Owner::Held(b.me().clone()), None)
+            .await
+            .unwrap();
+        // Time passing is the point: the cached record answers for a second.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let found = a.lookup("s1").await.unwrap();
+        assert_eq!(found.record.owner, Owner::Held(b.me().clone()));
+        assert_eq!(a.held(), 0);
+        assert_eq!(abandoned.try_recv().unwrap(), "up-1");
+    }
+}
