@@ -86,8 +86,14 @@ pub struct SidecarConfig {
     /// is closed at once and counted. Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
-    /// Time a client has to send a request's headers; it is also how long an
-    /// idle keep-alive connection stays open. Default `30s`.
+    /// Bytes of request bodies held at once, all requests together; a body
+    /// that finds no room within a few seconds gets 503. At least
+    /// `maxBodyBytes`. Default 64 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes_in_flight: Option<u64>,
+    /// Time a client has to send a request's headers (and, after them, its
+    /// body); it is also how long an idle keep-alive connection stays open.
+    /// Default `30s`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_read_timeout: Option<String>,
     /// After SIGTERM, how long to keep serving (while `/readyz` already says
@@ -220,6 +226,7 @@ impl SidecarConfig {
             max_sessions: self.max_sessions.or(lower.max_sessions),
             session_rate: self.session_rate.or(lower.session_rate),
             max_connections: self.max_connections.or(lower.max_connections),
+            max_body_bytes_in_flight: self.max_body_bytes_in_flight.or(lower.max_body_bytes_in_flight),
             header_read_timeout: self.header_read_timeout.or(lower.header_read_timeout),
             shutdown_delay: self.shutdown_delay.or(lower.shutdown_delay),
             store_max_bytes: self.store_max_bytes.or(lower.store_max_bytes),

@@ -160,6 +160,8 @@ pub struct Settings {
     pub session_idle_timeout: Duration,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
+    /// Bytes of request bodies held at once.
+    pub max_body_bytes_in_flight: usize,
     /// Time allowed for the upstream's response headers.
     pub upstream_timeout: Duration,
     /// Time allowed for a graceful shutdown.
@@ -212,6 +214,16 @@ impl SidecarConfig {
             log_format: self.log_format.unwrap_or(LogFormat::Json),
             session_idle_timeout: duration("sessionIdleTimeout", &self.session_idle_timeout, "30m")?,
             max_body_bytes: positive("maxBodyBytes", self.max_body_bytes, 4 * MIB)?,
+            max_body_bytes_in_flight: {
+                let bytes = positive("maxBodyBytesInFlight", self.max_body_bytes_in_flight, 64 * MIB)?;
+                if bytes < self.max_body_bytes.unwrap_or(4 * MIB) {
+                    return Err(ConfigError::new(
+                        "maxBodyBytesInFlight",
+                        "must be at least maxBodyBytes, so the largest body fits",
+                    ));
+                }
+                size("maxBodyBytesInFlight", bytes)?
+            },
             upstream_timeout: duration("upstreamTimeout", &self.upstream_timeout, "5m")?,
             drain_timeout: duration("drainTimeout", &self.drain_timeout, "25s")?,
             allowed_origins: allow(&self.allowed_origins, local),

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::endpoint::body::BodyBudget;
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::session::{Admission, SessionManager};
@@ -42,6 +43,8 @@ pub struct App {
     pub drained: CancellationToken,
     /// Background pumps, awaited (up to the drain timeout) on shutdown.
     pub pumps: TaskTracker,
+    /// Room for request bodies in flight.
+    pub bodies: BodyBudget,
     /// Forwarding to other replicas; `None` without a peer secret, in which
     /// case a replica serves every session itself (adopting as needed).
     pub peer: Option<PeerClient>,
@@ -69,6 +72,7 @@ impl App {
             metrics.clone(),
         );
         let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout);
+        let bodies = BodyBudget::new(settings.max_body_bytes_in_flight);
         let app = Arc::new(Self {
             settings,
             store,
@@ -80,6 +84,7 @@ impl App {
             drain_requested: CancellationToken::new(),
             drained: CancellationToken::new(),
             pumps: TaskTracker::new(),
+            bodies,
             peer,
             terminating: AtomicBool::new(false),
             upstream_up: AtomicBool::new(false),

@@ -89,10 +89,13 @@ pub struct Cli {
     /// New sessions per second this replica accepts; beyond, 503 [default: 100].
     #[arg(long, env = "SHADOWCAT_SESSION_RATE")]
     pub session_rate: Option<u64>,
+    /// Bytes of request bodies held at once; beyond, requests wait briefly, then 503 [default: 67108864].
+    #[arg(long, env = "SHADOWCAT_MAX_BODY_BYTES_IN_FLIGHT")]
+    pub max_body_bytes_in_flight: Option<u64>,
     /// Open connections per listener; beyond, closed at once [default: 10000].
     #[arg(long, env = "SHADOWCAT_MAX_CONNECTIONS")]
     pub max_connections: Option<u64>,
-    /// Time to send request headers; also the idle keep-alive timeout [default: 30s].
+    /// Time to send request headers (and then the body); also the idle keep-alive timeout [default: 30s].
     #[arg(long, env = "SHADOWCAT_HEADER_READ_TIMEOUT")]
     pub header_read_timeout: Option<String>,
     /// After SIGTERM, keep serving (not ready) this long before draining [default: 0s].
@@ -186,6 +189,7 @@ impl Cli {
             max_sessions: self.max_sessions,
             session_rate: self.session_rate,
             max_connections: self.max_connections,
+            max_body_bytes_in_flight: self.max_body_bytes_in_flight,
             header_read_timeout: self.header_read_timeout.clone(),
             shutdown_delay: self.shutdown_delay.clone(),
             store_max_bytes: self.store_max_bytes,

@@ -42,6 +42,12 @@ pub enum Error {
     /// Body over the configured limit.
     #[error("request body exceeds the {0}-byte limit")]
     PayloadTooLarge(u64),
+    /// The body did not arrive in time.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(Duration),
+    /// Request bodies in flight fill their budget.
+    #[error("request bodies in flight fill the {0}-byte budget; retry")]
+    Overloaded(usize),
     /// `MCP-Protocol-Version` names a version Shadowcat does not support.
     #[error("unsupported MCP-Protocol-Version {0:?}")]
     UnsupportedVersion(String),
@@ -128,7 +134,8 @@ impl Error {
             | Error::AdoptionRace
             | Error::OwnershipMoved
             | Error::TooManySessions(_)
-            | Error::SessionRateExceeded(_) => Cause::Internal,
+            | Error::SessionRateExceeded(_)
+            | Error::Overloaded(_) => Cause::Internal,
             _ => Cause::Client,
         }
     }
@@ -145,6 +152,7 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::ForbiddenOrigin(_) | Error::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             Error::ReplayMiss(_) => StatusCode::GONE,
             Error::UnknownSession | Error::NotFound => StatusCode::NOT_FOUND,
@@ -159,7 +167,8 @@ impl Error {
             | Error::AdoptionRace
             | Error::OwnershipMoved
             | Error::TooManySessions(_)
-            | Error::SessionRateExceeded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | Error::SessionRateExceeded(_)
+            | Error::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -179,7 +188,8 @@ impl Error {
             | Error::AdoptionRace
             | Error::OwnershipMoved
             | Error::TooManySessions(_)
-            | Error::SessionRateExceeded(_) => code::INTERNAL_ERROR,
+            | Error::SessionRateExceeded(_)
+            | Error::Overloaded(_) => code::INTERNAL_ERROR,
             Error::ReplayMiss(_) => code::SERVER_ERROR,
             _ => code::INVALID_REQUEST,
         }
@@ -193,6 +203,8 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::NotAcceptable(_) => "not_acceptable",
             Error::PayloadTooLarge(_) => "payload_too_large",
+            Error::BodyTimeout(_) => "body_timeout",
+            Error::Overloaded(_) => "bodies_over_budget",
             Error::UnsupportedVersion(_) => "unsupported_version",
             Error::ForbiddenOrigin(_) => "forbidden_origin",
             Error::ForbiddenHost(_) => "forbidden_host",

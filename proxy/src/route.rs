@@ -51,12 +51,24 @@ pub async fn peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body
     if req.method() == Method::GET && req.uri().path() == INSTANCE_PATH {
         return Ok(text(StatusCode::OK, app.sessions.me().to_string()));
     }
-    let (parts, incoming) = req.into_parts();
-    let incoming = body::incoming(incoming);
-    let bytes = match endpoint::validate::body(&parts.headers, incoming, app.settings.max_body_bytes).await {
-        Ok(bytes) => bytes,
+    let (mut parts, incoming) = req.into_parts();
+    let settings = &app.settings;
+    let read = app
+        .bodies
+        .read(
+            &parts.headers,
+            body::incoming(incoming),
+            settings.max_body_bytes,
+            settings.header_read_timeout,
+            None,
+        )
+        .await;
+    let (bytes, room) = match read {
+        Ok(read) => read,
         Err(e) => return Ok(e.into_response(None)),
     };
+    // The handler reads the body again from memory: it is paid for.
+    parts.extensions.insert(room);
     let header = |name| {
         parts
             .headers

@@ -108,6 +108,25 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408() {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(&upstream.url, &["--header-read-timeout", "500ms"]).await;
+    let mut slow = tokio::net::TcpStream::connect(public_addr(&proxy)).await.unwrap();
+    slow.write_all(
+        b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Accept: application/json, text/event-stream\r\nContent-Length: 100\r\n\r\n{\"jsonrpc\"",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server answers and closes");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not received within"), "{answer}");
+}
+
+#[tokio::test]
 async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     let upstream = Scripted::start().await;
     let proxy = Shadowcat::start(&upstream.url, &["--max-connections", "2"]).await;

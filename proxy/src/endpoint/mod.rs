@@ -1,6 +1,7 @@
 //! The MCP endpoint: one module per HTTP method, after the checks every
 //! request passes ([`validate`]).
 
+pub mod body;
 pub mod delete;
 pub mod get;
 pub mod post;

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{standalone, validate, with_session_id};
+use super::{body, standalone, validate, with_session_id};
 use crate::app::App;
 use crate::body::Body;
 use crate::error::{Error, Failure};
@@ -26,12 +26,24 @@ use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 
 /// Serves a POST.
 pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
-    let (parts, incoming) = req.into_parts();
-    let headers = &parts.headers;
+    let (mut parts, incoming) = req.into_parts();
     validate::origin_and_host(&parts, &app.settings)?;
-    validate::post_media(headers)?;
-    let version = validate::version(headers)?;
-    let bytes = validate::body(headers, incoming, app.settings.max_body_bytes).await?;
+    validate::post_media(&parts.headers)?;
+    let version = validate::version(&parts.headers)?;
+    let prepaid = parts.extensions.remove::<body::Held>();
+    let settings = &app.settings;
+    // Held until the answer's headers are out: the body is in memory till then.
+    let (bytes, _room) = app
+        .bodies
+        .read(
+            &parts.headers,
+            incoming,
+            settings.max_body_bytes,
+            settings.header_read_timeout,
+            prepaid,
+        )
+        .await?;
+    let headers = &parts.headers;
     let message = jsonrpc::parse(&bytes).map_err(Error::from)?;
     let id = message.error_id();
     let with_id = |e: Error| e.with_id(id.clone());

@@ -1,9 +1,7 @@
 //! The checks a request passes before anything reaches the upstream. Each
 //! failure names what was wrong.
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Uri};
-use http_body_util::BodyExt;
 use shadowcat_crds::Allow;
 
 use crate::error::{Error, Result};
@@ -124,31 +122,6 @@ pub fn session_id(headers: &HeaderMap) -> Result<&str> {
         Some(Ok(id)) if headers::valid_session_id(id) => Ok(id),
         Some(_) => Err(Error::UnknownSession),
     }
-}
-
-/// Reads the body, refusing more than `limit` bytes (by `Content-Length`
-/// up front, and by counting for chunked bodies).
-pub async fn body(headers: &HeaderMap, body: crate::body::Body, limit: u64) -> Result<Bytes> {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(Error::PayloadTooLarge(limit));
-    }
-    let max = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut body = body;
-    let mut read = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Error::InvalidRequest(format!("cannot read request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if read.len() + data.len() > max {
-                return Err(Error::PayloadTooLarge(limit));
-            }
-            read.extend_from_slice(&data);
-        }
-    }
-    Ok(read.freeze())
 }
 
 /// 2026-07-28: `Mcp-Method` (and `Mcp-Name` where the method names a tool,

@@ -2,7 +2,8 @@
 //! batches apart, and building the error bodies Shadowcat answers with.
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
 
 /// Standard JSON-RPC error codes and the MCP ones Shadowcat uses.
 pub mod code {
@@ -94,60 +95,113 @@ pub enum ParseError {
     Shape(String),
 }
 
+/// One message as it comes over the wire, borrowed: the parser checks the
+/// whole body but builds no tree, so a large `params` costs no allocation.
+#[derive(serde::Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<&'a RawValue>,
+    /// `Some(None)` is an explicit `null`.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<Option<&'a RawValue>>,
+    #[serde(borrow, default)]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    error: Option<&'a RawValue>,
+}
+
+/// Tells an explicit `null` (`Some(None)`) from a missing field (`None`).
+fn present<'de, D>(d: D) -> Result<Option<Option<&'de RawValue>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <Option<&'de RawValue> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// The parts of `params` a proxy routes on.
+#[derive(serde::Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    uri: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// Parses and classifies a POST body.
 pub fn parse(bytes: &[u8]) -> Result<Body, ParseError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
-    match value {
-        Value::Array(items) => {
+    let text = std::str::from_utf8(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let shape = |e: serde_json::Error| match e.classify() {
+        serde_json::error::Category::Data => ParseError::Shape(e.to_string()),
+        _ => ParseError::Json(e.to_string()),
+    };
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(shape)?;
             if items.is_empty() {
                 return Err(ParseError::Shape("empty batch".into()));
             }
             items
                 .iter()
-                .map(classify)
+                .map(|item| classify_raw(item.get()))
                 .collect::<Result<_, _>>()
                 .map(Body::Batch)
         }
-        other => classify(&other).map(Body::Single),
+        Some(b'{') => classify_raw(text).map(Body::Single),
+        _ => {
+            // Not an object or array: still tell "not JSON" from "not JSON-RPC".
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| ParseError::Json(e.to_string()))?;
+            Err(ParseError::Shape("expected a JSON object".into()))
+        }
     }
 }
 
-/// Classifies one message value.
-pub fn classify(value: &Value) -> Result<Message, ParseError> {
-    let obj = value
-        .as_object()
-        .ok_or_else(|| ParseError::Shape("expected a JSON object".into()))?;
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+fn classify_raw(text: &str) -> Result<Message, ParseError> {
+    let wire: Wire<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ParseError::Shape(format!("expected a JSON object: {e}")),
+        _ => ParseError::Json(e.to_string()),
+    })?;
+    if wire.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
         return Err(ParseError::Shape("`jsonrpc` must be \"2.0\"".into()));
     }
-    let id = match obj.get("id") {
+    let id = match wire.id {
         None => None,
-        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id.clone()),
-        Some(Value::Null) if obj.contains_key("error") => Some(Value::Null),
+        Some(None) if wire.error.is_some() => Some(Value::Null),
+        Some(Some(raw))
+            if raw
+                .get()
+                .starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9']) =>
+        {
+            Some(serde_json::from_str(raw.get()).map_err(|e| ParseError::Shape(e.to_string()))?)
+        }
         Some(_) => return Err(ParseError::Shape("`id` must be a string or an integer".into())),
     };
-    if let Some(method) = obj.get("method") {
-        let method = method
-            .as_str()
-            .ok_or_else(|| ParseError::Shape("`method` must be a string".into()))?;
-        if let Some(params) = obj.get("params")
-            && !params.is_object()
-            && !params.is_array()
-        {
-            return Err(ParseError::Shape("`params` must be an object or an array".into()));
-        }
+    if let Some(method) = wire.method {
+        let method: String = serde_json::from_str(method.get())
+            .map_err(|_| ParseError::Shape("`method` must be a string".into()))?;
+        let name = match wire.params {
+            Some(params) if !params.get().starts_with(['{', '[']) => {
+                return Err(ParseError::Shape("`params` must be an object or an array".into()));
+            }
+            Some(params) => name_param(&method, params),
+            None => None,
+        };
         return Ok(Message {
             kind: if id.is_some() {
                 Kind::Request
             } else {
                 Kind::Notification
             },
-            name: name_param(method, obj),
-            method: Some(method.to_owned()),
+            name,
+            method: Some(method),
             id,
         });
     }
-    match (id, obj.contains_key("result"), obj.contains_key("error")) {
+    match (id, wire.result.is_some(), wire.error.is_some()) {
         (Some(id), true, false) | (Some(id), false, true) => Ok(Message {
             kind: Kind::Response,
             id: Some(id),
@@ -160,13 +214,13 @@ pub fn classify(value: &Value) -> Result<Message, ParseError> {
     }
 }
 
-fn name_param(method: &str, obj: &Map<String, Value>) -> Option<String> {
-    let key = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" => "uri",
-        _ => return None,
-    };
-    obj.get("params")?.get(key)?.as_str().map(str::to_owned)
+fn name_param(method: &str, params: &RawValue) -> Option<String> {
+    let named: Named<'_> = serde_json::from_str(params.get()).ok()?;
+    match method {
+        "tools/call" | "prompts/get" => named.name.map(|n| n.into_owned()),
+        "resources/read" => named.uri.map(|u| u.into_owned()),
+        _ => None,
+    }
 }
 
 /// A JSON-RPC error response body.

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, header};
 use http_body_util::BodyExt;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use crate::app::App;
@@ -17,17 +18,67 @@ use crate::upstream::UpstreamRequest;
 /// Largest `initialize` kept in a session record.
 pub const MAX_RECORDED_INITIALIZE: usize = 64 * 1024;
 
+#[derive(serde::Deserialize)]
+struct Initialize<'a> {
+    #[serde(borrow, default)]
+    params: Option<Params<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Params<'a> {
+    #[serde(borrow, default, rename = "protocolVersion")]
+    protocol_version: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    capabilities: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "clientInfo")]
+    client_info: Option<ClientInfo<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ClientInfo<'a> {
+    #[serde(borrow, default)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    title: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    version: Option<&'a RawValue>,
+}
+
 /// The `initialize` request reduced to what re-initializing needs: protocol
 /// version, capabilities, and the client's name, title and version. Padding,
-/// icons and anything else a client sends stay out of the session record.
+/// icons and anything else a client sends stay out of the session record
+/// (and are never even copied: the parser borrows).
 pub fn recorded_initialize(body: &[u8]) -> Result<String> {
-    let request: Value = serde_json::from_slice(body).map_err(|e| Error::Parse(e.to_string()))?;
-    let params = request.get("params").cloned().unwrap_or(Value::Null);
-    let client = params.get("clientInfo").cloned().unwrap_or(Value::Null);
+    let request: Initialize<'_> = serde_json::from_slice(body).map_err(|e| Error::Parse(e.to_string()))?;
+    let params = request.params.unwrap_or(Params {
+        protocol_version: None,
+        capabilities: None,
+        client_info: None,
+    });
+    let too_large = || {
+        Error::InvalidRequest(format!(
+            "initialize capabilities and clientInfo exceed {MAX_RECORDED_INITIALIZE} bytes"
+        ))
+    };
+    let kept = |raw: Option<&RawValue>| -> Result<Option<Value>> {
+        match raw {
+            None => Ok(None),
+            Some(raw) if raw.get().len() > MAX_RECORDED_INITIALIZE => Err(too_large()),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map(Some)
+                .map_err(|e| Error::Parse(e.to_string())),
+        }
+    };
     let mut client_info = serde_json::Map::new();
-    for field in ["name", "title", "version"] {
-        if let Some(value) = client.get(field) {
-            client_info.insert(field.into(), value.clone());
+    if let Some(client) = &params.client_info {
+        for (field, raw) in [
+            ("name", client.name),
+            ("title", client.title),
+            ("version", client.version),
+        ] {
+            if let Some(value) = kept(raw)? {
+                client_info.insert(field.into(), value);
+            }
         }
     }
     let kept = json!({
@@ -35,16 +86,14 @@ pub fn recorded_initialize(body: &[u8]) -> Result<String> {
         "id": "shadowcat-initialize",
         "method": "initialize",
         "params": {
-            "protocolVersion": params.get("protocolVersion").cloned().unwrap_or(Value::Null),
-            "capabilities": params.get("capabilities").cloned().unwrap_or_else(|| json!({})),
+            "protocolVersion": kept(params.protocol_version)?.unwrap_or(Value::Null),
+            "capabilities": kept(params.capabilities)?.unwrap_or_else(|| json!({})),
             "clientInfo": client_info,
         },
     })
     .to_string();
     if kept.len() > MAX_RECORDED_INITIALIZE {
-        return Err(Error::InvalidRequest(format!(
-            "initialize capabilities and clientInfo exceed {MAX_RECORDED_INITIALIZE} bytes"
-        )));
+        return Err(too_large());
     }
     Ok(kept)
 }
