@@ -178,6 +178,16 @@ impl Cluster {
         replica.proc.output()
     }
 
+    /// A counter summed over the live replicas' `/metrics`.
+    pub async fn total(&self, name: &str) -> u64 {
+        let http = http();
+        let mut total = 0;
+        for replica in self.replicas.iter().flatten() {
+            total += crate::client::metric(&http, &replica.admin, name).await;
+        }
+        total
+    }
+
     /// Runs `redis-cli` against the cluster's Redis; its output.
     pub fn redis_cli(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("redis-cli")

@@ -217,6 +217,16 @@ impl Scripted {
         self.state.failing_gets.store(n, Ordering::SeqCst);
     }
 
+    /// Waits until `n` standalone (GET) streams are open.
+    pub async fn wait_standalone_streams(&self, n: usize) {
+        crate::eventually(
+            "standalone streams to open",
+            std::time::Duration::from_secs(10),
+            || async { (self.standalone_streams() == n).then_some(()) },
+        )
+        .await;
+    }
+
     /// Standalone (GET) streams open now.
     pub fn standalone_streams(&self) -> usize {
         self.state

@@ -17,14 +17,6 @@ fn count(cluster: &Cluster, upstream: usize, method: &str) -> usize {
         .count()
 }
 
-async fn forwards(cluster: &Cluster, mcp: &Mcp) -> u64 {
-    let mut total = 0;
-    for replica in cluster.replicas.iter().flatten() {
-        total += metric(&mcp.http, &replica.admin, "shadowcat_peer_forwards_total").await;
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_on_another_replica_reaches_the_owner() {
     let cluster = Cluster::start(3, &[]).await;
@@ -48,7 +40,7 @@ async fn every_request_on_another_replica_reaches_the_owner() {
         );
     }
     // Round robin sends two of every three requests elsewhere first.
-    assert!(forwards(&cluster, &mcp).await >= 8);
+    assert!(cluster.total("shadowcat_peer_forwards_total").await >= 8);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,14 +402,6 @@ async fn peer_port_refuses_requests_without_a_valid_signature() {
     );
 }
 
-async fn adoptions(cluster: &Cluster, mcp: &Mcp) -> u64 {
-    let mut total = 0;
-    for replica in cluster.replicas.iter().flatten() {
-        total += metric(&mcp.http, &replica.admin, "shadowcat_session_adoptions_total").await;
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_owner_answers_504_and_the_call_runs_once() {
     let cluster = Cluster::start(2, &["--upstream-timeout", "1s"]).await;
@@ -457,7 +441,11 @@ async fn a_slow_owner_answers_504_and_the_call_runs_once() {
         cluster.upstreams[other].calls("sleep") + cluster.upstreams[other].calls("echo"),
         0
     );
-    assert_eq!(adoptions(&cluster, &mcp).await, 0, "slow is not dead");
+    assert_eq!(
+        cluster.total("shadowcat_session_adoptions_total").await,
+        0,
+        "slow is not dead"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -492,7 +480,11 @@ async fn a_replica_cut_off_from_redis_keeps_its_sessions() {
     assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
     assert_eq!(cluster.upstreams[owner].calls("echo"), 1);
     assert_eq!(cluster.upstreams[other].rpc_methods(), Vec::<String>::new());
-    assert_eq!(adoptions(&cluster, &mcp).await, 0, "no mass adoption on a hiccup");
+    assert_eq!(
+        cluster.total("shadowcat_session_adoptions_total").await,
+        0,
+        "no mass adoption on a hiccup"
+    );
     cluster.relays[owner].resume();
 }
 

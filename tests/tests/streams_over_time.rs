@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use shadowcat_tests::client::{Events, Mcp, progress};
-use shadowcat_tests::eventually;
 use shadowcat_tests::procs::{RedisServer, Shadowcat};
 use shadowcat_tests::upstream::{Options, Scripted};
 
@@ -51,12 +50,8 @@ async fn quiet_standalone_stream(redis: Option<&RedisServer>) {
     let proxy = Shadowcat::start(&upstream.url, &args).await;
     let mut mcp = Mcp::new(&proxy.url, "2025-11-25");
     mcp.initialize().await;
-    eventually(
-        "Shadowcat to open the upstream GET",
-        Duration::from_secs(10),
-        || async { (upstream.standalone_streams() == 1).then_some(()) },
-    )
-    .await;
+    // Shadowcat opens the upstream's GET stream itself.
+    upstream.wait_standalone_streams(1).await;
     let mut get = Events::new(mcp.get(None).await);
     let priming = get.next().await.unwrap();
     assert!(priming.id.unwrap().ends_with(".0"));
@@ -131,12 +126,8 @@ async fn the_priming_id_names_where_the_reader_starts() {
     let proxy = Shadowcat::start(&upstream.url, &[]).await;
     let mut mcp = Mcp::new(&proxy.url, "2025-11-25");
     mcp.initialize().await;
-    eventually(
-        "Shadowcat to open the upstream GET",
-        Duration::from_secs(10),
-        || async { (upstream.standalone_streams() == 1).then_some(()) },
-    )
-    .await;
+    // Shadowcat opens the upstream's GET stream itself.
+    upstream.wait_standalone_streams(1).await;
     // Two messages before any client GET: they wait in the log.
     notify(&mcp, "one").await;
     notify(&mcp, "two").await;

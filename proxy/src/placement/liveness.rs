@@ -113,18 +113,11 @@ mod tests {
     use shadowcat_crds::SidecarConfig;
 
     use super::*;
-    use crate::store::{MemoryStore, Store, suite};
+    use crate::store::{Store, suite};
 
     #[tokio::test]
     async fn only_proof_makes_an_owner_gone() {
-        let settings = SidecarConfig {
-            upstream: Some("http://127.0.0.1:1/mcp".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let store = MemoryStore::new(crate::store_limits(&settings));
-        let (app, _) = App::new(settings, store.clone(), Instance::new("me"), None);
+        let (app, store) = crate::test_support::app(SidecarConfig::default());
         let owner = Instance::new("owner");
         let mut record = suite::record("s");
         record.owner = Owner::Held(owner.clone());

@@ -151,18 +151,11 @@ mod tests {
     use shadowcat_crds::SidecarConfig;
 
     use super::*;
-    use crate::store::{Instance, MemoryStore, Owner, Store, StreamKind, StreamMeta, suite};
+    use crate::store::{Instance, Owner, Store, StreamKind, StreamMeta, suite};
 
     #[tokio::test]
     async fn only_the_requests_the_log_does_not_answer_get_the_error() {
-        let settings = SidecarConfig {
-            upstream: Some("http://127.0.0.1:1/mcp".into()),
-            ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let store = MemoryStore::new(crate::store_limits(&settings));
-        let (app, _abandoned) = App::new(settings, store.clone(), Instance::new("adopter"), None);
+        let (app, store) = crate::test_support::app(SidecarConfig::default());
         let gone = Instance::new("gone");
         let mut record = suite::record("s");
         record.owner = Owner::Held(gone.clone());

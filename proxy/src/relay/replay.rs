@@ -262,22 +262,17 @@ mod reader_tests {
     use shadowcat_crds::{SidecarConfig, SseConfig};
 
     use super::*;
-    use crate::store::{Instance, MemoryStore, Store, StoredEvent, StreamKind, suite};
+    use crate::store::{Store, StoredEvent, StreamKind, suite};
 
     #[tokio::test]
     async fn a_reader_behind_the_kept_events_says_so_and_stops() {
-        let settings = SidecarConfig {
-            upstream: Some("http://127.0.0.1:1/mcp".into()),
+        let (app, store) = crate::test_support::app(SidecarConfig {
             sse: Some(SseConfig {
                 max_events_per_stream: Some(3),
                 ..Default::default()
             }),
             ..Default::default()
-        }
-        .validate()
-        .unwrap();
-        let store = MemoryStore::new(crate::store_limits(&settings));
-        let (app, _) = App::new(settings, store.clone(), Instance::new("me"), None);
+        });
         let me = app.sessions.me().clone();
         let meta = suite::meta("s", "l", StreamKind::Request);
         store.create_stream(&meta, &me).await.unwrap();

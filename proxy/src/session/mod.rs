@@ -428,18 +428,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::{MemoryStore, StoreLimits};
-
-    fn limits() -> StoreLimits {
-        StoreLimits {
-            idle: Duration::from_secs(60),
-            max_events: 8,
-            max_log_bytes: 1 << 20,
-            max_streams: 16,
-            max_bytes: 1 << 30,
-            retention: Duration::from_secs(60),
-        }
-    }
+    use crate::store::MemoryStore;
 
     fn manager(store: &Arc<MemoryStore>, name: &str) -> (SessionManager, mpsc::Receiver<String>) {
         SessionManager::new(
@@ -464,7 +453,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_fenced_owner_stops_serving_and_ends_its_upstream_session() {
-        let store = MemoryStore::new(limits());
+        let store = MemoryStore::new(crate::store::suite::limits());
         let (a, mut abandoned) = manager(&store, "a");
         let (b, _) = manager(&store, "b");
         let session = created(&a).await;
@@ -487,7 +476,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_next_lookup_past_the_cache_finds_the_session_moved() {
-        let store = MemoryStore::new(limits());
+        let store = MemoryStore::new(crate::store::suite::limits());
         let (a, mut abandoned) = manager(&store, "a");
         let (b, _) = manager(&store, "b");
         created(&a).await;

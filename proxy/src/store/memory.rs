@@ -535,25 +535,14 @@ mod tests {
     use super::*;
     use crate::store::suite;
 
-    fn limits() -> StoreLimits {
-        StoreLimits {
-            idle: Duration::from_secs(60),
-            max_events: 8,
-            max_log_bytes: 1 << 20,
-            max_streams: 16,
-            max_bytes: 1 << 30,
-            retention: Duration::from_secs(60),
-        }
-    }
-
     #[tokio::test]
     async fn memory_store_passes_the_store_suite() {
-        suite::run_all(|| async { MemoryStore::new(limits()) as Arc<dyn Store> }).await;
+        suite::run_all(|| async { MemoryStore::new(suite::limits()) as Arc<dyn Store> }).await;
     }
 
     #[tokio::test]
     async fn the_oldest_finished_logs_go_first_past_the_cap() {
-        let s = MemoryStore::new(limits());
+        let s = MemoryStore::new(suite::limits());
         let meta = |i: usize| suite::meta("s", &format!("l{i}"), StreamKind::Request);
         let me = suite::writer();
         // l0 stays live; every other log ends as soon as it is made.
@@ -579,7 +568,7 @@ mod tests {
             max_events: 1000,
             max_log_bytes: 4 * 1100,
             max_bytes: 10 * 1100,
-            ..limits()
+            ..suite::limits()
         });
         let me = suite::writer();
         let big = |seq| StoredEvent {
@@ -627,7 +616,7 @@ mod tests {
         let s = MemoryStore::new(StoreLimits {
             idle: Duration::from_secs(10),
             retention: Duration::from_secs(1),
-            ..limits()
+            ..suite::limits()
         });
         let record = suite::record("idle");
         assert!(s.create_session(&record).await.unwrap());

@@ -11,11 +11,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    Instance, LogRead, Owner, SessionChange, SessionRecord, Store, StoreError, StoredEvent, StreamKey,
-    StreamKind, StreamMeta, Update,
+    Instance, LogRead, Owner, SessionChange, SessionRecord, Store, StoreError, StoreLimits, StoredEvent,
+    StreamKey, StreamKind, StreamMeta, Update,
 };
 
 const NO_WAIT: Duration = Duration::from_millis(1);
+
+/// The limits the suite's stores are made with: 8 events per log, an idle
+/// minute, a minute of retention; no byte or log cap that a test would meet.
+pub fn limits() -> StoreLimits {
+    StoreLimits {
+        idle: Duration::from_secs(60),
+        max_events: 8,
+        max_log_bytes: 1 << 20,
+        max_streams: 16,
+        max_bytes: 1 << 30,
+        retention: Duration::from_secs(60),
+    }
+}
 
 /// The instance the suite writes as.
 pub fn writer() -> Instance {

@@ -556,6 +556,12 @@ impl Store for RedisStore {
                 return Ok(LogRead::Missing);
             }
         }
+        if wait.is_zero() {
+            return Ok(LogRead::Events {
+                events: Vec::new(),
+                ended: false,
+            });
+        }
         let from = from.unwrap_or_else(|| format!("{after}-0"));
         self.block(&log, &from, wait).await?;
         let entries = self.range(&log, after).await?;

@@ -58,16 +58,7 @@ fn settings(store: &str, prefix: &str, redis: &str) -> RedisSettings {
     }
 }
 
-fn limits() -> StoreLimits {
-    StoreLimits {
-        idle: Duration::from_secs(60),
-        max_events: 8,
-        max_log_bytes: 1 << 20,
-        max_streams: 16,
-        max_bytes: 1 << 30,
-        retention: Duration::from_secs(60),
-    }
-}
+use suite::limits;
 
 async fn until_up(store: &RedisStore) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
