@@ -9,12 +9,12 @@
 mod config;
 mod mcpproxy;
 mod settings;
+mod store;
 
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
     ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,
     ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
 };
-pub use settings::{
-    Allow, ConfigError, RedisSettings, RedisTopology, RedisUrl, Settings, SseSettings, StoreSettings,
-};
+pub use settings::{Allow, ConfigError, Settings, SseSettings};
+pub use store::{RedisSettings, RedisTopology, RedisUrl, StoreSettings};
