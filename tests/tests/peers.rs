@@ -10,7 +10,8 @@ use shadowcat_tests::root;
 
 /// Runs the conformance suite's active server scenarios against `url`:
 /// scenario name -> passed.
-async fn conformance(url: &str) -> BTreeMap<String, bool> {
+/// Each scenario's outcome: `None` when it passed, else what failed.
+async fn conformance(url: &str) -> BTreeMap<String, Option<String>> {
     let script = root().join("tests/peers/run-conformance.mjs");
     let output = tokio::process::Command::new("node")
         .arg(script)
@@ -29,24 +30,25 @@ async fn conformance(url: &str) -> BTreeMap<String, bool> {
         .unwrap()
         .iter()
         .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_owned(),
-                s["passed"].as_bool().unwrap(),
-            )
+            let failed = (!s["passed"].as_bool().unwrap()).then(|| s["detail"].to_string());
+            (s["name"].as_str().unwrap().to_owned(), failed)
         })
         .collect()
 }
 
-fn failing(results: &BTreeMap<String, bool>) -> Vec<&str> {
+/// The scenarios that failed, each with what the suite said.
+fn failing(results: &BTreeMap<String, Option<String>>) -> Vec<String> {
     results
         .iter()
-        .filter(|(_, passed)| !**passed)
-        .map(|(name, _)| name.as_str())
+        .filter_map(|(name, failed)| Some(format!("{name}: {}", failed.as_ref()?)))
         .collect()
 }
 
 /// Every scenario that passes directly must pass through the proxy.
-async fn compare(server: &NodeServer, proxy: &Shadowcat) -> (BTreeMap<String, bool>, BTreeMap<String, bool>) {
+async fn compare(
+    server: &NodeServer,
+    proxy: &Shadowcat,
+) -> (BTreeMap<String, Option<String>>, BTreeMap<String, Option<String>>) {
     let direct = conformance(&server.url).await;
     let proxied = conformance(&proxy.url).await;
     assert_eq!(
@@ -56,8 +58,8 @@ async fn compare(server: &NodeServer, proxy: &Shadowcat) -> (BTreeMap<String, bo
     );
     let regressions: Vec<_> = direct
         .iter()
-        .filter(|(name, passed)| **passed && !proxied[*name])
-        .map(|(n, _)| n)
+        .filter(|(name, failed)| failed.is_none() && proxied[*name].is_some())
+        .map(|(name, _)| (name, &proxied[name]))
         .collect();
     assert!(
         regressions.is_empty(),
@@ -79,7 +81,7 @@ async fn conformance_fixture_passes_every_scenario_through_shadowcat_repeatedly(
     );
     assert_eq!(
         failing(&direct),
-        Vec::<&str>::new(),
+        Vec::<String>::new(),
         "the fixture must pass every scenario directly"
     );
     // Messages sent before a GET stream is open are where proxies lose them:
@@ -88,7 +90,7 @@ async fn conformance_fixture_passes_every_scenario_through_shadowcat_repeatedly(
         let proxied = conformance(&proxy.url).await;
         assert_eq!(
             failing(&proxied),
-            Vec::<&str>::new(),
+            Vec::<String>::new(),
             "round {round}\n{}",
             proxy.proc.output()
         );
@@ -100,7 +102,7 @@ async fn conformance_server_everything_through_shadowcat_loses_nothing() {
     let server = everything().await;
     let proxy = Shadowcat::start(&server.url, &[]).await;
     let (direct, proxied) = compare(&server, &proxy).await;
-    let passed = |r: &BTreeMap<String, bool>| r.values().filter(|p| **p).count();
+    let passed = |r: &BTreeMap<String, Option<String>>| r.values().filter(|f| f.is_none()).count();
     println!(
         "server-everything: {} of {} direct, {} proxied",
         passed(&direct),
@@ -148,8 +150,8 @@ async fn conformance_fixture_passes_every_scenario_through_redis_store() {
     let server = fixture().await;
     let proxy = Shadowcat::start(&server.url, &["--store", &redis.url]).await;
     let (direct, proxied) = compare(&server, &proxy).await;
-    assert_eq!(failing(&direct), Vec::<&str>::new());
-    assert_eq!(failing(&proxied), Vec::<&str>::new(), "{}", proxy.proc.output());
+    assert_eq!(failing(&direct), Vec::<String>::new());
+    assert_eq!(failing(&proxied), Vec::<String>::new(), "{}", proxy.proc.output());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -168,7 +170,7 @@ async fn conformance_and_python_sdk_pass_through_three_replicas_round_robin() {
             .join("\n---\n")
     };
     assert!(results.len() >= 25);
-    assert_eq!(failing(&results), Vec::<&str>::new(), "{}", logs());
+    assert_eq!(failing(&results), Vec::<String>::new(), "{}", logs());
     let report = python_client(&cluster.front.url).await;
     assert!(report["echo"].as_str().unwrap().contains("shadowcat"), "{report}");
     assert_eq!(report["deleteStatus"], 200, "{report}");

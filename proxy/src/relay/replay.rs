@@ -100,7 +100,7 @@ impl Reader {
                 None => tokio::select! {
                     read = app.store.read(&self.stream, self.after, sse.keep_alive_interval) => read,
                     () = tx.closed() => return Close::Gone,
-                    () = self.superseded.cancelled() => return Close::Quiet,
+                    () = self.superseded.cancelled() => return Close::Superseded,
                     // Standalone streams never end by themselves: close them
                     // as shutdown begins. Response streams end with their
                     // answer: let them, unless the drain is nearly over.
@@ -111,7 +111,7 @@ impl Reader {
             };
             let (events, ended) = match read {
                 Ok(LogRead::Events { events, ended }) => (events, ended),
-                Ok(LogRead::Missing) => return Close::Quiet,
+                Ok(LogRead::Missing) => return Close::Missing,
                 Ok(LogRead::Gap { first }) => {
                     app.metrics
                         .replay_misses
@@ -126,7 +126,7 @@ impl Reader {
                         first - 1
                     );
                     let _ = send(tx, comment(&why)).await;
-                    return Close::Quiet;
+                    return Close::Gap;
                 }
                 Err(e) => {
                     // The store is away for a moment (a restart, a failover):
@@ -140,7 +140,7 @@ impl Reader {
                     tokio::select! {
                         () = tokio::time::sleep(STORE_RETRY) => {}
                         () = tx.closed() => return Close::Gone,
-                        () = self.superseded.cancelled() => return Close::Quiet,
+                        () = self.superseded.cancelled() => return Close::Superseded,
                     }
                     continue;
                 }
@@ -173,7 +173,7 @@ impl Reader {
                 tracing::debug!(stream = %self.stream, error = %e, "cannot record delivery");
             }
             if ended {
-                return Close::Quiet;
+                return Close::Ended;
             }
         }
     }
@@ -208,12 +208,19 @@ async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), ()> {
     Ok(())
 }
 
+/// Why a reader stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum Close {
     /// The client went away.
     Gone,
-    /// The stream is over for this connection.
-    Quiet,
+    /// The stream ended and every event was sent.
+    Ended,
+    /// A newer reader took the stream over, or the session ended here.
+    Superseded,
+    /// The log is gone (expired, or its session ended).
+    Missing,
+    /// The events after the reader's position were dropped.
+    Gap,
     /// Tell the client to come back (`retry:`), then close.
     Retry,
 }

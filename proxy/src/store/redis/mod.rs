@@ -208,6 +208,24 @@ impl RedisStore {
         entries_from(range.ids)
     }
 
+    /// Nothing was found after `after`. An open stream waits (`None`); a
+    /// stream that is not open ended — perhaps just now, between that range
+    /// and this check, so its log is read again — or expired, or never
+    /// existed.
+    async fn unless_open(&self, key: &StreamKey, log: &str, after: u64) -> Result<Option<LogRead>> {
+        let open: bool = redis::cmd("HEXISTS")
+            .arg(self.keys(&key.session).open)
+            .arg(&key.id)
+            .query_async(&mut self.conn().await?)
+            .await
+            .map_err(unavailable)?;
+        if open {
+            return Ok(None);
+        }
+        let entries = self.range(log, after).await?;
+        Ok(Some(self.deliverable(entries, after).unwrap_or(LogRead::Missing)))
+    }
+
     /// Blocks until an entry after `from` arrives or `wait` passes.
     async fn block(&self, log: &str, from: &str, wait: Duration) -> Result<()> {
         let mut conn = self.conns.dedicated(wait).await?;
@@ -423,18 +441,10 @@ impl Store for RedisStore {
         if let Some(read) = self.deliverable(entries, after) {
             return Ok(read);
         }
-        if from.is_none() {
-            // Nothing after `after` at all: an open stream waits, a stream
-            // that ended with its log expired (or never existed) is missing.
-            let open: bool = redis::cmd("HEXISTS")
-                .arg(self.keys(&key.session).open)
-                .arg(&key.id)
-                .query_async(&mut self.conn().await?)
-                .await
-                .map_err(unavailable)?;
-            if !open {
-                return Ok(LogRead::Missing);
-            }
+        if from.is_none()
+            && let Some(read) = self.unless_open(key, &log, after).await?
+        {
+            return Ok(read);
         }
         if wait.is_zero() {
             return Ok(LogRead::Events {

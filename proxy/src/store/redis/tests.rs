@@ -141,6 +141,33 @@ async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_ends_while_a_reader_looks_is_read_not_missed() {
+    let (_server, url) = plain().await;
+    let store = RedisStore::new(&settings(&url, "race", ""), limits()).unwrap();
+    let me = suite::writer();
+    let m = suite::meta("s", "fast", StreamKind::Request);
+    store.create_stream(&m, &me).await.unwrap();
+    // A reader found nothing after 0 in the log; before it asks whether the
+    // stream is open, the stream gets its event, its end, and loses its mark.
+    let log = store.log_key(&m.key());
+    let event = StoredEvent {
+        seq: 1,
+        event: None,
+        data: "{}".into(),
+    };
+    store.append(&m.key(), &me, &[event.clone()]).await.unwrap();
+    store.end_stream(&m.key(), &me).await.unwrap();
+    let read = store.unless_open(&m.key(), &log, 0).await.unwrap();
+    assert_eq!(
+        read,
+        Some(LogRead::Events {
+            events: vec![event],
+            ended: true
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn redis_sessions_expire_when_idle() {
     let (_server, url) = plain().await;
     let store = RedisStore::new(
