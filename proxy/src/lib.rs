@@ -2,9 +2,11 @@
 //! keeps every SSE stream in a replayable event log.
 //!
 //! A request reads top-down through the modules: [`server`] accepts it,
-//! [`route`] dispatches it, [`endpoint`] validates it and applies the session
-//! rules, [`upstream`] forwards it, and [`relay`] carries the answer back —
-//! event streams through the [`store`]'s event log.
+//! [`route`] dispatches it, [`endpoint`] validates it, [`session`] finds its
+//! session, [`placement`] decides which replica serves it (forwarding it, or
+//! adopting a session whose owner is gone), [`upstream`] forwards it, and
+//! [`relay`] carries the answer back — event streams through the [`store`]'s
+//! event log.
 #![forbid(unsafe_code)]
 
 pub mod app;

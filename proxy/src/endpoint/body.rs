@@ -27,11 +27,19 @@ pub struct BodyBudget {
     bytes: usize,
 }
 
-/// Room held for a body; released when the last clone is dropped. A request
-/// carries it in its extensions once its body is read (the peer listener
-/// reads a body to check its signature, and the handler reuses it).
+/// Room held for a body; released when the last clone is dropped (the
+/// permit inside is only ever dropped, never read). A request carries it in
+/// its extensions once its body is read (the peer listener reads a body to
+/// check its signature, and the handler reuses it).
 #[derive(Clone, Debug)]
-pub struct Held(#[allow(dead_code)] Option<Arc<OwnedSemaphorePermit>>);
+pub struct Held(Option<Arc<OwnedSemaphorePermit>>);
+
+impl Held {
+    /// Bytes of budget this body holds (a multiple of the unit).
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |p| p.num_permits() * UNIT)
+    }
+}
 
 fn units(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX)
@@ -128,6 +136,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(first.len(), 6 * UNIT);
+        assert_eq!(held.bytes(), 6 * UNIT);
         // Room for 2 more units only: a 4-unit body cannot get in while the
         // first is held...
         tokio::time::pause();
