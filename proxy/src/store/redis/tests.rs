@@ -155,7 +155,10 @@ async fn a_stream_that_ends_while_a_reader_looks_is_read_not_missed() {
         event: None,
         data: "{}".into(),
     };
-    store.append(&m.key(), &me, std::slice::from_ref(&event)).await.unwrap();
+    store
+        .append(&m.key(), &me, std::slice::from_ref(&event))
+        .await
+        .unwrap();
     store.end_stream(&m.key(), &me).await.unwrap();
     let read = store.unless_open(&m.key(), &log, 0).await.unwrap();
     assert_eq!(
