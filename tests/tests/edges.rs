@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Method;
 use serde_json::json;
-use shadowcat_tests::client::{Mcp, json_body, metric, send};
+use shadowcat_tests::client::{Mcp, json_body, metric, send, try_send};
 use shadowcat_tests::procs::{RedisServer, Shadowcat, fixture};
 use shadowcat_tests::upstream::Scripted;
 use shadowcat_tests::{eventually, free_port};
@@ -157,7 +157,14 @@ async fn connections_beyond_the_cap_are_closed_at_once_and_counted() {
     );
     drop(held.pop());
     eventually("a slot to free up", Duration::from_secs(10), || async {
-        (post_init(&proxy.url, &[]).await.status() == 200).then_some(())
+        // Until the server sees the close, a new connection is still refused.
+        let headers = [
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        let http = shadowcat_tests::client::http();
+        let sent = try_send(&http, Method::POST, &proxy.url, &headers, Bytes::from(INIT)).await;
+        sent.ok().filter(|r| r.status() == 200).map(drop)
     })
     .await;
 }
