@@ -103,6 +103,14 @@ impl Events {
         crate::within("next SSE event", Duration::from_secs(30), self.next_inner()).await
     }
 
+    /// The next event, or `None` when the stream ends; `Err` when none comes
+    /// within `limit` (keep-alive comments are not events).
+    pub async fn next_within(&mut self, limit: Duration) -> Result<Option<RawEvent>, String> {
+        tokio::time::timeout(limit, self.next_inner())
+            .await
+            .map_err(|_| format!("no event for {limit:?}"))
+    }
+
     async fn next_inner(&mut self) -> Option<RawEvent> {
         loop {
             if let Some(event) = self.queue.pop_front() {

@@ -44,6 +44,8 @@ pub struct Cluster {
     pub front: Front,
     /// Each replica's own path to Redis, when the cluster is partitionable.
     pub relays: Vec<Relay>,
+    /// What replicas that were stopped or killed printed.
+    gone: Vec<String>,
     secret: PathBuf,
     extra: Vec<String>,
 }
@@ -112,6 +114,7 @@ impl Cluster {
             replicas: (0..n).map(|_| None).collect(),
             front,
             relays,
+            gone: Vec::new(),
             secret,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -150,7 +153,18 @@ impl Cluster {
         self.front.set(i, None);
         if let Some(mut replica) = self.replicas[i].take() {
             replica.proc.child.kill().await.unwrap();
+            self.gone.push(format!("=== replica-{i} (killed)\n{}", replica.proc.output()));
         }
+    }
+
+    /// Everything every replica printed, the gone ones included.
+    pub fn all_output(&self) -> String {
+        let live = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some(format!("=== replica-{i} (live)\n{}", r.as_ref()?.proc.output())));
+        self.gone.iter().cloned().chain(live).collect::<Vec<_>>().join("\n")
     }
 
     /// Stops replica `i` with SIGTERM (out of the front first, as Kubernetes
@@ -175,7 +189,9 @@ impl Cluster {
             .proc
             .wait_line("stopped", |l| l.contains("\"stopped\"").then_some(()))
             .await;
-        replica.proc.output()
+        let output = replica.proc.output();
+        self.gone.push(format!("=== replica-{i} (stopped)\n{output}"));
+        output
     }
 
     /// A counter summed over the live replicas' `/metrics`.

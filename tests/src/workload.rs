@@ -8,6 +8,10 @@ use serde_json::Value;
 
 use crate::client::{Events, Mcp};
 
+/// Longest a stream may stay without an event before the call counts as
+/// hung (streams in these tests send something at least every few seconds).
+const EVENT_WAIT: Duration = Duration::from_secs(30);
+
 /// What a client read of one streamed call.
 #[derive(Debug, Default)]
 pub struct Streamed {
@@ -77,7 +81,15 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
     let mut events = Events::new(response);
     let mut last_id = None;
     loop {
-        while let Some(event) = events.next().await {
+        loop {
+            let event = match events.next_within(EVENT_WAIT).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(hung) => {
+                    read.failure = Some(format!("hung: {hung}"));
+                    return read;
+                }
+            };
             // A priming event (2025-11-25) has an id and no message: it is
             // where a client comes back to if nothing else arrived.
             last_id = event.id.clone().or(last_id);

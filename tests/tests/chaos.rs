@@ -237,6 +237,11 @@ async fn chaos_holds_every_invariant() {
 
     executed_at_most_once(&upstreams.logs, &record);
     let record = record.lock().unwrap();
+    if !record.violations.is_empty() {
+        let logs = dir.join("replicas.log");
+        std::fs::write(&logs, cluster.all_output()).unwrap();
+        println!("chaos: replica logs kept in {}", logs.display());
+    }
     if record.max_rss > MEMORY_LIMIT {
         println!("chaos: memory over the limit");
     }
@@ -259,6 +264,7 @@ async fn chaos_holds_every_invariant() {
         "too few calls to mean anything"
     );
     assert_eq!(record.violations, Vec::<String>::new(), "seed {seed}");
+    drop(record);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -490,7 +496,12 @@ async fn drop_and_resume(mcp: &Mcp, record: &Shared) {
             }
         };
         let mut stream = Events::new(resumed);
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = match stream.next_within(Duration::from_secs(30)).await {
+                Ok(Some(event)) => event,
+                Ok(None) => break,
+                Err(hung) => return violation(record, format!("resumed stream hung: {hung}; read {seen:?}")),
+            };
             last = event.id.clone().or(last);
             let Some(data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
