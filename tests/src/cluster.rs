@@ -153,7 +153,8 @@ impl Cluster {
         self.front.set(i, None);
         if let Some(mut replica) = self.replicas[i].take() {
             replica.proc.child.kill().await.unwrap();
-            self.gone.push(format!("=== replica-{i} (killed)\n{}", replica.proc.output()));
+            self.gone
+                .push(format!("=== replica-{i} (killed)\n{}", replica.proc.output()));
         }
     }
 
@@ -164,7 +165,12 @@ impl Cluster {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| Some(format!("=== replica-{i} (live)\n{}", r.as_ref()?.proc.output())));
-        self.gone.iter().cloned().chain(live).collect::<Vec<_>>().join("\n")
+        self.gone
+            .iter()
+            .cloned()
+            .chain(live)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Stops replica `i` with SIGTERM (out of the front first, as Kubernetes

@@ -197,8 +197,8 @@ impl Connector {
     }
 
     /// A connection of the caller's own whose commands may block up to
-    /// `hold` longer than usual. Give it back with [`Connector::put_back`].
-    pub(super) async fn dedicated(&self, hold: Duration) -> Result<Conn> {
+    /// `hold` longer than usual.
+    async fn dedicated(&self, hold: Duration) -> Result<Conn> {
         let pooled = self.dedicated.lock().unwrap_or_else(|p| p.into_inner()).pop();
         if let Some(conn) = pooled {
             return Ok(conn);
@@ -230,11 +230,23 @@ impl Connector {
         }
     }
 
-    /// Returns a dedicated connection that is still sound.
-    pub(super) fn put_back(&self, conn: Conn) {
+    /// Runs `work` on a dedicated connection and pools the connection again
+    /// if it is still sound. When the connection fails, the whole pool goes:
+    /// a Redis that restarted or went away broke every pooled connection, and
+    /// trying them one by one would cost a failed round each.
+    pub(super) async fn with_dedicated<T>(
+        &self,
+        hold: Duration,
+        work: impl AsyncFnOnce(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.dedicated(hold).await?;
+        let result = work(&mut conn).await;
         let mut pool = self.dedicated.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL {
-            pool.push(conn);
+        match &result {
+            Err(StoreError::Unavailable(_)) => pool.clear(),
+            _ if pool.len() < POOL => pool.push(conn),
+            _ => {}
         }
+        result
     }
 }

@@ -228,24 +228,22 @@ impl RedisStore {
 
     /// Blocks until an entry after `from` arrives or `wait` passes.
     async fn block(&self, log: &str, from: &str, wait: Duration) -> Result<()> {
-        let mut conn = self.conns.dedicated(wait).await?;
-        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
-            .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(ms(wait))
-            .arg("STREAMS")
-            .arg(log)
-            .arg(from)
-            .query_async(&mut conn)
-            .await;
-        match reply {
-            Ok(_) => {
-                self.conns.put_back(conn);
-                Ok(())
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.conns
+            .with_dedicated(wait, async |conn| {
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(ms(wait))
+                    .arg("STREAMS")
+                    .arg(log)
+                    .arg(from)
+                    .query_async::<Option<StreamReadReply>>(conn)
+                    .await
+                    .map(drop)
+                    .map_err(unavailable)
+            })
+            .await
     }
 }
 
@@ -390,14 +388,15 @@ impl Store for RedisStore {
         }
         // `WAIT` covers the writes of the connection it is sent on: append
         // and wait on a connection of our own.
-        let mut conn = self.conns.dedicated(Duration::ZERO).await?;
-        invocation
-            .invoke_async::<i64>(&mut conn)
+        self.conns
+            .with_dedicated(Duration::ZERO, async |conn| {
+                invocation
+                    .invoke_async::<i64>(conn)
+                    .await
+                    .map_err(fenced_or_unavailable)?;
+                self.acknowledge(conn, &log, last.seq).await
+            })
             .await
-            .map_err(fenced_or_unavailable)?;
-        self.acknowledge(&mut conn, &log, last.seq).await?;
-        self.conns.put_back(conn);
-        Ok(())
     }
 
     async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
@@ -413,13 +412,16 @@ impl Store for RedisStore {
         };
         // The end marker must survive a failover too, or readers would
         // wait on a stream nobody ends.
-        let mut conn = self.conns.dedicated(Duration::ZERO).await?;
-        invocation
-            .invoke_async::<i64>(&mut conn)
-            .await
-            .map_err(fenced_or_unavailable)?;
-        let acked = conn.wait(&log, replicas, timeout).await?;
-        self.conns.put_back(conn);
+        let acked = self
+            .conns
+            .with_dedicated(Duration::ZERO, async |conn| {
+                invocation
+                    .invoke_async::<i64>(conn)
+                    .await
+                    .map_err(fenced_or_unavailable)?;
+                conn.wait(&log, replicas, timeout).await
+            })
+            .await?;
         if acked < replicas {
             return Err(StoreError::Unavailable(format!(
                 "{acked} of {replicas} Redis replicas acknowledged the end of {key} within {timeout:?}"

@@ -435,3 +435,58 @@ async fn a_three_primary_redis_cluster_passes_the_store_suite() {
         .count();
     assert!(holding >= 2, "keys on {holding} of 3 primaries");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_redis_restart_one_failed_read_clears_every_stale_connection() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("shadowcat-restart-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let args = [
+        "--port".to_owned(),
+        port.to_string(),
+        "--appendonly".into(),
+        "yes".into(),
+        "--appendfsync".into(),
+        "always".into(),
+        "--dir".into(),
+        dir.to_string_lossy().into_owned(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = format!("redis://127.0.0.1:{port}");
+    let server = spawn(&args);
+    let store = Arc::new(RedisStore::new(&settings(&url, "restart", ""), limits()).unwrap());
+    until_up(&store).await;
+    let m = suite::meta("s", "quiet", StreamKind::Standalone);
+    store.create_stream(&m, &suite::writer()).await.unwrap();
+    // Readers blocked at once leave a pool of connections behind.
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, key) = (store.clone(), m.key());
+            tokio::spawn(async move { store.read(&key, 0, Duration::from_millis(300)).await })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap().unwrap();
+    }
+    drop(server);
+    let _server = spawn(&args);
+    until_up(&store).await;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match store.read(&m.key(), 0, Duration::from_millis(50)).await {
+            Ok(read) => {
+                assert_eq!(
+                    read,
+                    LogRead::Events {
+                        events: vec![],
+                        ended: false
+                    }
+                );
+                break;
+            }
+            Err(e) => assert!(attempts < 3, "attempt {attempts}: {e}"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
