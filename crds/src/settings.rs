@@ -122,6 +122,7 @@ impl SidecarConfig {
         let sse = self.sse.clone().unwrap_or_default();
         let listen = addr("listen", self.listen.as_deref(), "127.0.0.1:8080")?;
         let local = listen.ip().is_loopback();
+        let max_body_bytes = positive("maxBodyBytes", self.max_body_bytes, 4 * MIB)?;
         Ok(Settings {
             listen,
             admin_listen: addr("adminListen", self.admin_listen.as_deref(), "127.0.0.1:9090")?,
@@ -141,10 +142,10 @@ impl SidecarConfig {
             store: crate::store::store(self)?,
             log_format: self.log_format.unwrap_or(LogFormat::Json),
             session_idle_timeout: duration("sessionIdleTimeout", &self.session_idle_timeout, "30m")?,
-            max_body_bytes: positive("maxBodyBytes", self.max_body_bytes, 4 * MIB)?,
+            max_body_bytes,
             max_body_bytes_in_flight: {
                 let bytes = positive("maxBodyBytesInFlight", self.max_body_bytes_in_flight, 64 * MIB)?;
-                if bytes < self.max_body_bytes.unwrap_or(4 * MIB) {
+                if bytes < max_body_bytes {
                     return Err(ConfigError::new(
                         "maxBodyBytesInFlight",
                         "must be at least maxBodyBytes, so the largest body fits",
@@ -156,36 +157,24 @@ impl SidecarConfig {
             drain_timeout: duration("drainTimeout", &self.drain_timeout, "25s")?,
             allowed_origins: allow(&self.allowed_origins, local),
             allowed_hosts: allow(&self.allowed_hosts, local),
-            max_sessions: size("maxSessions", positive("maxSessions", self.max_sessions, 10_000)?)?,
+            max_sessions: count("maxSessions", self.max_sessions, 10_000)?,
             session_rate: u32::try_from(positive("sessionRate", self.session_rate, 100)?)
                 .map_err(|_| ConfigError::new("sessionRate", "too large"))?,
-            max_connections: size(
-                "maxConnections",
-                positive("maxConnections", self.max_connections, 10_000)?,
-            )?,
+            max_connections: count("maxConnections", self.max_connections, 10_000)?,
             header_read_timeout: duration("headerReadTimeout", &self.header_read_timeout, "30s")?,
             shutdown_delay: match &self.shutdown_delay {
                 None => Duration::ZERO,
                 Some(text) => parse_duration_or_zero("shutdownDelay", text)?,
             },
-            store_max_bytes: size(
-                "storeMaxBytes",
-                positive("storeMaxBytes", self.store_max_bytes, 64 * MIB)?,
-            )?,
+            store_max_bytes: count("storeMaxBytes", self.store_max_bytes, 64 * MIB)?,
             sse: sse_settings(&sse)?,
         })
     }
 }
 
 fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
-    let max_event_bytes = size(
-        "sse.maxEventBytes",
-        positive("sse.maxEventBytes", sse.max_event_bytes, 4 * MIB)?,
-    )?;
-    let max_log_bytes = size(
-        "sse.maxLogBytes",
-        positive("sse.maxLogBytes", sse.max_log_bytes, 8 * MIB)?,
-    )?;
+    let max_event_bytes = count("sse.maxEventBytes", sse.max_event_bytes, 4 * MIB)?;
+    let max_log_bytes = count("sse.maxLogBytes", sse.max_log_bytes, 8 * MIB)?;
     if max_log_bytes < max_event_bytes {
         return Err(ConfigError::new(
             "sse.maxLogBytes",
@@ -199,14 +188,8 @@ fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
             Some(text) => Some(parse_duration("sse.maxConnectionTime", text)?),
         },
         retry: duration("sse.retry", &sse.retry, "1s")?,
-        max_events_per_stream: size(
-            "sse.maxEventsPerStream",
-            positive("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?,
-        )?,
-        max_streams: size(
-            "sse.maxStreams",
-            positive("sse.maxStreams", sse.max_streams, 10_000)?,
-        )?,
+        max_events_per_stream: count("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?,
+        max_streams: count("sse.maxStreams", sse.max_streams, 10_000)?,
         retention: duration("sse.retention", &sse.retention, "10m")?,
         drain_limit: duration("sse.drainLimit", &sse.drain_limit, "5m")?,
         max_event_bytes,
@@ -220,6 +203,11 @@ fn positive(key: &'static str, value: Option<u64>, default: u64) -> Result<u64, 
         Some(0) => Err(ConfigError::new(key, "must be above 0")),
         Some(n) => Ok(n),
     }
+}
+
+/// A positive count or size that fits this platform's `usize`.
+fn count(key: &'static str, value: Option<u64>, default: u64) -> Result<usize, ConfigError> {
+    size(key, positive(key, value, default)?)
 }
 
 fn size(key: &'static str, n: u64) -> Result<usize, ConfigError> {
@@ -299,10 +287,11 @@ fn parse_duration_or_zero(key: &'static str, text: &str) -> Result<Duration, Con
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn minimal() -> SidecarConfig {
+    /// The smallest valid config: an upstream.
+    pub(crate) fn minimal() -> SidecarConfig {
         SidecarConfig {
             upstream: Some("http://127.0.0.1:3000/mcp".into()),
             ..Default::default()

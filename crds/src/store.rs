@@ -154,13 +154,7 @@ fn redis_topology(text: &str) -> Result<RedisTopology, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn minimal() -> SidecarConfig {
-        SidecarConfig {
-            upstream: Some("http://127.0.0.1:3000/mcp".into()),
-            ..Default::default()
-        }
-    }
+    use crate::settings::tests::minimal;
 
     #[test]
     fn redis_urls_name_one_server_or_cluster_nodes_and_hide_passwords() {
