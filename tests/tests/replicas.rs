@@ -17,6 +17,19 @@ fn count(cluster: &Cluster, upstream: usize, method: &str) -> usize {
         .count()
 }
 
+/// Initializes `mcp` and starts a call of `steps` progress events, of which
+/// the owner's upstream sends the first: the owner, the call's stream, and
+/// the id of the event read.
+async fn call_under_way(cluster: &Cluster, mcp: &mut Mcp, steps: u64) -> (usize, Events, Option<String>) {
+    mcp.initialize().await;
+    let owner = cluster.initialized_on()[0];
+    let mut events = mcp.call_stream(steps).await;
+    cluster.upstreams[owner].release(1);
+    let (first_id, first) = events.next_message().await.unwrap();
+    assert_eq!(progress(&first), 1);
+    (owner, events, first_id)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_on_another_replica_reaches_the_owner() {
     let cluster = Cluster::start(3, &[]).await;
@@ -92,12 +105,7 @@ async fn sse_resume_on_other_replica_mid_stream_and_after_completion() {
 async fn sse_resume_after_owner_killed_gets_an_error_and_the_session_is_adopted() {
     let mut cluster = Cluster::start(3, &[]).await;
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
-    mcp.initialize().await;
-    let owner = cluster.initialized_on()[0];
-    let mut events = mcp.call_stream(5).await;
-    cluster.upstreams[owner].release(1);
-    let (first_id, first) = events.next_message().await.unwrap();
-    assert_eq!(progress(&first), 1);
+    let (owner, events, first_id) = call_under_way(&cluster, &mut mcp, 5).await;
     let call_id = {
         // The request id is the one before the client's next.
         let next = mcp.request_body("ping", json!({}));
@@ -492,12 +500,7 @@ async fn a_replica_cut_off_from_redis_keeps_its_sessions() {
 async fn a_pod_restarted_under_its_name_fails_what_the_old_process_left_unanswered() {
     let mut cluster = Cluster::start(2, &[]).await;
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
-    mcp.initialize().await;
-    let owner = cluster.initialized_on()[0];
-    let mut events = mcp.call_stream(3).await;
-    cluster.upstreams[owner].release(1);
-    let (first_id, first) = events.next_message().await.unwrap();
-    assert_eq!(progress(&first), 1);
+    let (owner, events, first_id) = call_under_way(&cluster, &mut mcp, 3).await;
 
     // A StatefulSet pod comes back under the same name, at once: its
     // registration is fresh, but it is another process.
