@@ -121,21 +121,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// Who caused it.
+    /// Who caused it: the upstream (or the owning replica) for 502/504, the
+    /// store, this process for any other 5xx, the client otherwise.
     pub fn cause(&self) -> Cause {
-        match self {
-            Error::UpstreamUnavailable(_)
-            | Error::UpstreamTimeout(_)
-            | Error::UpstreamProtocol(_)
-            | Error::OwnerTimeout(_)
-            | Error::OwnerFailed(_) => Cause::Upstream,
-            Error::Store(_) => Cause::Store,
-            Error::ShuttingDown
-            | Error::AdoptionRace
-            | Error::OwnershipMoved
-            | Error::TooManySessions(_)
-            | Error::SessionRateExceeded(_)
-            | Error::Overloaded(_) => Cause::Internal,
+        match (self, self.status()) {
+            (Error::Store(_), _) => Cause::Store,
+            (_, StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT) => Cause::Upstream,
+            (_, status) if status.is_server_error() => Cause::Internal,
             _ => Cause::Client,
         }
     }
@@ -172,25 +164,15 @@ impl Error {
         }
     }
 
-    /// The JSON-RPC error code of the body.
+    /// The JSON-RPC error code of the body: an internal error for every
+    /// failure on Shadowcat's side (5xx), invalid request for the client's.
     pub fn code(&self) -> i64 {
         match self {
             Error::Parse(_) => code::PARSE_ERROR,
             Error::HeaderMismatch(_) => code::HEADER_MISMATCH,
             Error::NotFound => code::METHOD_NOT_FOUND,
-            Error::UpstreamUnavailable(_)
-            | Error::UpstreamTimeout(_)
-            | Error::UpstreamProtocol(_)
-            | Error::OwnerTimeout(_)
-            | Error::OwnerFailed(_)
-            | Error::Store(_)
-            | Error::ShuttingDown
-            | Error::AdoptionRace
-            | Error::OwnershipMoved
-            | Error::TooManySessions(_)
-            | Error::SessionRateExceeded(_)
-            | Error::Overloaded(_) => code::INTERNAL_ERROR,
             Error::ReplayMiss(_) => code::SERVER_ERROR,
+            _ if self.status().is_server_error() => code::INTERNAL_ERROR,
             _ => code::INVALID_REQUEST,
         }
     }

@@ -2,11 +2,14 @@
 //! or to drain (`POST /drain`), then drain: in-flight answers finish into the
 //! log, sessions are handed back, and only then does the process go.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::body::Body;
 use crate::metrics::ListenerLabels;
 use crate::route;
 
@@ -99,45 +103,32 @@ pub async fn serve(
     );
     let accepting = CancellationToken::new();
     let graceful = Arc::new(GracefulShutdown::new());
-    let public = {
-        let service = {
-            let app = app.clone();
-            service_fn(move |req| route::public(app.clone(), req))
-        };
-        tokio::spawn(accept(
-            app.clone(),
-            "public",
-            listeners.public,
-            service,
-            graceful.clone(),
-            accepting.clone(),
-        ))
-    };
-    let admin = {
-        let service = {
-            let app = app.clone();
-            service_fn(move |req| route::admin(app.clone(), req))
-        };
-        // Admin connections are not drained: probes must see "not ready".
-        tokio::spawn(accept(
-            app.clone(),
-            "admin",
-            listeners.admin,
-            service,
-            Arc::new(GracefulShutdown::new()),
-            CancellationToken::new(),
-        ))
-    };
+    let public = tokio::spawn(accept(
+        app.clone(),
+        "public",
+        app.settings.max_connections,
+        listeners.public,
+        route::public,
+        graceful.clone(),
+        accepting.clone(),
+    ));
+    // Admin connections are not drained: probes must see "not ready".
+    let admin = tokio::spawn(accept(
+        app.clone(),
+        "admin",
+        ADMIN_CONNECTIONS,
+        listeners.admin,
+        route::admin,
+        Arc::new(GracefulShutdown::new()),
+        CancellationToken::new(),
+    ));
     let peer = listeners.peer.map(|listener| {
-        let service = {
-            let app = app.clone();
-            service_fn(move |req| route::peer(app.clone(), req))
-        };
         tokio::spawn(accept(
             app.clone(),
             "peer",
+            app.settings.max_connections,
             listener,
-            service,
+            route::peer,
             graceful.clone(),
             accepting.clone(),
         ))
@@ -251,28 +242,25 @@ fn connection_builder(app: &App) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn accept<S>(
+/// Accepts connections on `listener` (at most `cap` open at once) and
+/// serves each with `handler`, until `stop` fires.
+async fn accept<H, F>(
     app: Arc<App>,
     name: &'static str,
+    cap: usize,
     listener: TcpListener,
-    service: S,
+    handler: H,
     graceful: Arc<GracefulShutdown>,
     stop: CancellationToken,
 ) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::body::Body>,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    H: Fn(Arc<App>, Request<Incoming>) -> F + Copy + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
-    let builder = connection_builder(&app);
-    let cap = match name {
-        "admin" => ADMIN_CONNECTIONS,
-        _ => app.settings.max_connections,
+    let service = {
+        let app = app.clone();
+        service_fn(move |req| handler(app.clone(), req))
     };
+    let builder = connection_builder(&app);
     let slots = Arc::new(Semaphore::new(cap));
     let labels = ListenerLabels { listener: name };
     loop {

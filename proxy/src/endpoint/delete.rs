@@ -19,12 +19,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
     let headers = &parts.headers;
     validate::origin_and_host(&parts, &app.settings)?;
     let id = validate::session_id(headers)?;
-    let request = Forwardable {
-        method: Method::DELETE,
-        path: parts.uri.path(),
-        headers,
-        body: Bytes::new(),
-    };
+    let request = Forwardable::new(&parts, Bytes::new());
     let session = match placement::locate(app, id, &request).await? {
         Located::Here(session) => session,
         Located::Answered(response) => return Ok(response),

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response};
+use http::{Request, Response};
 
 use super::{standalone, validate};
 use crate::app::App;
@@ -48,12 +48,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
             }
         };
     }
-    let request = Forwardable {
-        method: Method::GET,
-        path: parts.uri.path(),
-        headers,
-        body: Bytes::new(),
-    };
+    let request = Forwardable::new(&parts, Bytes::new());
     let session = match placement::locate(app, id, &request).await? {
         Located::Here(session) => session,
         Located::Answered(response) => return Ok(response),

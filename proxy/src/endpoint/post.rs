@@ -71,12 +71,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         return initialize(app, headers, bytes, &message).await.map_err(with_id);
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
-    let request = Forwardable {
-        method: Method::POST,
-        path: parts.uri.path(),
-        headers,
-        body: bytes.clone(),
-    };
+    let request = Forwardable::new(&parts, bytes.clone());
     match placement::locate(app, session_id, &request)
         .await
         .map_err(with_id)?
@@ -100,14 +95,7 @@ async fn initialize(
     }
     app.sessions.admit()?;
     let recorded = reinit::recorded_initialize(&bytes)?;
-    let requested = serde_json::from_str::<Value>(&recorded)
-        .ok()
-        .and_then(|v| {
-            v.pointer("/params/protocolVersion")?
-                .as_str()
-                .and_then(ProtocolVersion::parse)
-        })
-        .unwrap_or(ProtocolVersion::ASSUMED);
+    let requested = recorded.version.unwrap_or(ProtocolVersion::ASSUMED);
     let response = send_upstream(app, headers, &bytes, None).await?;
     if !response.status().is_success() {
         return Ok(json::pass_through(response));
@@ -121,7 +109,7 @@ async fn initialize(
     if is_event_stream(response.headers()) {
         let session = app
             .sessions
-            .create(id.clone(), upstream_id, requested, recorded)
+            .create(id.clone(), upstream_id, requested, recorded.text)
             .await?;
         // The negotiated version arrives on the stream; the pump records it.
         tracing::info!(session = %id, requested = %requested, "session created");
@@ -149,7 +137,7 @@ async fn initialize(
     };
     let version = ProtocolVersion::parse(&negotiated).unwrap_or(requested);
     app.sessions
-        .create(id.clone(), upstream_id, version, recorded)
+        .create(id.clone(), upstream_id, version, recorded.text)
         .await?;
     tracing::info!(session = %id, %version, "session created");
     Ok(with_session_id(out, &id))
@@ -194,14 +182,7 @@ async fn forward(
         .iter()
         .any(|m| m.method.as_deref() == Some("notifications/initialized"));
     if status.is_success() && initialized {
-        // Open the upstream's standalone stream now, so what the server sends
-        // before the client's GET arrives is kept for it.
-        let (app, headers) = (app.clone(), headers.clone());
-        tokio::spawn(async move {
-            if let Err(e) = standalone::ensure(&app, &session, &headers).await {
-                tracing::debug!(session = %session.record.id, error = %e, "standalone stream not opened yet");
-            }
-        });
+        standalone::open_in_background(app, &session, headers);
     }
     Ok(json::pass_through(response))
 }

@@ -78,6 +78,17 @@ pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMa
     Ok(true)
 }
 
+/// Opens the standalone stream in the background, so what the server sends
+/// before the client's GET arrives is kept for it.
+pub fn open_in_background(app: &Arc<App>, session: &Session, client_headers: &HeaderMap) {
+    let (app, session, headers) = (app.clone(), session.clone(), client_headers.clone());
+    tokio::spawn(async move {
+        if let Err(e) = ensure(&app, &session, &headers).await {
+            tracing::debug!(session = %session.record.id, error = %e, "standalone stream not opened yet");
+        }
+    });
+}
+
 /// Pumps the standalone stream for as long as the session lives here,
 /// reconnecting with backoff when the upstream closes it.
 async fn run(mut pump: Pump, session: Session, mut body: Incoming) {

@@ -41,14 +41,11 @@ pub async fn adopt(app: &Arc<App>, id: &str, why: &str, headers: &HeaderMap) -> 
     let mut session = app.sessions.install(record);
     let local = session.local.clone();
     let _once = local.reinit.lock().await;
-    let upstream_id = reinit::run(app, &session.record, headers).await?;
-    app.sessions
-        .update(&session, SessionChange::Upstream(upstream_id.clone()))
-        .await?;
-    session.record.upstream_id = upstream_id;
+    recreate_upstream(app, &mut session).await?;
     tracing::debug!(session = %id, upstream = ?session.record.upstream_id, "upstream re-initialized");
     orphans::fail_abandoned(app, &session.record).await;
-    open_standalone(app, &session, headers);
+    // The new upstream session's standalone stream.
+    standalone::open_in_background(app, &session, headers);
     Ok(session)
 }
 
@@ -71,26 +68,23 @@ pub async fn reinitialize_owned(app: &Arc<App>, failed: &Session, headers: &Head
     }
     tracing::info!(session = %id, "upstream lost the session; re-initializing it");
     app.metrics.reinitializations.inc();
-    let upstream_id = reinit::run(app, &session.record, headers).await?;
-    app.sessions
-        .update(&session, SessionChange::Upstream(upstream_id.clone()))
-        .await?;
-    session.record.upstream_id = upstream_id;
+    recreate_upstream(app, &mut session).await?;
     // The standalone pump belonged to the forgotten upstream session.
     if let Standalone::Pumping(pump) = std::mem::take(&mut *local.standalone.lock().await) {
         pump.abort();
     }
-    open_standalone(app, &session, headers);
+    // The new upstream session's standalone stream.
+    standalone::open_in_background(app, &session, headers);
     Ok(session)
 }
 
-/// Opens the standalone stream on the new upstream session, so server
-/// messages sent before the client's next GET are kept for it.
-fn open_standalone(app: &Arc<App>, session: &Session, headers: &HeaderMap) {
-    let (app, session, headers) = (app.clone(), session.clone(), headers.clone());
-    tokio::spawn(async move {
-        if let Err(e) = standalone::ensure(&app, &session, &headers).await {
-            tracing::debug!(session = %session.record.id, error = %e, "standalone stream not reopened yet");
-        }
-    });
+/// Creates the session on this replica's upstream and records the new
+/// upstream session id.
+async fn recreate_upstream(app: &App, session: &mut Session) -> Result<()> {
+    let upstream_id = reinit::run(app, &session.record).await?;
+    app.sessions
+        .update(session, SessionChange::Upstream(upstream_id.clone()))
+        .await?;
+    session.record.upstream_id = upstream_id;
+    Ok(())
 }

@@ -28,7 +28,7 @@ use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::peer::Forwarded;
 use crate::session::Session;
-use crate::store::Owner;
+use crate::store::{Instance, Owner};
 
 /// What a request is, as far as forwarding it needs.
 #[derive(Debug)]
@@ -43,7 +43,17 @@ pub struct Forwardable<'a> {
     pub body: Bytes,
 }
 
-impl Forwardable<'_> {
+impl<'a> Forwardable<'a> {
+    /// The request `parts` describe, with `body` (empty for GET and DELETE).
+    pub fn new(parts: &'a http::request::Parts, body: Bytes) -> Self {
+        Self {
+            method: parts.method.clone(),
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            body,
+        }
+    }
+
     /// Whether the request came over the peer port (only that listener lets
     /// the hop marker through).
     fn came_from_peer(&self) -> bool {
@@ -79,58 +89,61 @@ pub async fn locate(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Resu
 
 async fn place_once(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Result<Located> {
     let session = app.sessions.lookup(id).await?;
-    let owner = match &session.record.owner {
+    let why = match &session.record.owner {
         Owner::Held(owner) if owner == app.sessions.me() => {
             return Ok(Located::Here(settled(app, session).await?));
         }
-        Owner::Released => {
-            return adopt::adopt(app, id, "its owner released it", request.headers)
-                .await
-                .map(Located::Here);
-        }
-        Owner::Held(owner) => owner.clone(),
+        Owner::Released => "its owner released it",
+        Owner::Held(owner) => match forward(app, &session, owner, request).await? {
+            ToOwner::Answered(response) => return Ok(Located::Answered(response)),
+            ToOwner::Gone(why) => why,
+        },
     };
+    adopt::adopt(app, id, why, request.headers)
+        .await
+        .map(Located::Here)
+}
+
+/// What became of a request for another replica's session.
+enum ToOwner {
+    /// The owner answered; its response.
+    Answered(Response<Body>),
+    /// The owner is gone (or cannot be forwarded to), and why: adopt.
+    Gone(&'static str),
+}
+
+/// Forwards a request to the session's owner, `owner`, while it is alive.
+async fn forward(
+    app: &Arc<App>,
+    session: &Session,
+    owner: &Instance,
+    request: &Forwardable<'_>,
+) -> Result<ToOwner> {
     let Some(peer) = &app.peer else {
         // Without a peer secret there is no forwarding: every replica serves
         // what it receives (each request moves the session; fenced owners
         // step back), which is correct but costly.
-        return adopt::adopt(
-            app,
-            id,
-            "replicas cannot forward without a peer secret",
-            request.headers,
-        )
-        .await
-        .map(Located::Here);
+        return Ok(ToOwner::Gone("replicas cannot forward without a peer secret"));
     };
     let addr = match liveness::of_owner(app, &session.record, Check::Registration).await? {
         Liveness::Serving(addr) => addr,
-        Liveness::Draining => {
-            return adopt::adopt(app, id, "its owner is draining", request.headers)
-                .await
-                .map(Located::Here);
-        }
-        Liveness::Gone(why) => {
-            return adopt::adopt(app, id, why, request.headers)
-                .await
-                .map(Located::Here);
-        }
+        Liveness::Draining => return Ok(ToOwner::Gone("its owner is draining")),
+        Liveness::Gone(why) => return Ok(ToOwner::Gone(why)),
     };
     if request.came_from_peer() {
         // The forwarding replica saw another owner than the store does now:
         // never forward twice; the client retries and lands right.
         return Err(Error::OwnershipMoved);
     }
+    let id = &session.record.id;
     match peer.forward(&addr, request, id).await? {
         Forwarded::Answer(response) => {
             app.metrics.forwards.inc();
-            Ok(Located::Answered(response))
+            Ok(ToOwner::Answered(response))
         }
         Forwarded::NotSent(why) => {
             tracing::warn!(session = %id, %owner, owner_addr = %addr, why, "owner unreachable; adopting");
-            adopt::adopt(app, id, "its owner refused the connection", request.headers)
-                .await
-                .map(Located::Here)
+            Ok(ToOwner::Gone("its owner refused the connection"))
         }
     }
 }

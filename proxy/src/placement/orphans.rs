@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::liveness::{self, Liveness};
 use crate::app::App;
-use crate::mcp::jsonrpc::{self, code};
-use crate::relay::sse::end_with;
+use crate::mcp::jsonrpc;
+use crate::relay::sse::{end_with, error_event};
 use crate::store::{LogRead, OpenStream, SessionRecord, StoreError, StoredEvent, StreamKey};
 
 /// What the error answers say.
@@ -115,12 +115,7 @@ async fn unanswered_errors(
         .filter(|id| !answered.contains(&id.to_string()))
         .map(|id| {
             seq += 1;
-            StoredEvent {
-                seq,
-                event: Some("message".into()),
-                data: String::from_utf8_lossy(&jsonrpc::error_body(Some(id), code::INTERNAL_ERROR, LOST))
-                    .into_owned(),
-            }
+            error_event(seq, id, LOST)
         })
         .collect();
     Ok(events)

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::app::App;
 use crate::error::{Error, Result};
+use crate::mcp::ProtocolVersion;
 use crate::mcp::headers::MCP_PROTOCOL_VERSION;
 use crate::store::SessionRecord;
 use crate::upstream::UpstreamRequest;
@@ -44,11 +45,20 @@ struct ClientInfo<'a> {
     version: Option<&'a RawValue>,
 }
 
+/// An `initialize` request as a session record keeps it.
+#[derive(Debug)]
+pub struct Recorded {
+    /// The request reduced to what re-initializing needs, as JSON text.
+    pub text: String,
+    /// The protocol version the client asked for, when Shadowcat knows it.
+    pub version: Option<ProtocolVersion>,
+}
+
 /// The `initialize` request reduced to what re-initializing needs: protocol
 /// version, capabilities, and the client's name, title and version. Padding,
 /// icons and anything else a client sends stay out of the session record
 /// (and are never even copied: the parser borrows).
-pub fn recorded_initialize(body: &[u8]) -> Result<String> {
+pub fn recorded_initialize(body: &[u8]) -> Result<Recorded> {
     let request: Initialize<'_> = serde_json::from_slice(body).map_err(|e| Error::Parse(e.to_string()))?;
     let params = request.params.unwrap_or(Params {
         protocol_version: None,
@@ -81,26 +91,30 @@ pub fn recorded_initialize(body: &[u8]) -> Result<String> {
             }
         }
     }
-    let kept = json!({
+    let version = kept(params.protocol_version)?.unwrap_or(Value::Null);
+    let text = json!({
         "jsonrpc": "2.0",
         "id": "shadowcat-initialize",
         "method": "initialize",
         "params": {
-            "protocolVersion": kept(params.protocol_version)?.unwrap_or(Value::Null),
+            "protocolVersion": version,
             "capabilities": kept(params.capabilities)?.unwrap_or_else(|| json!({})),
             "clientInfo": client_info,
         },
     })
     .to_string();
-    if kept.len() > MAX_RECORDED_INITIALIZE {
+    if text.len() > MAX_RECORDED_INITIALIZE {
         return Err(too_large());
     }
-    Ok(kept)
+    Ok(Recorded {
+        text,
+        version: version.as_str().and_then(ProtocolVersion::parse),
+    })
 }
 
 /// Re-creates `record`'s session on the local upstream; returns the new
 /// upstream session id.
-pub async fn run(app: &App, record: &SessionRecord, _client: &HeaderMap) -> Result<Option<String>> {
+pub async fn run(app: &App, record: &SessionRecord) -> Result<Option<String>> {
     let version = &record.protocol_version;
     let (headers, _) = send(app, None, version, Bytes::from(record.initialize.clone())).await?;
     let upstream_id = headers
@@ -199,8 +213,9 @@ mod tests {
                 "padding": "y".repeat(1 << 20)
             }
         });
-        let kept: Value =
-            serde_json::from_str(&recorded_initialize(padded.to_string().as_bytes()).unwrap()).unwrap();
+        let recorded = recorded_initialize(padded.to_string().as_bytes()).unwrap();
+        assert_eq!(recorded.version, Some(ProtocolVersion::V2025_06_18));
+        let kept: Value = serde_json::from_str(&recorded.text).unwrap();
         assert_eq!(kept["params"]["clientInfo"], json!({"name": "c", "version": "1"}));
         assert_eq!(kept["params"]["capabilities"], json!({"sampling": {}}));
         assert!(kept.to_string().len() < 512);

@@ -290,16 +290,21 @@ impl Pump {
         }
         let mut events = std::mem::take(&mut self.unstored);
         events.extend(pending.iter().map(|id| {
-            let data = jsonrpc::error_body(Some(id), code::INTERNAL_ERROR, why);
-            let event = StoredEvent {
-                seq: self.next_seq,
-                event: Some("message".into()),
-                data: String::from_utf8_lossy(&data).into_owned(),
-            };
+            let event = error_event(self.next_seq, id, why);
             self.next_seq += 1;
             event
         }));
         end_with(&self.app, &self.stream, &events).await;
+    }
+}
+
+/// The event that answers request `id` with a JSON-RPC error saying `why`.
+pub fn error_event(seq: u64, id: &Value, why: &str) -> StoredEvent {
+    let data = jsonrpc::error_body(Some(id), code::INTERNAL_ERROR, why);
+    StoredEvent {
+        seq,
+        event: Some("message".into()),
+        data: String::from_utf8_lossy(&data).into_owned(),
     }
 }
 

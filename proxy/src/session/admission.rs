@@ -32,16 +32,17 @@ impl Admission {
         }
     }
 
-    /// The cap.
-    pub fn max_sessions(&self) -> usize {
-        self.max_sessions
+    /// Whether one more session fits while `held` are held.
+    pub fn has_room(&self, held: usize) -> Result<(), Refusal> {
+        if held >= self.max_sessions {
+            return Err(Refusal::Full(self.max_sessions));
+        }
+        Ok(())
     }
 
     /// Takes a token for a new session while `held` are held.
     pub fn admit(&self, held: usize) -> Result<(), Refusal> {
-        if held >= self.max_sessions {
-            return Err(Refusal::Full(self.max_sessions));
-        }
+        self.has_room(held)?;
         self.take(Instant::now())
     }
 

@@ -186,25 +186,25 @@ impl SessionManager {
         lock(&self.local).len()
     }
 
-    /// Whether one more session may be created or adopted here now.
+    /// Whether one more session may be created here now.
     pub fn admit(&self) -> Result<()> {
-        self.admission.admit(self.held()).map_err(|refusal| {
+        self.refused(self.admission.admit(self.held()))
+    }
+
+    /// Whether one more session may be adopted here now: the cap applies,
+    /// the rate does not (a replica lost takes its sessions with it at once).
+    pub fn admit_adoption(&self) -> Result<()> {
+        self.refused(self.admission.has_room(self.held()))
+    }
+
+    fn refused(&self, admitted: std::result::Result<(), Refusal>) -> Result<()> {
+        admitted.map_err(|refusal| {
             self.metrics.sessions_refused.inc();
             match refusal {
                 Refusal::Full(max) => Error::TooManySessions(max),
                 Refusal::TooFast(rate) => Error::SessionRateExceeded(rate),
             }
         })
-    }
-
-    /// Whether one more session may be adopted here now: the cap applies,
-    /// the rate does not (a replica lost takes its sessions with it at once).
-    pub fn admit_adoption(&self) -> Result<()> {
-        if self.held() >= self.admission.max_sessions() {
-            self.metrics.sessions_refused.inc();
-            return Err(Error::TooManySessions(self.admission.max_sessions()));
-        }
-        Ok(())
     }
 
     /// Records a new session, owned here, whose upstream session is `upstream_id`.
@@ -349,12 +349,8 @@ impl SessionManager {
     /// next request adopts it at once elsewhere, instead of waiting for this
     /// replica's heartbeat to expire. Returns how many were released.
     pub async fn release_all(&self) -> usize {
-        let held: Vec<(String, Arc<LocalSession>)> = lock(&self.local)
-            .iter()
-            .map(|(id, local)| (id.clone(), local.clone()))
-            .collect();
         let mut released = 0;
-        for (id, local) in held {
+        for (id, local) in self.snapshot() {
             let Some((record, _)) = local.cached() else {
                 continue;
             };
@@ -387,11 +383,7 @@ impl SessionManager {
     /// Checks the sessions this process owns against the store: expired ones
     /// and ones another replica claimed are given up (and ended upstream).
     pub async fn sweep(&self) {
-        let held: Vec<(String, Arc<LocalSession>)> = lock(&self.local)
-            .iter()
-            .map(|(id, local)| (id.clone(), local.clone()))
-            .collect();
-        for (id, local) in held {
+        for (id, local) in self.snapshot() {
             let Some((mine, _)) = local.cached() else { continue };
             match self.store.get_session(&id).await {
                 Ok(None) => self.lose(&id, &mine, "it expired"),
@@ -401,6 +393,15 @@ impl SessionManager {
                 Ok(Some(_)) | Err(_) => {}
             }
         }
+    }
+
+    /// The sessions this process owns, copied out of the lock (going through
+    /// them awaits the store).
+    fn snapshot(&self) -> Vec<(String, Arc<LocalSession>)> {
+        lock(&self.local)
+            .iter()
+            .map(|(id, local)| (id.clone(), local.clone()))
+            .collect()
     }
 
     /// Drops local state; `true` if there was some.

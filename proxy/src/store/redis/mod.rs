@@ -133,18 +133,40 @@ impl RedisStore {
             .map_err(fenced_or_unavailable)
     }
 
-    /// Waits until the configured replicas hold what `conn` wrote to `log`,
-    /// then marks events up to `seq` acknowledged.
-    async fn acknowledge(&self, conn: &mut Conn, log: &str, seq: u64) -> Result<()> {
+    /// Runs `invocation`, a write to `log`. With `WAIT` durability, waits on
+    /// the same connection (`WAIT` covers that connection's writes) until
+    /// the configured replicas hold it, then marks events up to `mark`
+    /// acknowledged.
+    async fn run_durably(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+        log: &str,
+        mark: Option<u64>,
+    ) -> Result<()> {
         let Some((replicas, timeout)) = self.wait else {
-            return Ok(());
+            return self.run(invocation).await.map(drop);
         };
-        let acked = conn.wait(log, replicas, timeout).await?;
-        if acked < replicas {
-            return Err(StoreError::Unavailable(format!(
-                "{acked} of {replicas} Redis replicas acknowledged within {timeout:?}"
-            )));
-        }
+        self.conns
+            .with_dedicated(Duration::ZERO, async |conn| {
+                invocation
+                    .invoke_async::<i64>(conn)
+                    .await
+                    .map_err(fenced_or_unavailable)?;
+                let acked = conn.wait(log, replicas, timeout).await?;
+                if acked < replicas {
+                    return Err(StoreError::Unavailable(format!(
+                        "{acked} of {replicas} Redis replicas acknowledged a write to {log} within {timeout:?}"
+                    )));
+                }
+                match mark {
+                    Some(seq) => self.mark_acknowledged(conn, log, seq).await,
+                    None => Ok(()),
+                }
+            })
+            .await
+    }
+
+    async fn mark_acknowledged(&self, conn: &mut Conn, log: &str, seq: u64) -> Result<()> {
         let marked: redis::RedisResult<Value> = redis::cmd("XADD")
             .arg(log)
             .arg("MAXLEN")
@@ -383,20 +405,7 @@ impl Store for RedisStore {
                 .arg(event.event.as_deref().unwrap_or(""))
                 .arg(&event.data);
         }
-        if self.wait.is_none() {
-            return self.run(invocation).await.map(drop);
-        }
-        // `WAIT` covers the writes of the connection it is sent on: append
-        // and wait on a connection of our own.
-        self.conns
-            .with_dedicated(Duration::ZERO, async |conn| {
-                invocation
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(fenced_or_unavailable)?;
-                self.acknowledge(conn, &log, last.seq).await
-            })
-            .await
+        self.run_durably(invocation, &log, Some(last.seq)).await
     }
 
     async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
@@ -407,27 +416,9 @@ impl Store for RedisStore {
             .arg(&key.id)
             .arg(writer.to_string())
             .arg(ms(self.limits.retention));
-        let Some((replicas, timeout)) = self.wait else {
-            return self.run(invocation).await.map(drop);
-        };
         // The end marker must survive a failover too, or readers would
         // wait on a stream nobody ends.
-        let acked = self
-            .conns
-            .with_dedicated(Duration::ZERO, async |conn| {
-                invocation
-                    .invoke_async::<i64>(conn)
-                    .await
-                    .map_err(fenced_or_unavailable)?;
-                conn.wait(&log, replicas, timeout).await
-            })
-            .await?;
-        if acked < replicas {
-            return Err(StoreError::Unavailable(format!(
-                "{acked} of {replicas} Redis replicas acknowledged the end of {key} within {timeout:?}"
-            )));
-        }
-        Ok(())
+        self.run_durably(invocation, &log, None).await
     }
 
     async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool> {
