@@ -128,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_wait_for_room_and_are_refused_past_the_wait() {
-        let budget = BodyBudget::new(8 * UNIT);
+        let budget = Arc::new(BodyBudget::new(8 * UNIT));
         let body = |n: usize| crate::body::full(vec![b'x'; n]);
         let deadline = Duration::from_secs(30);
         let (first, held) = budget
@@ -145,26 +145,37 @@ mod tests {
             .await;
         assert!(matches!(refused, Err(Error::Overloaded(_))), "{refused:?}");
         tokio::time::resume();
-        // ...and gets in once it is released.
+        // ...and gets in once the first is released while it waits.
+        let reader = budget.clone();
+        let task = tokio::spawn(async move {
+            reader
+                .read(&headers(4 * UNIT), body(4 * UNIT), 1 << 20, deadline, None)
+                .await
+        });
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished(), "no room yet");
         drop(held);
-        let (second, _held) = budget
-            .read(&headers(4 * UNIT), body(4 * UNIT), 1 << 20, deadline, None)
-            .await
-            .unwrap();
+        let (second, second_held) = task.await.unwrap().unwrap();
         assert_eq!(second.len(), 4 * UNIT);
-        // A body already paid for (read by the peer listener) costs nothing more.
-        let prepaid = _held.clone();
-        let (again, _) = budget
+        // A body already paid for (read by the peer listener) costs nothing
+        // more: 6 units fit although only 4 are free.
+        let prepaid = Held(Some(Arc::new(
+            budget.room.clone().try_acquire_many_owned(2).unwrap(),
+        )));
+        let (again, kept) = budget
             .read(
-                &headers(4 * UNIT),
-                body(4 * UNIT),
+                &headers(6 * UNIT),
+                body(6 * UNIT),
                 1 << 20,
                 deadline,
                 Some(prepaid),
             )
             .await
             .unwrap();
-        assert_eq!(again.len(), 4 * UNIT);
+        assert_eq!(again.len(), 6 * UNIT);
+        assert_eq!(kept.bytes(), 2 * UNIT, "the prepaid room, nothing added");
+        assert_eq!(budget.room.available_permits(), 2);
+        drop(second_held);
         assert!(matches!(
             budget.read(&headers(10), body(10), 5, deadline, None).await,
             Err(Error::PayloadTooLarge(5))

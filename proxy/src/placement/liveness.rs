@@ -147,10 +147,72 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
-        // Unregistered, and nothing answers where it was.
+        // Unregistered (without a peer client nothing can be asked).
         store.deregister(&again).await.unwrap();
         assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
         record.owner = Owner::Released;
         assert!(matches!(check(&app, &record).await, Liveness::Gone(_)));
+    }
+
+    #[tokio::test]
+    async fn an_owner_that_answers_is_alive_registered_or_not() {
+        use crate::test_support::{app_as, peer_client, serve_peer};
+        let me = Instance::new("me");
+        let (app, store) = app_as(SidecarConfig::default(), me, Some(peer_client()));
+        let owner = Instance::new("owner");
+        let (owner_app, _) = app_as(SidecarConfig::default(), owner.clone(), None);
+        let addr = serve_peer(owner_app).await;
+        let mut record = suite::record("s");
+        record.owner = Owner::Held(owner.clone());
+        record.owner_addr = Some(addr.clone());
+
+        // Its heartbeat missed a Redis hiccup, but it answers: alive.
+        assert_eq!(
+            of_owner(&app, &record, Check::Registration).await.unwrap(),
+            Liveness::Serving(addr.clone())
+        );
+        // Registered, and its port answers as itself when asked to confirm.
+        let ttl = Duration::from_secs(60);
+        store.heartbeat(&owner, &addr, false, ttl).await.unwrap();
+        assert_eq!(
+            of_owner(&app, &record, Check::Confirm).await.unwrap(),
+            Liveness::Serving(addr.clone())
+        );
+        // Another process answers at that address: the owner is gone.
+        let (stranger, _) = app_as(SidecarConfig::default(), Instance::new("owner"), None);
+        let elsewhere = serve_peer(stranger).await;
+        store.heartbeat(&owner, &elsewhere, false, ttl).await.unwrap();
+        assert_eq!(
+            of_owner(&app, &record, Check::Confirm).await.unwrap(),
+            Liveness::Gone("its peer port refuses it")
+        );
+        // Registered, but nothing listens at its port any more (killed).
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        store.heartbeat(&owner, &closed, false, ttl).await.unwrap();
+        assert_eq!(
+            of_owner(&app, &record, Check::Confirm).await.unwrap(),
+            Liveness::Gone("its peer port refuses it")
+        );
+        assert_eq!(
+            of_owner(&app, &record, Check::Registration).await.unwrap(),
+            Liveness::Serving(closed),
+            "a registration alone is taken at its word"
+        );
+        // Unregistered, and nothing answers at its last address.
+        store.deregister(&owner).await.unwrap();
+        record.owner_addr = Some(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .to_string(),
+        );
+        assert_eq!(
+            of_owner(&app, &record, Check::Registration).await.unwrap(),
+            Liveness::Gone("it is not registered and does not answer")
+        );
     }
 }

@@ -311,10 +311,16 @@ async fn log_reads_after_a_position_in_order(store: &dyn Store) {
 
 async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
     stream(&*store, "l2").await;
-    let reader = {
+    let mut reader = {
         let store = store.clone();
         tokio::spawn(async move { store.read(&key("l2"), 0, Duration::from_secs(30)).await.unwrap() })
     };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), &mut reader)
+            .await
+            .is_err(),
+        "the reader waits for an event"
+    );
     store.append(&key("l2"), &writer(), &events(1..=1)).await.unwrap();
     let read = tokio::time::timeout(Duration::from_secs(10), reader)
         .await
@@ -334,7 +340,13 @@ async fn end_marker_stops_readers(store: &dyn Store) {
     let all = store.read(&key("l3"), 0, NO_WAIT).await.unwrap();
     assert_eq!(seqs(&all), vec![1, 2]);
     assert!(ended(&all));
-    let after = store.read(&key("l3"), 2, Duration::from_secs(30)).await.unwrap();
+    let after = tokio::time::timeout(
+        Duration::from_secs(2),
+        store.read(&key("l3"), 2, Duration::from_secs(30)),
+    )
+    .await
+    .expect("an ended stream does not make its reader wait")
+    .unwrap();
     assert!(seqs(&after).is_empty() && ended(&after));
 }
 

@@ -3,7 +3,7 @@
 use super::*;
 use crate::store::suite;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn memory_store_passes_the_store_suite() {
     suite::run_all(|| async { MemoryStore::new(suite::limits()) as Arc<dyn Store> }).await;
 }

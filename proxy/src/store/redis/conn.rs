@@ -230,6 +230,12 @@ impl Connector {
         }
     }
 
+    /// Dedicated connections waiting in the pool.
+    #[cfg(test)]
+    pub(super) fn pooled(&self) -> usize {
+        self.dedicated.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Runs `work` on a dedicated connection and pools the connection again
     /// if it is still sound. When the connection fails, the whole pool goes:
     /// a Redis that restarted or went away broke every pooled connection, and

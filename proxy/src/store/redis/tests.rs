@@ -218,10 +218,19 @@ async fn two_replicas_race_to_adopt_one_session_100_times_and_one_wins_each() {
         let record = suite::record(&format!("s{round}"));
         assert!(a.create_session(&record).await.unwrap());
         let id = record.id.clone();
-        let (ra, rb) = tokio::join!(
-            a.claim_session(&id, 1, &to_a, None),
-            b.claim_session(&id, 1, &to_b, None),
-        );
+        // Who asks first alternates, so each side gets to race from ahead.
+        let (ra, rb) = if round % 2 == 0 {
+            tokio::join!(
+                a.claim_session(&id, 1, &to_a, None),
+                b.claim_session(&id, 1, &to_b, None),
+            )
+        } else {
+            let (rb, ra) = tokio::join!(
+                b.claim_session(&id, 1, &to_b, None),
+                a.claim_session(&id, 1, &to_a, None),
+            );
+            (ra, rb)
+        };
         let (ra, rb) = (ra.unwrap(), rb.unwrap());
         assert!(
             ra.is_some() ^ rb.is_some(),
@@ -232,7 +241,8 @@ async fn two_replicas_race_to_adopt_one_session_100_times_and_one_wins_each() {
         assert_eq!(got.epoch, 2);
         wins[usize::from(rb.is_some())] += 1;
     }
-    assert_eq!(wins[0] + wins[1], 100);
+    // Both orders happen: a claim wins by the store, not by who asks first.
+    assert!(wins[0] > 0 && wins[1] > 0, "wins {wins:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -468,6 +478,8 @@ async fn after_a_redis_restart_one_failed_read_clears_every_stale_connection() {
     for reader in readers {
         reader.await.unwrap().unwrap();
     }
+    let pooled = store.conns.pooled();
+    assert!(pooled > 1, "{pooled} pooled connections");
     drop(server);
     let _server = spawn(&args);
     until_up(&store).await;
@@ -485,7 +497,10 @@ async fn after_a_redis_restart_one_failed_read_clears_every_stale_connection() {
                 );
                 break;
             }
-            Err(e) => assert!(attempts < 3, "attempt {attempts}: {e}"),
+            Err(e) => {
+                assert_eq!(attempts, 1, "only the first read fails: {e}");
+                assert_eq!(store.conns.pooled(), 0, "and it cleared the pool");
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
