@@ -66,10 +66,15 @@ pub async fn json_body(response: Response<Incoming>) -> Value {
 
 /// The whole body as JSON, `None` when it is not JSON.
 pub async fn json_body_lenient(response: Response<Incoming>) -> Option<Value> {
-    let bytes = crate::within("body", Duration::from_secs(30), response.into_body().collect())
-        .await
-        .ok()?;
-    serde_json::from_slice(&bytes.to_bytes()).ok()
+    serde_json::from_str(&text_body(response).await).ok()
+}
+
+/// The whole body as text (empty when it broke off).
+pub async fn text_body(response: Response<Incoming>) -> String {
+    match crate::within("body", Duration::from_secs(30), response.into_body().collect()).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Reads SSE events off a response body as they arrive.

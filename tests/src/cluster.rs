@@ -212,12 +212,7 @@ impl Cluster {
 
     /// Runs `redis-cli` against the cluster's Redis; its output.
     pub fn redis_cli(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &self.redis.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        crate::procs::redis_cli(self.redis.port, args)
     }
 
     /// Which upstream saw the session's initialize last (its owner's).

@@ -68,16 +68,7 @@ impl Proc {
 
     /// Resident memory in bytes (from `/proc`), while it runs.
     pub fn rss(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()?)).ok()?;
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))?
-            .trim()
-            .trim_end_matches(" kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kb * 1024)
+        rss_of(self.child.id()?)
     }
 
     /// Sends SIGTERM.
@@ -329,4 +320,29 @@ impl RedisServer {
     pub async fn start() -> RedisServer {
         Self::start_on(free_port(), None).await
     }
+}
+
+/// Resident memory in bytes of process `pid` (from `/proc`), while it runs.
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches(" kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `redis-cli` against the Redis at `127.0.0.1:port`; its output,
+/// trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

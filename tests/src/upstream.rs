@@ -165,6 +165,11 @@ impl Scripted {
         self.gate.add_permits(n);
     }
 
+    /// Stream events written so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
     /// Waits until `n` stream events in total have been written.
     pub async fn wait_sent(&self, n: usize) {
         crate::within(

@@ -12,9 +12,15 @@ use crate::client::{Events, Mcp};
 /// hung (streams in these tests send something at least every few seconds).
 const EVENT_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a stream is read on after its answer, for anything that should
+/// not be there (a second answer).
+const AFTER_ANSWER: Duration = Duration::from_secs(2);
+
 /// What a client read of one streamed call.
 #[derive(Debug, Default)]
 pub struct Streamed {
+    /// The call's JSON-RPC id.
+    pub request_id: Value,
     /// The HTTP status the call was answered with.
     pub status: u16,
     /// Every message, with the event id it came with.
@@ -29,12 +35,26 @@ pub struct Streamed {
 }
 
 impl Streamed {
-    /// The JSON-RPC response, if the call was read to it.
+    /// The JSON-RPC response, if the call was read to it: the first message
+    /// that answers the request (or, for an HTTP error, its error body).
     pub fn answer(&self) -> Option<&Value> {
-        match self.failure {
-            Some(_) => None,
-            None => self.events.last().map(|(_, m)| m),
+        if self.failure.is_some() {
+            return None;
         }
+        self.events
+            .iter()
+            .map(|(_, m)| m)
+            .find(|m| self.answers(m))
+            .or_else(|| self.events.last().map(|(_, m)| m))
+    }
+
+    /// How many messages answer the request (exactly one, when all is well).
+    pub fn answer_count(&self) -> usize {
+        self.events.iter().filter(|(_, m)| self.answers(m)).count()
+    }
+
+    fn answers(&self, message: &Value) -> bool {
+        message.get("method").is_none() && message.get("id") == Some(&self.request_id)
     }
 
     /// The `progress` values of the progress notifications, in order.
@@ -54,7 +74,10 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
         "tools/call",
         serde_json::json!({"name": tool, "arguments": arguments}),
     );
-    let mut read = Streamed::default();
+    let mut read = Streamed {
+        request_id: body["id"].clone(),
+        ..Streamed::default()
+    };
     let response = match mcp.try_post(&body).await {
         Ok(response) => response,
         Err(e) => {
@@ -66,10 +89,10 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
     if response.status() != 200 {
         // An error answer: a JSON-RPC error for the request, or a failure.
         let status = response.status();
-        let answer = crate::client::json_body_lenient(response).await;
-        match answer {
-            Some(answer) if answer.get("error").is_some() => read.events.push((None, answer)),
-            _ => read.failure = Some(format!("call answered {status} without a JSON-RPC error")),
+        let text = crate::client::text_body(response).await;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(answer) if answer.get("error").is_some() => read.events.push((None, answer)),
+            _ => read.failure = Some(format!("call answered {status} without a JSON-RPC error: {text}")),
         }
         return read;
     }
@@ -106,9 +129,15 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
                     return read;
                 }
             }
-            let done = message.get("method").is_none() && message.get("id") == body.get("id");
+            let done = read.answers(&message);
             read.events.push((event.id, message));
             if done {
+                // Read on for a moment: a second answer would show here.
+                while let Ok(Some(event)) = events.next_within(AFTER_ANSWER).await {
+                    if let Some(data) = event.data.filter(|d| !d.is_empty()) {
+                        read.events.push((event.id, serde_json::from_str(&data).unwrap()));
+                    }
+                }
                 return read;
             }
         }

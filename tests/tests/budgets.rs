@@ -6,7 +6,7 @@
 
 use serde_json::json;
 use shadowcat_tests::client::{Mcp, answer, json_body, metric};
-use shadowcat_tests::procs::{RedisServer, Shadowcat};
+use shadowcat_tests::procs::{RedisServer, Shadowcat, redis_cli};
 use shadowcat_tests::upstream::Scripted;
 
 const MIB: u64 = 1024 * 1024;
@@ -163,13 +163,10 @@ async fn a_padded_initialize_is_not_kept_whole() {
     assert_eq!(response.status(), 200);
     mcp.session = Some(response.headers()["mcp-session-id"].to_str().unwrap().to_owned());
     answer(response).await;
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "HSTRLEN"])
-        .arg(format!("shadowcat:{{{}}}:session", mcp.session.as_ref().unwrap()))
-        .arg("initialize")
-        .output()
+    let key = format!("shadowcat:{{{}}}:session", mcp.session.as_ref().unwrap());
+    let kept: usize = redis_cli(redis.port, &["HSTRLEN", &key, "initialize"])
+        .parse()
         .unwrap();
-    let kept: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(
         (1..1024).contains(&kept),
         "the record keeps what re-initializing needs, not 3 MiB ({kept} bytes)"

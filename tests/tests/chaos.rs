@@ -35,7 +35,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use shadowcat_tests::client::{Events, Mcp, json_body};
+use shadowcat_tests::client::{Events, Mcp, json_body, text_body};
 use shadowcat_tests::cluster::{Cluster, Options};
 use shadowcat_tests::free_port;
 use shadowcat_tests::procs::{RedisServer, UpstreamProc};
@@ -235,7 +235,7 @@ async fn chaos_holds_every_invariant() {
     }
     sampler.1.await.unwrap();
 
-    executed_at_most_once(&upstreams.logs, &record);
+    let executed = executed_at_most_once(&upstreams.logs, &record);
     let record = record.lock().unwrap();
     if !record.violations.is_empty() {
         let logs = dir.join("replicas.log");
@@ -258,10 +258,33 @@ async fn chaos_holds_every_invariant() {
         record.max_rss / (1024 * 1024),
         record.violations.len()
     );
+    assert!(record.max_rss > 0, "memory was sampled");
     assert!(record.max_rss <= MEMORY_LIMIT, "max RSS {} bytes", record.max_rss);
+    let calls: usize = record.outcomes.values().sum();
+    let results = record.outcomes.get("result").copied().unwrap_or(0);
+    assert!(calls > 100, "too few calls to mean anything");
     assert!(
-        record.outcomes.values().sum::<usize>() > 100,
-        "too few calls to mean anything"
+        results * 2 >= calls,
+        "most calls get their result: {results} of {calls}"
+    );
+    assert!(
+        executed >= results,
+        "the upstream logs hold every call answered with a result ({executed} < {results})"
+    );
+    // A call breaks without an answer only when its replica is killed with
+    // it in flight (the Service answers 502): at most one per client per
+    // replica killed, three per rolling restart.
+    let broke: usize = record
+        .outcomes
+        .iter()
+        .filter(|(k, _)| k.starts_with("connection broke"))
+        .map(|(_, n)| n)
+        .sum();
+    let kills = record.faults.get("kill -9 a replica").copied().unwrap_or(0)
+        + REPLICAS * record.faults.get("rolling SIGTERM").copied().unwrap_or(0);
+    assert!(
+        broke <= CLIENTS * kills,
+        "{broke} calls broke, with {kills} replicas killed or stopped"
     );
     assert_eq!(record.violations, Vec::<String>::new(), "seed {seed}");
     drop(record);
@@ -368,19 +391,28 @@ async fn json_call(mcp: &Mcp, tool: &str, arguments: Value, record: &Shared) -> 
             return None;
         }
     };
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !is_json {
-        // The Service's own 502: the replica died with the request.
-        outcome(record, format!("connection broke ({status})"));
+    let status = response.status().as_u16();
+    let text = text_body(response).await;
+    let Ok(answer) = serde_json::from_str::<Value>(&text) else {
+        not_json(status, &text, record);
         return None;
-    }
-    let answer = json_body(response).await;
-    classify(mcp, &body, status.as_u16(), &answer, record);
+    };
+    classify(mcp, &body, status, &answer, record);
     Some(answer)
+}
+
+/// What the Service answers when the replica it sent a request to died with
+/// it: the only answer without a JSON-RPC body a call may get.
+const FRONT_BROKE: &str = "backend connection broke";
+
+/// An answer that is not JSON: the Service's 502 for a replica that died
+/// with the request, or a violation.
+fn not_json(status: u16, text: &str, record: &Shared) {
+    if status == 502 && text == FRONT_BROKE {
+        outcome(record, "connection broke (502 Bad Gateway)");
+    } else {
+        violation(record, format!("answered {status} without JSON: {text:?}"));
+    }
 }
 
 /// Checks a JSON-RPC answer to `body` and records its outcome.
@@ -410,7 +442,9 @@ async fn stream_call(mcp: &Mcp, tool: &str, arguments: Value, progress: u64, rec
         return match () {
             _ if read.missed => outcome(record, "explicit miss"),
             _ if failure.starts_with("no answer") => outcome(record, "not sent (no replica listening)"),
-            _ if failure.contains("without a JSON-RPC error") && failure.contains("502") => {
+            _ if failure.contains("answered 502 without a JSON-RPC error")
+                && failure.ends_with(FRONT_BROKE) =>
+            {
                 outcome(record, "connection broke (502 Bad Gateway)")
             }
             _ if failure.contains("before any event") => {
@@ -419,12 +453,8 @@ async fn stream_call(mcp: &Mcp, tool: &str, arguments: Value, progress: u64, rec
             _ => violation(record, format!("{tool}: {failure}; read {:?}", read.events)),
         };
     };
-    let answers = read
-        .events
-        .iter()
-        .filter(|(_, m)| m.get("method").is_none() && m.get("id") == answer.get("id"))
-        .count();
-    if answers != 1 {
+    let answers = read.answer_count();
+    if answers != 1 && read.status == 200 {
         violation(
             record,
             format!("{tool}: {answers} answers for one request: {:?}", read.events),
@@ -436,7 +466,7 @@ async fn stream_call(mcp: &Mcp, tool: &str, arguments: Value, progress: u64, rec
             format!("{tool}: result after progress {:?}", read.progress()),
         );
     }
-    let body = json!({"id": answer["id"]});
+    let body = json!({"id": read.request_id});
     classify(mcp, &body, read.status, answer, record);
 }
 
@@ -452,9 +482,10 @@ async fn drop_and_resume(mcp: &Mcp, record: &Shared) {
     };
     if response.status() != 200 {
         let status = response.status().as_u16();
-        return match shadowcat_tests::client::json_body_lenient(response).await {
-            Some(answer) => classify(mcp, &body, status, &answer, record),
-            None => outcome(record, format!("connection broke ({status})")),
+        let text = text_body(response).await;
+        return match serde_json::from_str::<Value>(&text) {
+            Ok(answer) => classify(mcp, &body, status, &answer, record),
+            Err(_) => not_json(status, &text, record),
         };
     }
     let mut events = Events::new(response);
@@ -588,19 +619,10 @@ async fn sample_memory(pids: Arc<Mutex<Vec<u32>>>, record: Shared, stop: Arc<Ato
     while !stop.load(Ordering::SeqCst) {
         let pids = pids.lock().unwrap().clone();
         for pid in pids {
-            let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))?
-                        .trim()
-                        .trim_end_matches("kB")
-                        .trim()
-                        .parse::<u64>()
-                        .ok()
-                })
-                .unwrap_or(0)
-                * 1024;
+            // A process that just exited has no memory to count.
+            let Some(rss) = shadowcat_tests::procs::rss_of(pid) else {
+                continue;
+            };
             let mut r = record.lock().unwrap();
             r.max_rss = r.max_rss.max(rss);
         }
@@ -610,7 +632,7 @@ async fn sample_memory(pids: Arc<Mutex<Vec<u32>>>, record: Shared, stop: Arc<Ato
 
 /// No client request id was executed twice by the upstreams (across their
 /// restarts: their logs are files).
-fn executed_at_most_once(logs: &[PathBuf], record: &Shared) {
+fn executed_at_most_once(logs: &[PathBuf], record: &Shared) -> usize {
     let mut runs: HashMap<String, usize> = HashMap::new();
     for log in logs {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -633,4 +655,5 @@ fn executed_at_most_once(logs: &[PathBuf], record: &Shared) {
         "chaos: {} client requests executed upstream, each once",
         runs.len()
     );
+    runs.len()
 }

@@ -195,8 +195,29 @@ async fn secrets_stay_out_of_the_logs() {
     )
     .await;
     assert_eq!(response.status(), 200);
-    // A failure that logs its request: a malformed Last-Event-ID.
-    let _ = mcp.get(Some("not-an-id")).await;
+    // A failure that logs its request, token and all: a malformed
+    // Last-Event-ID.
+    let response = send(
+        &mcp.http,
+        Method::GET,
+        &mcp.url,
+        &[
+            ("accept", "text/event-stream"),
+            ("mcp-protocol-version", "2025-06-18"),
+            ("mcp-session-id", &session),
+            ("last-event-id", "not-an-id"),
+            ("authorization", "Bearer tok-do-not-log-1234"),
+        ],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    proxy
+        .proc
+        .wait_line("the refusal logged", |line| {
+            line.contains("bad_last_event_id").then_some(())
+        })
+        .await;
     let output = proxy.proc.output();
     assert!(
         output.contains("redis://:***@127.0.0.1"),

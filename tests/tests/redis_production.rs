@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shadowcat_tests::client::{Events, Mcp, progress};
-use shadowcat_tests::procs::{RedisServer, Shadowcat};
+use shadowcat_tests::procs::{RedisServer, Shadowcat, redis_cli};
 use shadowcat_tests::relay::Relay;
 use shadowcat_tests::upstream::Scripted;
 use shadowcat_tests::workload::streamed_call;
@@ -25,8 +25,9 @@ async fn resume_round_trip(proxy: &Shadowcat, upstream: &Scripted) {
     let (first, message) = events.next_message().await.unwrap();
     assert_eq!(progress(&message), 1);
     drop(events);
+    let sent = upstream.sent();
     upstream.release(2);
-    upstream.wait_sent(3).await;
+    upstream.wait_sent(sent + 2).await;
     let rest = Events::new(mcp.get(first.as_deref()).await).rest().await;
     assert_eq!(progress(&rest[0].1), 2);
     assert_eq!(rest[1].1["result"]["content"][0]["text"], "done after 2");
@@ -118,20 +119,21 @@ async fn shadowcat_on_a_redis_cluster() {
     let upstream = Scripted::start().await;
     let store = format!("redis+cluster://{}", hosts.join(","));
     let proxy = Shadowcat::start(&upstream.url, &["--store", &store]).await;
-    // Several sessions, so their keys land on several primaries.
     for _ in 0..4 {
         resume_round_trip(&proxy, &upstream).await;
     }
+    // Enough sessions that their keys land on several primaries (all of a
+    // dozen on one of three: about one run in 180 000), so redirections were
+    // followed.
+    for _ in 0..8 {
+        Mcp::new(&proxy.url, "2025-06-18").initialize().await;
+    }
+    let holding = nodes
+        .iter()
+        .filter(|n| redis_cli(n.port, &["DBSIZE"]) != "0")
+        .count();
+    assert!(holding >= 2, "keys on {holding} of 3 primaries");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A replica of the primary at `127.0.0.1:port`, once in sync.

@@ -17,17 +17,59 @@ fn count(cluster: &Cluster, upstream: usize, method: &str) -> usize {
         .count()
 }
 
+/// A call under way on the owner's upstream.
+struct UnderWay {
+    owner: usize,
+    events: Events,
+    /// The id of the first progress event, read.
+    first_id: Option<String>,
+    /// The call's JSON-RPC id.
+    call_id: u64,
+}
+
 /// Initializes `mcp` and starts a call of `steps` progress events, of which
-/// the owner's upstream sends the first: the owner, the call's stream, and
-/// the id of the event read.
-async fn call_under_way(cluster: &Cluster, mcp: &mut Mcp, steps: u64) -> (usize, Events, Option<String>) {
+/// the owner's upstream sends the first.
+async fn call_under_way(cluster: &Cluster, mcp: &mut Mcp, steps: u64) -> UnderWay {
     mcp.initialize().await;
     let owner = cluster.initialized_on()[0];
     let mut events = mcp.call_stream(steps).await;
     cluster.upstreams[owner].release(1);
     let (first_id, first) = events.next_message().await.unwrap();
     assert_eq!(progress(&first), 1);
-    (owner, events, first_id)
+    // The call's id is the one before the client's next.
+    let call_id = mcp.request_body("ping", json!({}))["id"].as_u64().unwrap() - 1;
+    UnderWay {
+        owner,
+        events,
+        first_id,
+        call_id,
+    }
+}
+
+/// Resumes a lost call on whichever replica the Service picks: what it
+/// reads, or a failure with every replica's log.
+async fn resume_lost_call(
+    cluster: &Cluster,
+    mcp: &Mcp,
+    first_id: Option<&str>,
+) -> Vec<(Option<String>, serde_json::Value)> {
+    tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        Events::new(mcp.get(first_id).await).rest().await
+    })
+    .await
+    .unwrap_or_else(|_| panic!("resume did not end:\n{}", cluster.all_output()))
+}
+
+/// The error a lost call is answered with.
+fn assert_lost(resumed: &[(Option<String>, serde_json::Value)], call_id: u64) {
+    assert_eq!(resumed.len(), 1, "{resumed:?}");
+    let error = &resumed[0].1;
+    assert_eq!(error["id"], call_id);
+    assert_eq!(error["error"]["code"], -32603);
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("lost"),
+        "{error}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -105,35 +147,14 @@ async fn sse_resume_on_other_replica_mid_stream_and_after_completion() {
 async fn sse_resume_after_owner_killed_gets_an_error_and_the_session_is_adopted() {
     let mut cluster = Cluster::start(3, &[]).await;
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
-    let (owner, events, first_id) = call_under_way(&cluster, &mut mcp, 5).await;
-    let call_id = {
-        // The request id is the one before the client's next.
-        let next = mcp.request_body("ping", json!({}));
-        next["id"].as_u64().unwrap() - 1
-    };
-
+    let call = call_under_way(&cluster, &mut mcp, 5).await;
+    let owner = call.owner;
     cluster.kill(owner).await;
-    drop(events);
+    drop(call.events);
 
     // Resuming on a live replica: the lost call is answered with an error.
-    let resumed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
-        Events::new(mcp.get(first_id.as_deref()).await).rest().await
-    })
-    .await
-    .unwrap_or_else(|_| {
-        let logs: Vec<String> = cluster
-            .replicas
-            .iter()
-            .flatten()
-            .map(|r| r.proc.output())
-            .collect();
-        panic!("resume did not end:\n{}", logs.join("\n-----\n"))
-    });
-    assert_eq!(resumed.len(), 1, "{resumed:?}");
-    let error = &resumed[0].1;
-    assert_eq!(error["id"], call_id);
-    assert_eq!(error["error"]["code"], -32603);
-    assert!(error["error"]["message"].as_str().unwrap().contains("lost"));
+    let resumed = resume_lost_call(&cluster, &mcp, call.first_id.as_deref()).await;
+    assert_lost(&resumed, call.call_id);
 
     // The same session id goes on, on the adopting replica's upstream.
     let answer = mcp
@@ -396,17 +417,27 @@ async fn peer_port_refuses_requests_without_a_valid_signature() {
         let answer = shadowcat_tests::client::json_body(response).await;
         assert_eq!(answer["error"]["code"], -32600);
     }
-    // A client cannot mark its own request as forwarded on the public port:
-    // the marker is dropped and the request is placed as usual.
+    // A client cannot mark its own request as forwarded on the public port
+    // of a replica that does not own the session: the marker is dropped and
+    // the request is forwarded to the owner as usual (were the marker kept,
+    // that replica would refuse to forward it a second time: 503).
     let headers: Vec<_> = base.iter().chain(&forged).copied().collect();
-    let public = &cluster.replicas[0].as_ref().unwrap().url;
-    let response = shadowcat_tests::client::send(&mcp.http, http::Method::POST, public, &headers, body).await;
-    assert_eq!(response.status(), 200);
     let owner = cluster.initialized_on()[0];
+    let elsewhere = &cluster.replicas[1 - owner].as_ref().unwrap().url;
+    let forwards = cluster.total("shadowcat_peer_forwards_total").await;
+    let response =
+        shadowcat_tests::client::send(&mcp.http, http::Method::POST, elsewhere, &headers, body).await;
+    assert_eq!(response.status(), 200);
     assert_eq!(
         count(&cluster, owner, "tools/list"),
         1,
         "served by the owner's upstream"
+    );
+    assert_eq!(count(&cluster, 1 - owner, "tools/list"), 0);
+    assert_eq!(
+        cluster.total("shadowcat_peer_forwards_total").await,
+        forwards + 1,
+        "forwarded"
     );
 }
 
@@ -430,12 +461,6 @@ async fn a_slow_owner_answers_504_and_the_call_runs_once() {
     assert_eq!(answer["error"]["code"], -32603);
 
     // The upstream finishes it in its own time; nobody ran it a second time.
-    shadowcat_tests::eventually(
-        "the slow call to run",
-        std::time::Duration::from_secs(10),
-        || async { (cluster.upstreams[owner].calls("sleep") == 1).then_some(()) },
-    )
-    .await;
     let next = elsewhere
         .request("tools/call", json!({"name": "echo", "arguments": {}}))
         .await;
@@ -453,6 +478,11 @@ async fn a_slow_owner_answers_504_and_the_call_runs_once() {
         cluster.total("shadowcat_session_adoptions_total").await,
         0,
         "slow is not dead"
+    );
+    assert_eq!(
+        cluster.upstreams[owner].calls("sleep"),
+        1,
+        "the slow call ran once, after its 504 too"
     );
 }
 
@@ -500,21 +530,16 @@ async fn a_replica_cut_off_from_redis_keeps_its_sessions() {
 async fn a_pod_restarted_under_its_name_fails_what_the_old_process_left_unanswered() {
     let mut cluster = Cluster::start(2, &[]).await;
     let mut mcp = Mcp::new(&cluster.front.url, "2025-06-18");
-    let (owner, events, first_id) = call_under_way(&cluster, &mut mcp, 3).await;
+    let call = call_under_way(&cluster, &mut mcp, 3).await;
 
     // A StatefulSet pod comes back under the same name, at once: its
     // registration is fresh, but it is another process.
-    cluster.kill(owner).await;
-    drop(events);
-    cluster.start_replica(owner).await;
+    cluster.kill(call.owner).await;
+    drop(call.events);
+    cluster.start_replica(call.owner).await;
 
-    let resumed = tokio::time::timeout(std::time::Duration::from_secs(15), async {
-        Events::new(mcp.get(first_id.as_deref()).await).rest().await
-    })
-    .await
-    .expect("the lost call is answered, not left waiting");
-    assert_eq!(resumed.len(), 1, "{resumed:?}");
-    assert_eq!(resumed[0].1["error"]["code"], -32603);
+    let resumed = resume_lost_call(&cluster, &mcp, call.first_id.as_deref()).await;
+    assert_lost(&resumed, call.call_id);
     let answer = mcp
         .request("tools/call", json!({"name": "echo", "arguments": {}}))
         .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use shadowcat_tests::client::{Events, Mcp};
 use shadowcat_tests::procs::Shadowcat;
-use shadowcat_tests::upstream::Scripted;
+use shadowcat_tests::upstream::{Options, Scripted};
 use shadowcat_tests::within;
 
 async fn streaming_call(drain: &str) -> (Scripted, Shadowcat, Events) {
@@ -28,10 +28,12 @@ async fn streaming_call(drain: &str) -> (Scripted, Shadowcat, Events) {
     (upstream, proxy, events)
 }
 
-async fn exits_cleanly(proxy: &mut Shadowcat) {
+/// Waits for a clean exit, within `limit` of now (the shutdown delay and
+/// the drain timeout, plus a margin for a slow machine).
+async fn exits_cleanly(proxy: &mut Shadowcat, limit: Duration) {
     let status = within(
         "shadowcat to exit",
-        Duration::from_secs(30),
+        limit + Duration::from_secs(5),
         proxy.proc.child.wait(),
     )
     .await
@@ -59,7 +61,7 @@ async fn sigterm_lets_an_in_flight_answer_finish() {
     let rest = events.rest().await;
     assert_eq!(rest.len(), 3, "{rest:?}");
     assert_eq!(rest[2].1["result"]["content"][0]["text"], "done after 3");
-    exits_cleanly(&mut proxy).await;
+    exits_cleanly(&mut proxy, Duration::from_secs(20)).await;
     assert!(!proxy.proc.output().contains("streams still pumping"));
 }
 
@@ -71,7 +73,36 @@ async fn sigterm_closes_a_stream_that_outlasts_the_drain_with_retry() {
     // client is told when to come back, then the connection closes.
     assert!(events.next_message().await.is_none());
     assert!(events.raw.contains("retry: 2500"), "{}", events.raw);
-    exits_cleanly(&mut proxy).await;
+    exits_cleanly(&mut proxy, Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn sigterm_closes_standalone_streams_with_retry_at_once() {
+    let upstream = Scripted::start_with(Options {
+        standalone: true,
+        ..Default::default()
+    })
+    .await;
+    let mut proxy = Shadowcat::start(
+        &upstream.url,
+        &["--drain-timeout", "20s", "--sse-retry", "2500ms"],
+    )
+    .await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let mut events = Events::new(mcp.get(None).await);
+    upstream.wait_standalone_streams(1).await;
+    proxy.proc.terminate();
+    // A standalone stream never ends by itself: it is closed as the drain
+    // begins, long before the drain timeout, and told when to come back.
+    within(
+        "the standalone stream to close",
+        Duration::from_secs(10),
+        events.rest(),
+    )
+    .await;
+    assert!(events.raw.contains("retry: 2500"), "{}", events.raw);
+    exits_cleanly(&mut proxy, Duration::from_secs(20)).await;
 }
 
 async fn admin_status(proxy: &Shadowcat, method: http::Method, path: &str) -> u16 {
@@ -106,7 +137,7 @@ async fn sigterm_with_a_shutdown_delay_serves_on_while_not_ready() {
     assert_eq!(answer["result"]["content"][0]["text"], "ok");
     let mut late = Mcp::new(&proxy.url, "2025-06-18");
     late.initialize().await;
-    exits_cleanly(&mut proxy).await;
+    exits_cleanly(&mut proxy, Duration::from_secs(3 + 25)).await;
 }
 
 #[tokio::test]
@@ -150,5 +181,5 @@ async fn post_drain_answers_once_in_flight_answers_are_in_the_log() {
     );
     assert_eq!(admin_status(&proxy, http::Method::GET, "/healthz").await, 200);
     proxy.proc.terminate();
-    exits_cleanly(&mut proxy).await;
+    exits_cleanly(&mut proxy, Duration::ZERO).await;
 }
