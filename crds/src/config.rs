@@ -160,10 +160,16 @@ pub struct SseConfig {
     /// finished log is dropped. Default 10000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_streams: Option<u64>,
-    /// How long a stream's events are kept for replay after its last event.
-    /// Default `10m`.
+    /// How long a standalone (GET) stream's events are kept for replay after
+    /// the stream ends. Default `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// How long a response stream (the answer to one POST) stays replayable
+    /// after it ends: long enough for a client that lost the connection to
+    /// come back, short enough that a busy session's finished calls do not
+    /// pile up. Default `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_retention: Option<String>,
     /// How long a response stream keeps reading the upstream after its client
     /// went away, waiting for the final response. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,6 +271,7 @@ impl SseConfig {
             max_events_per_stream: self.max_events_per_stream.or(lower.max_events_per_stream),
             max_streams: self.max_streams.or(lower.max_streams),
             retention: self.retention.or(lower.retention),
+            response_retention: self.response_retention.or(lower.response_retention),
             drain_limit: self.drain_limit.or(lower.drain_limit),
             max_event_bytes: self.max_event_bytes.or(lower.max_event_bytes),
             max_log_bytes: self.max_log_bytes.or(lower.max_log_bytes),

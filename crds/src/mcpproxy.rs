@@ -204,10 +204,15 @@ pub struct ReplaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_events_per_stream: Option<u64>,
-    /// How long a stream stays resumable after its last event, e.g. `10m`.
+    /// How long a standalone stream stays resumable after it ends, e.g. `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
     pub retention: Option<String>,
+    /// How long a response stream (one POST's answer) stays resumable after
+    /// it ends, e.g. `1m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub response_retention: Option<String>,
 }
 
 /// Sidecar container overrides.

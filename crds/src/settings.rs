@@ -53,8 +53,10 @@ pub struct SseSettings {
     pub max_events_per_stream: usize,
     /// Event logs kept in all (memory store).
     pub max_streams: usize,
-    /// How long a finished stream's events stay replayable.
+    /// How long a finished standalone stream's events stay replayable.
     pub retention: Duration,
+    /// How long a finished response stream's events stay replayable.
+    pub response_retention: Duration,
     /// How long a pump keeps draining after its client went away.
     pub drain_limit: Duration,
     /// Largest event (and line) accepted from the upstream.
@@ -191,6 +193,7 @@ fn sse_settings(sse: &SseConfig) -> Result<SseSettings, ConfigError> {
         max_events_per_stream: count("sse.maxEventsPerStream", sse.max_events_per_stream, 1024)?,
         max_streams: count("sse.maxStreams", sse.max_streams, 10_000)?,
         retention: duration("sse.retention", &sse.retention, "10m")?,
+        response_retention: duration("sse.responseRetention", &sse.response_retention, "1m")?,
         drain_limit: duration("sse.drainLimit", &sse.drain_limit, "5m")?,
         max_event_bytes,
         max_log_bytes,

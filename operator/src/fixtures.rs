@@ -118,6 +118,12 @@ impl Proxy {
         self
     }
 
+    /// With another retention for finished response streams.
+    pub fn response_retention(mut self, retention: &str) -> Self {
+        self.0.spec.replay.response_retention = Some(retention.into());
+        self
+    }
+
     /// As an Arc, for reconcile.
     pub fn arc(self) -> Arc<McpProxy> {
         Arc::new(self.0)

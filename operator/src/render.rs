@@ -95,6 +95,7 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
     let sse = SseConfig {
         max_events_per_stream: spec.replay.max_events_per_stream,
         retention: spec.replay.retention.clone(),
+        response_retention: spec.replay.response_retention.clone(),
         ..Default::default()
     };
     let redis = (spec.sessions.store == StoreKind::Redis)

@@ -116,9 +116,12 @@ pub struct Cli {
     /// Event logs kept in all; the oldest finished one goes first [default: 10000].
     #[arg(long, env = "SHADOWCAT_SSE_MAX_STREAMS")]
     pub sse_max_streams: Option<u64>,
-    /// How long a finished stream stays replayable [default: 10m].
+    /// How long a finished standalone (GET) stream stays replayable [default: 10m].
     #[arg(long, env = "SHADOWCAT_SSE_RETENTION")]
     pub sse_retention: Option<String>,
+    /// How long a finished response stream (one POST's answer) stays replayable [default: 1m].
+    #[arg(long, env = "SHADOWCAT_SSE_RESPONSE_RETENTION")]
+    pub sse_response_retention: Option<String>,
     /// How long a response stream keeps draining after its client left [default: 5m].
     #[arg(long, env = "SHADOWCAT_SSE_DRAIN_LIMIT")]
     pub sse_drain_limit: Option<String>,
@@ -155,6 +158,7 @@ impl Cli {
             max_events_per_stream: self.sse_max_events_per_stream,
             max_streams: self.sse_max_streams,
             retention: self.sse_retention.clone(),
+            response_retention: self.sse_response_retention.clone(),
             drain_limit: self.sse_drain_limit.clone(),
             max_event_bytes: self.sse_max_event_bytes,
             max_log_bytes: self.sse_max_log_bytes,

@@ -43,6 +43,7 @@ pub fn store_limits(settings: &Settings) -> store::StoreLimits {
         max_streams: settings.sse.max_streams,
         max_bytes: settings.store_max_bytes,
         retention: settings.sse.retention,
+        response_retention: settings.sse.response_retention,
     }
 }
 

@@ -156,6 +156,8 @@ async fn chaos_holds_every_invariant() {
         "3s",
         "--sse-retention",
         "2s",
+        "--sse-response-retention",
+        "2s",
         "--drain-timeout",
         "5s",
         "--sse-keep-alive-interval",

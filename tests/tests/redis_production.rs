@@ -1,6 +1,7 @@
 //! Redis as production runs it, through the real binary: TLS with client
 //! certificates, a Redis Cluster, and a primary failover under load in which
-//! no event a client saw is lost (`--redis-wait-replicas`).
+//! no event a client saw is lost (`--redis-wait-replicas`); and what one call
+//! costs Redis.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
@@ -296,5 +297,46 @@ async fn a_primary_failover_under_load_loses_no_event_a_client_saw() {
         results + errors + missed,
         answers.len(),
         "every call got one answer or an explicit miss: {answers:?}"
+    );
+}
+
+/// Calls of `command` in `INFO commandstats` (0 when it never ran).
+fn command_calls(stats: &str, command: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A POST answered by the replica it reached costs Redis two scripts — open
+/// the stream, then append its events and end it — and no reads: the
+/// replica's own reader follows the stream from memory.
+#[tokio::test]
+async fn a_call_answered_where_it_landed_costs_two_scripts_and_no_reads() {
+    let upstream = Scripted::start().await;
+    let redis = RedisServer::start().await;
+    let proxy = Shadowcat::start(&upstream.url, &["--store", redis.url.as_str()]).await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let call = || mcp.request("tools/call", json!({"name": "big", "arguments": {"bytes": 16}}));
+    assert!(call().await["result"].is_object());
+    redis_cli(redis.port, &["CONFIG", "RESETSTAT"]);
+    const CALLS: u64 = 40;
+    for _ in 0..CALLS {
+        let answer = call().await;
+        assert_eq!(answer["result"]["content"][0]["text"].as_str().map(str::len), Some(16));
+    }
+    let stats = redis_cli(redis.port, &["INFO", "commandstats"]);
+    let reads: u64 = ["xrange", "xrevrange", "xread", "hexists"]
+        .iter()
+        .map(|c| command_calls(&stats, c))
+        .sum();
+    assert_eq!(reads, 0, "{stats}");
+    // Besides the calls: a heartbeat and a session re-read about once a second.
+    let scripts = command_calls(&stats, "evalsha") + command_calls(&stats, "eval");
+    assert!(
+        (2 * CALLS..=2 * CALLS + 10).contains(&scripts),
+        "{scripts} scripts for {CALLS} calls:\n{stats}"
     );
 }

@@ -161,7 +161,14 @@ async fn sse_resume_that_cannot_be_exact_is_a_clear_counted_miss() {
     let upstream = Scripted::start().await;
     let proxy = Shadowcat::start(
         &upstream.url,
-        &["--sse-max-events-per-stream", "3", "--sse-retention", "1s"],
+        &[
+            "--sse-max-events-per-stream",
+            "3",
+            "--sse-retention",
+            "1s",
+            "--sse-response-retention",
+            "1s",
+        ],
     )
     .await;
     let mut mcp = Mcp::new(&proxy.url, "2025-06-18");

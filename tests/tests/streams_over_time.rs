@@ -87,7 +87,7 @@ async fn a_quiet_standalone_stream_delivers_after_longer_than_the_retention_on_r
 
 async fn silent_tool_call(redis: Option<&RedisServer>) {
     let upstream = Scripted::start().await;
-    let mut args = vec!["--sse-retention", "1s"];
+    let mut args = vec!["--sse-retention", "1s", "--sse-response-retention", "1s"];
     if let Some(redis) = redis {
         args.extend(["--store", redis.url.as_str()]);
     }

@@ -168,6 +168,7 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         Proxy::named("w"),
         Proxy::named("w").redis(),
         Proxy::named("w").service().overrides(),
+        Proxy::named("w").retention("20m").response_retention("30s"),
     ] {
         let proxy = fixture.0;
         let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
@@ -179,6 +180,13 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         let settings = env.or(file).validate().unwrap();
         assert_eq!(settings.listen.port(), proxy.spec.listen.port);
         assert_eq!(settings.upstream.port_u16(), Some(proxy.spec.upstream.port));
+        if proxy.spec.replay.response_retention.is_some() {
+            let secs = std::time::Duration::from_secs;
+            assert_eq!(
+                (settings.sse.retention, settings.sse.response_retention),
+                (secs(20 * 60), secs(30))
+            );
+        }
         let cm = config_map(&proxy, &yaml);
         assert_eq!(cm.data.unwrap()[CONFIG_KEY], yaml);
     }

@@ -57,9 +57,10 @@ pub struct Pump {
     pub initialize_of: Option<Session>,
     /// Next seq to assign.
     pub next_seq: u64,
-    /// A batch whose append failed: it may or may not be in the log, so its
-    /// seqs are never given again; [`Pump::finish`] appends it once more
-    /// (a no-op if it landed) ahead of the error answers.
+    /// A batch whose append failed — it may or may not be in the log, so its
+    /// seqs are never given again — or the batch that answered the last
+    /// request: [`Pump::finish`] appends it (once more: a no-op if it
+    /// landed) ahead of any error answers and the end marker.
     pub unstored: Vec<StoredEvent>,
 }
 
@@ -173,6 +174,14 @@ impl Pump {
                 });
                 self.next_seq += 1;
             }
+            if self.answers_the_last(&answered) {
+                // The stream is done: this batch and the end marker go to
+                // the store together, in one write where it can.
+                self.pending.clear();
+                self.app.metrics.events_pumped.inc_by(batch.len() as u64);
+                self.unstored = batch;
+                return BodyEnd::Answered;
+            }
             if let Some(end) = self.store(batch, answered).await {
                 return end;
             }
@@ -180,6 +189,15 @@ impl Pump {
                 return BodyEnd::Answered;
             }
         }
+    }
+
+    /// Whether `answered` holds every response a request stream still
+    /// waits for (an initialize is recorded first, so not that one).
+    fn answers_the_last(&self, answered: &[Value]) -> bool {
+        self.kind == StreamKind::Request
+            && self.initialize_of.is_none()
+            && !answered.is_empty()
+            && self.pending.iter().all(|p| answered.contains(p))
     }
 
     /// Appends a batch, and only then counts its responses as answered;
@@ -317,13 +335,7 @@ pub async fn end_with(app: &App, stream: &StreamKey, events: &[StoredEvent]) -> 
     let give_up = Instant::now() + app.settings.sse.drain_limit;
     let mut delay = Duration::from_millis(50);
     loop {
-        let result = async {
-            if !events.is_empty() {
-                app.store.append(stream, me, events).await?;
-            }
-            app.store.end_stream(stream, me).await
-        };
-        match result.await {
+        match app.store.finish(stream, me, events).await {
             Ok(()) => return true,
             Err(StoreError::Fenced(_)) => return false,
             Err(e) if Instant::now() >= give_up => {

@@ -77,7 +77,8 @@ pub struct StreamMeta {
     /// Request or standalone stream.
     pub kind: StreamKind,
     /// The request ids a request stream answers: what its clients would wait
-    /// for forever if the pump died with its replica.
+    /// for forever if the pump died with its replica. Once the stream ended
+    /// a store may forget them.
     #[serde(default)]
     pub pending: Vec<serde_json::Value>,
 }
@@ -157,12 +158,40 @@ pub struct StoreLimits {
     pub max_streams: usize,
     /// Bytes of events kept in all (memory store).
     pub max_bytes: usize,
-    /// How long a log lives after its stream ended.
+    /// How long a standalone stream's log lives after the stream ended.
     pub retention: Duration,
+    /// How long a response stream's log lives after the stream ended.
+    pub response_retention: Duration,
+}
+
+impl StoreLimits {
+    /// How long a finished stream of `kind` stays readable.
+    pub fn retention_of(&self, kind: StreamKind) -> Duration {
+        match kind {
+            StreamKind::Request => self.response_retention,
+            StreamKind::Standalone => self.retention,
+        }
+    }
 }
 
 /// Largest number of events one [`Store::read`] returns.
 pub const READ_BATCH: usize = 256;
+
+/// [`Store::finish`] in two steps.
+async fn append_then_end<S: Store + ?Sized>(
+    store: &S,
+    key: &StreamKey,
+    writer: &Instance,
+    events: &[StoredEvent],
+) -> Result<()> {
+    match store.append(key, writer, events).await {
+        // Refused: either the stream ended already (a retry whose reply was
+        // lost: ending again is a no-op) or another writer holds it (ending
+        // is refused too).
+        Ok(()) | Err(StoreError::Fenced(_)) => store.end_stream(key, writer).await,
+        Err(e) => Err(e),
+    }
+}
 
 /// Sessions, event logs and the replica registry.
 ///
@@ -174,7 +203,7 @@ pub const READ_BATCH: usize = 256;
 /// - owner writes name the epoch they believe in; a claim moves the epoch
 ///   on, so writes of a fenced owner are refused;
 /// - a log lives while its stream is open (as long as its session), and for
-///   `retention` after the stream ends;
+///   its kind's retention after the stream ends;
 /// - only a stream's writer appends to it or ends it; appending events at or
 ///   below the last seq is a no-op (a retried batch), never an error;
 /// - appended events are visible to every reader once `append` returns
@@ -219,6 +248,12 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Marks a stream complete (readers that reach its end stop) and starts
     /// its retention; [`StoreError::Fenced`] when `writer` no longer holds it.
     async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()>;
+    /// Appends a stream's last events and ends it, as [`Store::append`] then
+    /// [`Store::end_stream`] do, in one step where the store can. Retrying
+    /// after an unknown outcome is safe.
+    async fn finish(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()> {
+        append_then_end(self, key, writer, events).await
+    }
     /// Moves an open stream from writer `from` to `to`, only if `from`
     /// still holds it.
     async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool>;

@@ -18,7 +18,7 @@ use super::{
 const NO_WAIT: Duration = Duration::from_millis(1);
 
 /// The limits the suite's stores are made with: 8 events per log, an idle
-/// minute, a minute of retention; no byte or log cap that a test would meet.
+/// minute, a minute of retention for either kind of stream; no byte or log cap that a test would meet.
 pub fn limits() -> StoreLimits {
     StoreLimits {
         idle: Duration::from_secs(60),
@@ -27,6 +27,7 @@ pub fn limits() -> StoreLimits {
         max_streams: 16,
         max_bytes: 1 << 30,
         retention: Duration::from_secs(60),
+        response_retention: Duration::from_secs(60),
     }
 }
 
@@ -86,11 +87,15 @@ fn ended(read: &LogRead) -> bool {
     matches!(read, LogRead::Events { ended: true, .. })
 }
 
-fn key(id: &str) -> StreamKey {
+fn key_of(session: &str, id: &str) -> StreamKey {
     StreamKey {
-        session: "s".into(),
+        session: session.into(),
         id: id.into(),
     }
+}
+
+fn key(id: &str) -> StreamKey {
+    key_of("s", id)
 }
 
 async fn stream(store: &dyn Store, id: &str) -> StreamKey {
@@ -113,6 +118,7 @@ where
     log_reads_after_a_position_in_order(&*fresh().await).await;
     read_wakes_on_a_live_append(fresh().await).await;
     end_marker_stops_readers(&*fresh().await).await;
+    finish_appends_and_ends_in_one_step(&*fresh().await).await;
     log_keeps_the_newest_events_and_a_reader_behind_them_sees_a_gap(&*fresh().await).await;
     unknown_stream_reads_as_missing(&*fresh().await).await;
     delivered_cursor_only_moves_forward(&*fresh().await).await;
@@ -329,6 +335,28 @@ async fn read_wakes_on_a_live_append(store: Arc<dyn Store>) {
     assert_eq!(seqs(&read), vec![1]);
 }
 
+async fn finish_appends_and_ends_in_one_step(store: &dyn Store) {
+    stream(store, "f").await;
+    store.append(&key("f"), &writer(), &events(1..=1)).await.unwrap();
+    let intruder = Instance {
+        replica: "other".into(),
+        incarnation: "x".into(),
+    };
+    assert!(matches!(
+        store.finish(&key("f"), &intruder, &events(2..=3)).await,
+        Err(StoreError::Fenced(_))
+    ));
+    store.finish(&key("f"), &writer(), &events(2..=3)).await.unwrap();
+    store
+        .finish(&key("f"), &writer(), &events(2..=3))
+        .await
+        .expect("finishing again (a retry) is a no-op");
+    let all = store.read(&key("f"), 0, NO_WAIT).await.unwrap();
+    assert_eq!(seqs(&all), vec![1, 2, 3]);
+    assert!(ended(&all));
+    assert!(store.open_streams("s").await.unwrap().is_empty());
+}
+
 async fn end_marker_stops_readers(store: &dyn Store) {
     stream(store, "l3").await;
     store.append(&key("l3"), &writer(), &events(1..=2)).await.unwrap();
@@ -351,25 +379,34 @@ async fn end_marker_stops_readers(store: &dyn Store) {
 }
 
 async fn log_keeps_the_newest_events_and_a_reader_behind_them_sees_a_gap(store: &dyn Store) {
+    // A store may trim in steps (Redis trims whole stream nodes), so it
+    // keeps at least the newest `max_events`, and far fewer than all of
+    // these.
+    const LAST: u64 = 400;
     stream(store, "l4").await;
-    for seq in 1..=20 {
+    for seq in 1..=LAST {
         store
             .append(&key("l4"), &writer(), &events(seq..=seq))
             .await
             .unwrap();
     }
+    let LogRead::Gap { first } = store.read(&key("l4"), 0, NO_WAIT).await.unwrap() else {
+        panic!("the oldest events were dropped: replaying from 0 would skip them");
+    };
+    let kept = LAST - first + 1;
+    assert!(kept >= limits().max_events as u64, "kept {kept}");
+    assert!(kept < LAST / 2, "kept {kept} of {LAST}");
     assert_eq!(
-        store.read(&key("l4"), 0, NO_WAIT).await.unwrap(),
-        LogRead::Gap { first: 13 },
-        "events 1 to 12 were dropped: replaying from 0 would skip them"
+        store.read(&key("l4"), first - 2, NO_WAIT).await.unwrap(),
+        LogRead::Gap { first }
     );
     assert_eq!(
-        store.read(&key("l4"), 11, NO_WAIT).await.unwrap(),
-        LogRead::Gap { first: 13 }
+        seqs(&store.read(&key("l4"), LAST - 8, NO_WAIT).await.unwrap()),
+        (LAST - 7..=LAST).collect::<Vec<_>>()
     );
     assert_eq!(
-        seqs(&store.read(&key("l4"), 12, NO_WAIT).await.unwrap()),
-        (13..=20).collect::<Vec<_>>()
+        seqs(&store.read(&key("l4"), first - 1, NO_WAIT).await.unwrap()).first(),
+        Some(&first)
     );
 }
 
@@ -392,14 +429,29 @@ async fn delivered_cursor_only_moves_forward(store: &dyn Store) {
 async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
     for session in ["gone", "kept"] {
         assert!(store.create_session(&record(session)).await.unwrap());
-        let m = meta(session, &format!("{session}1"), StreamKind::Request);
-        store.create_stream(&m, &writer()).await.unwrap();
-        store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
+        for (n, kind) in [
+            (1, StreamKind::Request),
+            (2, StreamKind::Request),
+            (3, StreamKind::Standalone),
+        ] {
+            let m = meta(session, &format!("{session}{n}"), kind);
+            store.create_stream(&m, &writer()).await.unwrap();
+            store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
+        }
+        // One response stream finished: its log outlives the stream, not the session.
+        let finished = meta(session, &format!("{session}2"), StreamKind::Request);
+        store.end_stream(&finished.key(), &writer()).await.unwrap();
     }
     assert!(store.delete_session("gone").await.unwrap());
-    let gone = meta("gone", "gone1", StreamKind::Request).key();
-    assert_eq!(store.read(&gone, 0, NO_WAIT).await.unwrap(), LogRead::Missing);
-    assert_eq!(store.stream_meta(&gone).await.unwrap(), None);
+    for n in 1..=3 {
+        let gone = key_of("gone", &format!("gone{n}"));
+        assert_eq!(
+            store.read(&gone, 0, NO_WAIT).await.unwrap(),
+            LogRead::Missing,
+            "gone{n}"
+        );
+        assert_eq!(store.stream_meta(&gone).await.unwrap(), None, "gone{n}");
+    }
     let kept = meta("kept", "kept1", StreamKind::Request).key();
     assert_eq!(seqs(&store.read(&kept, 0, NO_WAIT).await.unwrap()), vec![1, 2]);
 }
@@ -418,11 +470,14 @@ async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].meta, open);
     assert_eq!(found[0].writer, writer().to_string());
-    assert_eq!(
-        store.stream_meta(&done.key()).await.unwrap(),
-        Some(done),
-        "ended streams stay readable"
-    );
+    // Nothing is pending on an ended stream, so a store need not keep
+    // what was.
+    let ended = store
+        .stream_meta(&done.key())
+        .await
+        .unwrap()
+        .expect("ended streams stay readable");
+    assert_eq!((ended.id, ended.kind), (done.id, StreamKind::Request));
     assert!(store.open_streams("nobody").await.unwrap().is_empty());
 }
 

@@ -398,7 +398,7 @@ impl Store for MemoryStore {
                 Some(_) => return Err(StoreError::Fenced(key.to_string())),
             }
             state.writer = None;
-            state.expires = Some(Instant::now() + self.limits.retention);
+            state.expires = Some(Instant::now() + self.limits.retention_of(log.meta.kind));
         }
         lock(&self.logs).finished.push_back(key.id.clone());
         log.appended.send_replace(());

@@ -84,6 +84,7 @@ async fn sessions_expire_when_idle_and_open_logs_with_them() {
     let s = MemoryStore::new(StoreLimits {
         idle: Duration::from_secs(10),
         retention: Duration::from_secs(1),
+        response_retention: Duration::from_secs(1),
         ..suite::limits()
     });
     let record = suite::record("idle");

@@ -3,13 +3,18 @@
 //! Keys, all of one session under one hash tag so they share a Cluster slot:
 //! - `P:{S}:session` — hash: the session record; idle TTL;
 //! - `P:{S}:subs` — set: the resources the client subscribed to;
-//! - `P:{S}:streams` — hash: stream id -> JSON `{k: kind, p: pending ids}`;
+//! - `P:{S}:streams` — hash: stream id -> JSON `{k: kind, p: pending ids}`,
+//!   for the standalone stream and response streams not yet ended;
 //! - `P:{S}:open` — hash: stream id -> writer, for streams not yet ended;
+//! - `P:{S}:finished` — sorted set: ended response streams, scored by the
+//!   time their log expires; pruned as streams end, so a session's keys
+//!   stay small however many calls it made;
 //! - `P:{S}:delivered` — hash: stream id -> seq delivered to a client;
 //! - `P:{S}:log:<stream>` — Redis Stream: entry `<seq>-0` per event (fields
-//!   `d` data, `e` type), capped with MAXLEN. While the stream is open the
-//!   log lives as long as its session (its TTL follows the session's idle
-//!   TTL); an entry with field `end` ends it, and then the retention counts.
+//!   `d` data, `e` type), capped with approximate MAXLEN (Redis trims whole
+//!   nodes). While the stream is open the log lives as long as its session
+//!   (its TTL follows the session's idle TTL); an entry with field `end`
+//!   ends it, and then its kind's retention counts.
 //!   With `WAIT` durability, an entry `<seq>-1` (field `c`) marks every event
 //!   up to `seq` as acknowledged by the replicas: readers deliver nothing
 //!   past the newest such mark;
@@ -29,16 +34,18 @@ use shadowcat_crds::RedisSettings;
 use self::codec::{Entries, Entry, corrupt, entries_from, fields, meta_from, record_from};
 use self::conn::{Conn, Connector, unavailable};
 use self::scripts::Scripts;
+use self::tail::{Answer, Tail};
 
 mod codec;
 mod conn;
 mod scripts;
+mod tail;
 #[cfg(test)]
 mod tests;
 
 use super::{
-    Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange, SessionRecord,
-    Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update,
+    self as store, Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange,
+    SessionRecord, Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update,
 };
 
 /// The Redis [`Store`].
@@ -49,6 +56,9 @@ pub struct RedisStore {
     /// Replicas that must acknowledge an append, and how long to wait.
     wait: Option<(u32, Duration)>,
     scripts: Scripts,
+    /// The newest events of the streams this process writes, for readers
+    /// in this process.
+    tail: Tail,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -71,8 +81,13 @@ struct Keys {
     streams: String,
     open: String,
     delivered: String,
+    finished: String,
     log_prefix: String,
 }
+
+/// Finished response logs dropped per command when a session is deleted,
+/// so deleting a busy session never holds Redis up for long.
+const DELETE_BATCH: usize = 256;
 
 impl RedisStore {
     /// A store for `settings` whose logs keep what `limits` allow. Connects
@@ -85,6 +100,7 @@ impl RedisStore {
             limits,
             wait: (settings.wait_replicas > 0).then_some((settings.wait_replicas, settings.wait_timeout)),
             scripts: Scripts::new(),
+            tail: Tail::default(),
         })
     }
 
@@ -96,6 +112,7 @@ impl RedisStore {
             streams: format!("{base}streams"),
             open: format!("{base}open"),
             delivered: format!("{base}delivered"),
+            finished: format!("{base}finished"),
             log_prefix: format!("{base}log:"),
         }
     }
@@ -122,7 +139,40 @@ impl RedisStore {
 
     /// Registry entries outlive the session's idle time and any log's retention.
     fn registry_ttl(&self) -> Duration {
-        self.limits.idle.max(self.limits.retention)
+        self.limits
+            .idle
+            .max(self.limits.retention)
+            .max(self.limits.response_retention)
+    }
+
+    /// Drops the logs of a deleted session's finished response streams, a
+    /// batch per command.
+    async fn drop_finished(&self, keys: &Keys) -> Result<()> {
+        let mut conn = self.conn().await?;
+        loop {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&keys.finished)
+                .arg(0)
+                .arg(DELETE_BATCH - 1)
+                .query_async(&mut conn)
+                .await
+                .map_err(unavailable)?;
+            if ids.is_empty() {
+                return Ok(());
+            }
+            let logs: Vec<String> = ids.iter().map(|id| format!("{}{id}", keys.log_prefix)).collect();
+            redis::pipe()
+                .cmd("UNLINK")
+                .arg(&logs)
+                .ignore()
+                .cmd("ZREM")
+                .arg(&keys.finished)
+                .arg(&ids)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)?;
+        }
     }
 
     async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Result<i64> {
@@ -166,6 +216,36 @@ impl RedisStore {
             .await
     }
 
+    /// A write to a stream's log, in the layout the log scripts share.
+    fn log_write<'a>(
+        &self,
+        script: &'a redis::Script,
+        log: &str,
+        key: &StreamKey,
+        writer: &Instance,
+        events: &[StoredEvent],
+    ) -> redis::ScriptInvocation<'a> {
+        let keys = self.keys(&key.session);
+        let mut invocation = script.key(log);
+        invocation
+            .key(&keys.open)
+            .key(&keys.streams)
+            .key(&keys.finished)
+            .arg(&key.id)
+            .arg(writer.to_string())
+            .arg(self.max_len())
+            .arg(ms(self.limits.idle))
+            .arg(ms(self.limits.retention))
+            .arg(ms(self.limits.response_retention));
+        for event in events {
+            invocation
+                .arg(event.seq)
+                .arg(event.event.as_deref().unwrap_or(""))
+                .arg(&event.data);
+        }
+        invocation
+    }
+
     async fn mark_acknowledged(&self, conn: &mut Conn, log: &str, seq: u64) -> Result<()> {
         let marked: redis::RedisResult<Value> = redis::cmd("XADD")
             .arg(log)
@@ -181,6 +261,18 @@ impl RedisStore {
             // A later event or mark is there already: it covers this one.
             Err(e) if e.to_string().contains("equal or smaller") => Ok(()),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+impl RedisStore {
+    /// Keeps the tail in step with a write to `key`: `then` after it
+    /// succeeded; a fenced writer stops following the stream.
+    fn follow(&self, key: &StreamKey, result: &Result<()>, then: impl FnOnce(&Tail)) {
+        match result {
+            Ok(()) => then(&self.tail),
+            Err(StoreError::Fenced(_)) => self.tail.forget(key),
+            Err(_) => {}
         }
     }
 }
@@ -246,6 +338,34 @@ impl RedisStore {
         }
         let entries = self.range(log, after).await?;
         Ok(Some(self.deliverable(entries, after).unwrap_or(LogRead::Missing)))
+    }
+
+    /// [`Store::read`] from Redis.
+    async fn read_stored(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
+        let log = self.log_key(key);
+        let entries = self.range(&log, after).await?;
+        let from = entries.last_id.clone();
+        if let Some(read) = self.deliverable(entries, after) {
+            return Ok(read);
+        }
+        if from.is_none()
+            && let Some(read) = self.unless_open(key, &log, after).await?
+        {
+            return Ok(read);
+        }
+        if wait.is_zero() {
+            return Ok(LogRead::Events {
+                events: Vec::new(),
+                ended: false,
+            });
+        }
+        let from = from.unwrap_or_else(|| format!("{after}-0"));
+        self.block(&log, &from, wait).await?;
+        let entries = self.range(&log, after).await?;
+        Ok(self.deliverable(entries, after).unwrap_or(LogRead::Events {
+            events: Vec::new(),
+            ended: false,
+        }))
     }
 
     /// Blocks until an entry after `from` arrives or `wait` passes.
@@ -340,7 +460,10 @@ impl Store for RedisStore {
             .key(&keys.open)
             .key(&keys.subs)
             .arg(&keys.log_prefix);
-        Ok(self.run(invocation).await? == 1)
+        let existed = self.run(invocation).await? == 1;
+        self.tail.forget_session(id);
+        self.drop_finished(&keys).await?;
+        Ok(existed)
     }
 
     async fn claim_session(
@@ -376,82 +499,95 @@ impl Store for RedisStore {
             .arg(writer.to_string())
             .arg(ms(self.registry_ttl()))
             .arg(ms(self.limits.idle));
-        self.run(invocation).await.map(drop)
+        self.run(invocation).await?;
+        self.tail.open(&meta.key());
+        Ok(())
     }
 
     async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>> {
-        let entry: Option<String> = redis::cmd("HGET")
-            .arg(self.keys(&key.session).streams)
+        let keys = self.keys(&key.session);
+        let (entry, finished): (Option<String>, Option<f64>) = redis::pipe()
+            .cmd("HGET")
+            .arg(&keys.streams)
+            .arg(&key.id)
+            .cmd("ZSCORE")
+            .arg(&keys.finished)
             .arg(&key.id)
             .query_async(&mut self.conn().await?)
             .await
             .map_err(unavailable)?;
-        entry.map(|text| meta_from(key, &text)).transpose()
+        match (entry, finished) {
+            (Some(text), _) => meta_from(key, &text).map(Some),
+            // A finished response stream: nothing is pending on it any more.
+            (None, Some(_)) => Ok(Some(StreamMeta {
+                id: key.id.clone(),
+                session_id: key.session.clone(),
+                kind: StreamKind::Request,
+                pending: Vec::new(),
+            })),
+            (None, None) => Ok(None),
+        }
     }
 
     async fn append(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()> {
         let Some(last) = events.last() else { return Ok(()) };
         let log = self.log_key(key);
-        let mut invocation = self.scripts.append.key(&log);
-        invocation
-            .key(self.keys(&key.session).open)
-            .arg(&key.id)
-            .arg(writer.to_string())
-            .arg(self.max_len())
-            .arg(ms(self.limits.idle));
-        for event in events {
-            invocation
-                .arg(event.seq)
-                .arg(event.event.as_deref().unwrap_or(""))
-                .arg(&event.data);
-        }
-        self.run_durably(invocation, &log, Some(last.seq)).await
+        let invocation = self.log_write(&self.scripts.append, &log, key, writer, events);
+        let appended = self.run_durably(invocation, &log, Some(last.seq)).await;
+        self.follow(key, &appended, |tail| tail.appended(key, events));
+        appended
     }
 
     async fn end_stream(&self, key: &StreamKey, writer: &Instance) -> Result<()> {
         let log = self.log_key(key);
-        let mut invocation = self.scripts.end_stream.key(&log);
-        invocation
-            .key(self.keys(&key.session).open)
-            .arg(&key.id)
-            .arg(writer.to_string())
-            .arg(ms(self.limits.retention));
+        let invocation = self.log_write(&self.scripts.end_stream, &log, key, writer, &[]);
         // The end marker must survive a failover too, or readers would
         // wait on a stream nobody ends.
-        self.run_durably(invocation, &log, None).await
+        let ended = self.run_durably(invocation, &log, None).await;
+        self.follow(key, &ended, |tail| tail.ended(key));
+        ended
+    }
+
+    async fn finish(&self, key: &StreamKey, writer: &Instance, events: &[StoredEvent]) -> Result<()> {
+        if self.wait.is_some() {
+            // Events are acknowledged by a mark after them: they need a
+            // write of their own before the end marker.
+            return store::append_then_end(self, key, writer, events).await;
+        }
+        let log = self.log_key(key);
+        let invocation = self.log_write(&self.scripts.finish, &log, key, writer, events);
+        let finished = self.run(invocation).await.map(drop);
+        self.follow(key, &finished, |tail| {
+            tail.appended(key, events);
+            tail.ended(key);
+        });
+        finished
     }
 
     async fn take_stream(&self, key: &StreamKey, from: &str, to: &Instance) -> Result<bool> {
         let mut invocation = self.scripts.take_stream.key(self.keys(&key.session).open);
         invocation.arg(&key.id).arg(from).arg(to.to_string());
-        Ok(self.run(invocation).await? == 1)
+        let taken = self.run(invocation).await? == 1;
+        if taken {
+            self.tail.open(key);
+        }
+        Ok(taken)
     }
 
     async fn read(&self, key: &StreamKey, after: u64, wait: Duration) -> Result<LogRead> {
-        let log = self.log_key(key);
-        let entries = self.range(&log, after).await?;
-        let from = entries.last_id.clone();
-        if let Some(read) = self.deliverable(entries, after) {
-            return Ok(read);
+        match self.tail.read(key, after, wait).await {
+            Answer::Served(read) => Ok(read),
+            Answer::Unknown => self.read_stored(key, after, wait).await,
+            Answer::Quiet => {
+                // Nothing new here: make sure no other process writes the
+                // stream now, or readers here would wait on a stale tail.
+                let read = self.read_stored(key, after, Duration::ZERO).await?;
+                if !matches!(&read, LogRead::Events { events, ended: false } if events.is_empty()) {
+                    self.tail.forget(key);
+                }
+                Ok(read)
+            }
         }
-        if from.is_none()
-            && let Some(read) = self.unless_open(key, &log, after).await?
-        {
-            return Ok(read);
-        }
-        if wait.is_zero() {
-            return Ok(LogRead::Events {
-                events: Vec::new(),
-                ended: false,
-            });
-        }
-        let from = from.unwrap_or_else(|| format!("{after}-0"));
-        self.block(&log, &from, wait).await?;
-        let entries = self.range(&log, after).await?;
-        Ok(self.deliverable(entries, after).unwrap_or(LogRead::Events {
-            events: Vec::new(),
-            ended: false,
-        }))
     }
 
     async fn set_delivered(&self, key: &StreamKey, seq: u64) -> Result<()> {

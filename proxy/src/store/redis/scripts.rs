@@ -4,6 +4,55 @@
 
 use redis::Script;
 
+// The writes to a stream's log share one layout. KEYS log, open, streams,
+// finished; ARGV id, writer, maxlen, idle ms, standalone retention ms,
+// response retention ms, then per event seq, type ('' for none), data.
+
+/// Only the stream's writer may write it.
+const WRITER_ONLY: &str = "if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then \
+    return redis.error_reply('FENCED stream taken over') end";
+
+/// Ending twice (a retry whose first reply was lost) is a no-op; else only
+/// the writer may end it.
+const UNLESS_ENDED: &str = "local w = redis.call('HGET', KEYS[2], ARGV[1]) \
+    if not w then return 1 end \
+    if w ~= ARGV[2] then return redis.error_reply('FENCED stream taken over') end";
+
+/// Adds the events; one at or below the stream's top (a retried batch whose
+/// first reply was lost) is skipped, not an error.
+const APPEND: &str = "for i = 7, #ARGV, 3 do \
+      local r \
+      if ARGV[i + 1] == '' then \
+        r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 2]) \
+      else \
+        r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 2], \
+          'e', ARGV[i + 1]) \
+      end \
+      if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller') then \
+        return r end \
+    end";
+
+/// An open stream's log lives as long as its session.
+const KEEP_WHILE_OPEN: &str = "local t = redis.call('PTTL', KEYS[1]) \
+    if t ~= -2 and t < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end";
+
+/// The end marker, then the retention of the stream's kind counts. A
+/// response stream leaves the registry for the finished index (scored by
+/// expiry, pruned as streams end), so neither grows with the session's
+/// history.
+const END: &str = "redis.call('XADD', KEYS[1], '*', 'end', 1) \
+    redis.call('HDEL', KEYS[2], ARGV[1]) \
+    local meta = redis.call('HGET', KEYS[3], ARGV[1]) \
+    if meta and cjson.decode(meta)['k'] == 'standalone' then \
+      redis.call('PEXPIRE', KEYS[1], ARGV[5]) return 1 end \
+    redis.call('HDEL', KEYS[3], ARGV[1]) \
+    local now = redis.call('TIME') \
+    now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) \
+    redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now) \
+    redis.call('ZADD', KEYS[4], now + tonumber(ARGV[6]), ARGV[1]) \
+    redis.call('PEXPIRE', KEYS[4], ARGV[6]) \
+    redis.call('PEXPIRE', KEYS[1], ARGV[6])";
+
 /// The Lua scripts behind the store's multi-command invariants.
 pub(super) struct Scripts {
     pub(super) create: Script,
@@ -14,6 +63,7 @@ pub(super) struct Scripts {
     pub(super) add_stream: Script,
     pub(super) append: Script,
     pub(super) end_stream: Script,
+    pub(super) finish: Script,
     pub(super) take_stream: Script,
     pub(super) delivered: Script,
     pub(super) deregister: Script,
@@ -55,7 +105,10 @@ impl Scripts {
                  for _, id in ipairs(redis.call('HKEYS', KEYS[4])) do extend(ARGV[2] .. id) end \
                  return 1",
             ),
-            // KEYS session, streams, delivered, open, subs; ARGV log key prefix.
+            // KEYS session, streams, delivered, open, subs; ARGV log key
+            // prefix. The registry holds only open streams and the
+            // standalone one, so this is short whatever the session's
+            // history; finished response logs are dropped after, in batches.
             delete: Script::new(
                 "local n = redis.call('DEL', KEYS[1]) \
                  for _, id in ipairs(redis.call('HKEYS', KEYS[2])) do redis.call('DEL', ARGV[1] .. id) end \
@@ -73,46 +126,19 @@ impl Scripts {
             ),
             // KEYS streams, open, log; ARGV id, meta, writer, registry ttl
             // ms, idle ms: registers the stream as open under its writer.
+            // The registry ttl is the longest any key of a session gets, so
+            // setting it never shortens one; a log that exists already (a
+            // standalone stream going on) lives with the session again.
             add_stream: Script::new(
                 "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
                  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) \
-                 for i = 1, 2 do if redis.call('PTTL', KEYS[i]) < tonumber(ARGV[4]) then \
-                   redis.call('PEXPIRE', KEYS[i], ARGV[4]) end end \
-                 if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end \
-                 return 1",
+                 redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
+                 redis.call('PEXPIRE', KEYS[2], ARGV[4]) \
+                 redis.call('PEXPIRE', KEYS[3], ARGV[5]) return 1",
             ),
-            // KEYS log, open; ARGV id, writer, maxlen, idle ms, then per
-            // event seq, type ('' for none), data. Only the writer appends;
-            // an event at or below the stream's top (a retried batch whose
-            // first reply was lost) is skipped, not an error.
-            append: Script::new(
-                "if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then \
-                   return redis.error_reply('FENCED stream taken over') end \
-                 for i = 5, #ARGV, 3 do \
-                   local r \
-                   if ARGV[i + 1] == '' then \
-                     r = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 2]) \
-                   else \
-                     r = redis.pcall('XADD', KEYS[1], 'MAXLEN', ARGV[3], ARGV[i] .. '-0', 'd', ARGV[i + 2], \
-                       'e', ARGV[i + 1]) \
-                   end \
-                   if type(r) == 'table' and r.err and not string.find(r.err, 'equal or smaller') then \
-                     return r end \
-                 end \
-                 local t = redis.call('PTTL', KEYS[1]) \
-                 if t ~= -2 and t < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end \
-                 return 1",
-            ),
-            // KEYS log, open; ARGV id, writer, retention ms: the end
-            // marker, then the retention counts. Ending twice is a no-op.
-            end_stream: Script::new(
-                "local w = redis.call('HGET', KEYS[2], ARGV[1]) \
-                 if not w then return 1 end \
-                 if w ~= ARGV[2] then return redis.error_reply('FENCED stream taken over') end \
-                 redis.call('XADD', KEYS[1], '*', 'end', 1) \
-                 redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
-                 redis.call('HDEL', KEYS[2], ARGV[1]) return 1",
-            ),
+            append: Script::new(&format!("{WRITER_ONLY} {APPEND} {KEEP_WHILE_OPEN} return 1")),
+            end_stream: Script::new(&format!("{UNLESS_ENDED} {END} return 1")),
+            finish: Script::new(&format!("{UNLESS_ENDED} {APPEND} {END} return 1")),
             // KEYS open; ARGV id, from, to.
             take_stream: Script::new(
                 "if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end \

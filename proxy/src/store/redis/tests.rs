@@ -97,13 +97,14 @@ async fn redis_store_passes_the_store_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
+async fn redis_logs_live_while_open_and_for_their_kinds_retention_after_their_end() {
     let (_server, url) = plain().await;
     let store = RedisStore::new(
         &settings(&url, "ret", ""),
         StoreLimits {
             idle: Duration::from_secs(60),
-            retention: Duration::from_millis(400),
+            retention: Duration::from_secs(60),
+            response_retention: Duration::from_millis(400),
             ..limits()
         },
     )
@@ -112,7 +113,8 @@ async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
     assert!(store.create_session(&suite::record("s")).await.unwrap());
     let open = suite::meta("s", "open", StreamKind::Request);
     let done = suite::meta("s", "done", StreamKind::Request);
-    for m in [&open, &done] {
+    let standalone = suite::meta("s", "standalone", StreamKind::Standalone);
+    for m in [&open, &done, &standalone] {
         store.create_stream(m, &me).await.unwrap();
         let event = StoredEvent {
             seq: 1,
@@ -122,10 +124,22 @@ async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
         store.append(&m.key(), &me, &[event]).await.unwrap();
     }
     store.end_stream(&done.key(), &me).await.unwrap();
-    crate::test_support::eventually("the finished log to expire", || async {
+    store.end_stream(&standalone.key(), &me).await.unwrap();
+    assert!(
+        store.stream_meta(&done.key()).await.unwrap().is_some(),
+        "a finished response stream is still known within its retention"
+    );
+    crate::test_support::eventually("the finished response log to expire", || async {
         (store.read(&done.key(), 0, Duration::ZERO).await.unwrap() == LogRead::Missing).then_some(())
     })
     .await;
+    assert!(
+        matches!(
+            store.read(&standalone.key(), 0, Duration::ZERO).await.unwrap(),
+            LogRead::Events { ref events, ended: true } if events.len() == 1
+        ),
+        "a finished standalone stream keeps the longer retention"
+    );
     // Quiet for longer than the retention, and still whole.
     assert!(matches!(
         store.read(&open.key(), 0, Duration::ZERO).await.unwrap(),
@@ -138,6 +152,158 @@ async fn redis_logs_live_while_open_and_for_the_retention_after_their_end() {
         .await
         .unwrap();
     assert!(ttl > 30_000, "an open log lives with its session (ttl {ttl} ms)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reader_in_the_writers_process_follows_the_stream_without_reading_redis() {
+    let (_server, url) = plain().await;
+    let writer = RedisStore::new(&settings(&url, "tail", ""), limits()).unwrap();
+    let other = RedisStore::new(&settings(&url, "tail", ""), limits()).unwrap();
+    let me = suite::writer();
+    assert!(writer.create_session(&suite::record("s")).await.unwrap());
+    let m = suite::meta("s", "call", StreamKind::Request);
+    writer.create_stream(&m, &me).await.unwrap();
+    let mut conn = writer.conn().await.unwrap();
+    let reads = |conn: &mut Conn| {
+        let mut conn = conn.clone();
+        async move {
+            let stats: String = redis::cmd("INFO")
+                .arg("commandstats")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            stats
+                .lines()
+                .filter(|l| l.starts_with("cmdstat_xrange") || l.starts_with("cmdstat_xread"))
+                .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+                .sum::<u64>()
+        }
+    };
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let reader = tokio::spawn({
+        let key = m.key();
+        let store = Arc::new(writer);
+        let me = me.clone();
+        async move {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            let events: Vec<StoredEvent> = (1..=3)
+                .map(|seq| StoredEvent {
+                    seq,
+                    event: None,
+                    data: "{}".into(),
+                })
+                .collect();
+            let appender = tokio::spawn({
+                let (store, key, me) = (store.clone(), key.clone(), me.clone());
+                async move {
+                    for event in events {
+                        store.append(&key, &me, &[event]).await.unwrap();
+                    }
+                    store.end_stream(&key, &me).await.unwrap();
+                }
+            });
+            loop {
+                match store.read(&key, after, Duration::from_secs(10)).await.unwrap() {
+                    LogRead::Events { events, ended } => {
+                        seen.extend(events.iter().map(|e| e.seq));
+                        after = seen.last().copied().unwrap_or(after);
+                        if ended {
+                            break;
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            appender.await.unwrap();
+            seen
+        }
+    });
+    assert_eq!(reader.await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(reads(&mut conn).await, 0, "served from the writer's memory");
+    // Another process reads the same log from Redis.
+    let LogRead::Events { events, ended } = other.read(&m.key(), 0, Duration::ZERO).await.unwrap() else {
+        panic!("another replica finds the log");
+    };
+    assert_eq!((events.len(), ended), (3, true));
+    assert!(reads(&mut conn).await > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_sessions_keys_do_not_grow_with_its_history() {
+    let (_server, url) = plain().await;
+    let store = RedisStore::new(
+        &settings(&url, "busy", ""),
+        StoreLimits {
+            response_retention: Duration::from_secs(3),
+            ..limits()
+        },
+    )
+    .unwrap();
+    let me = &suite::writer();
+    let store = &store;
+    assert!(store.create_session(&suite::record("s")).await.unwrap());
+    let keys = store.keys("s");
+    let call = |n: usize| async move {
+        let m = suite::meta("s", &format!("call{n}"), StreamKind::Request);
+        let answer = StoredEvent {
+            seq: 1,
+            event: None,
+            data: format!("{{\"id\":{n}}}"),
+        };
+        store.create_stream(&m, me).await.unwrap();
+        store.append(&m.key(), me, &[answer]).await.unwrap();
+        store.end_stream(&m.key(), me).await.unwrap();
+    };
+    for n in 0..600 {
+        call(n).await;
+    }
+    let mut conn = store.conn().await.unwrap();
+    let count = |cmd: &'static str, key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd(cmd)
+                .arg(key)
+                .query_async::<u64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("HLEN", keys.streams.clone()).await,
+        0,
+        "finished calls leave the registry"
+    );
+    assert_eq!(count("ZCARD", keys.finished.clone()).await, 600);
+    // Past the retention, the next call prunes the index of every expired one.
+    crate::test_support::eventually("the finished logs to expire", || async {
+        let left: u64 = redis::cmd("EXISTS")
+            .arg(store.log_key(&StreamKey {
+                session: "s".into(),
+                id: "call599".into(),
+            }))
+            .query_async(&mut conn.clone())
+            .await
+            .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    for n in 600..900 {
+        call(n).await;
+    }
+    assert_eq!(count("ZCARD", keys.finished.clone()).await, 300);
+    // Deleting drops every log, a batch per command, and leaves no key.
+    assert!(store.delete_session("s").await.unwrap());
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("busy:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -467,7 +633,9 @@ async fn after_a_redis_restart_one_failed_read_clears_every_stale_connection() {
     let store = Arc::new(RedisStore::new(&settings(&url, "restart", ""), limits()).unwrap());
     until_up(&store).await;
     let m = suite::meta("s", "quiet", StreamKind::Standalone);
-    store.create_stream(&m, &suite::writer()).await.unwrap();
+    // Written by another process, so the readers here block in Redis.
+    let writer = RedisStore::new(&settings(&url, "restart", ""), limits()).unwrap();
+    writer.create_stream(&m, &suite::writer()).await.unwrap();
     // Readers blocked at once leave a pool of connections behind.
     let readers: Vec<_> = (0..8)
         .map(|_| {
