@@ -55,7 +55,7 @@ pub struct SidecarConfig {
     /// Largest accepted request body in bytes. Default 4 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
-    /// How long to wait for the upstream's response headers. Default `30s`.
+    /// How long to wait for the upstream's response headers. Default `5m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_timeout: Option<String>,
     /// How long a shutdown may take before remaining work is abandoned.
