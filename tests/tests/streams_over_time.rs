@@ -1,7 +1,8 @@
 //! Streams over hours, in small: a standalone stream quiet for longer than
 //! the retention and the session's idle timeout, a tool call silent for
 //! longer than the retention, priming ids that say where a reader starts,
-//! and a standalone stream that recovers from a failed open.
+//! a standalone stream that recovers from a failed open, 405 without an
+//! upstream GET stream, and a newer GET taking over from an older one.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
@@ -171,4 +172,32 @@ async fn a_standalone_stream_that_failed_to_open_opens_on_the_next_get() {
     let mut get = Events::new(mcp.get(None).await);
     notify(&mcp, "recovered").await;
     assert_eq!(said(&get.next_message().await.unwrap().1), "recovered");
+}
+
+/// Without a GET stream upstream a GET is 405; with one, a newer GET takes
+/// over from an older one, which ends, so no message goes out twice.
+#[tokio::test]
+async fn a_get_is_405_without_an_upstream_stream_and_a_newer_get_takes_over() {
+    let plain = Scripted::start().await;
+    let proxy = Shadowcat::start(&plain.url, &[]).await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let refused = mcp.get(None).await;
+    assert_eq!(refused.status(), 405);
+    let body = shadowcat_tests::client::json_body(refused).await;
+    assert!(body["error"]["message"].is_string(), "{body}");
+
+    let upstream = standalone_upstream().await;
+    let proxy = Shadowcat::start(&upstream.url, &[]).await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let mut older = Events::new(mcp.get(None).await);
+    notify(&mcp, "one").await;
+    assert_eq!(said(&older.next_message().await.unwrap().1), "one");
+    let mut newer = Events::new(mcp.get(None).await);
+    // The older stream ends: the newer one took over.
+    let left = older.rest().await;
+    notify(&mcp, "two").await;
+    assert_eq!(said(&newer.next_message().await.unwrap().1), "two");
+    assert!(left.is_empty(), "{left:?}");
 }
