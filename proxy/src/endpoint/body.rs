@@ -79,17 +79,20 @@ impl BodyBudget {
                 held = Some(self.acquire(units(usize::try_from(n).unwrap_or(max))).await?);
             }
             let mut body = body;
+            // A body that comes in one frame (most do) is kept as it came;
+            // only a second frame makes a copy.
+            let mut first = Bytes::new();
             let mut read = BytesMut::new();
             while let Some(frame) = body.frame().await {
                 let frame =
                     frame.map_err(|e| Error::InvalidRequest(format!("cannot read request body: {e}")))?;
                 let Ok(data) = frame.into_data() else { continue };
-                if read.len() + data.len() > max {
+                let total = first.len() + read.len() + data.len();
+                if total > max {
                     return Err(Error::PayloadTooLarge(limit));
                 }
                 let have = held.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
-                let need =
-                    units(read.len() + data.len()).saturating_sub(u32::try_from(have).unwrap_or(u32::MAX));
+                let need = units(total).saturating_sub(u32::try_from(have).unwrap_or(u32::MAX));
                 if !paid && need > 0 {
                     let more = self.acquire(need).await?;
                     match held.as_mut() {
@@ -97,9 +100,16 @@ impl BodyBudget {
                         None => held = Some(more),
                     }
                 }
-                read.extend_from_slice(&data);
+                if first.is_empty() && read.is_empty() {
+                    first = data;
+                } else {
+                    if read.is_empty() {
+                        read.extend_from_slice(&std::mem::take(&mut first));
+                    }
+                    read.extend_from_slice(&data);
+                }
             }
-            Ok((read.freeze(), held))
+            Ok((if read.is_empty() { first } else { read.freeze() }, held))
         };
         let (bytes, held) = tokio::time::timeout(deadline, reading)
             .await
@@ -109,6 +119,9 @@ impl BodyBudget {
 
     async fn acquire(&self, units: u32) -> Result<OwnedSemaphorePermit> {
         let room = self.room.clone();
+        if let Ok(permit) = room.clone().try_acquire_many_owned(units) {
+            return Ok(permit);
+        }
         match tokio::time::timeout(WAIT_FOR_ROOM, room.acquire_many_owned(units)).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(Error::Overloaded(self.bytes)),

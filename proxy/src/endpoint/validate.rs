@@ -98,10 +98,10 @@ pub fn version(headers: &HeaderMap) -> Result<Option<ProtocolVersion>> {
 /// A POST must carry JSON and accept both JSON and event streams.
 pub fn post_media(headers: &HeaderMap) -> Result<()> {
     match headers::content_type(headers) {
-        Some(ct) if ct == APPLICATION_JSON => {}
-        other => return Err(Error::UnsupportedMediaType(other.unwrap_or_default())),
+        Some(ct) if ct.eq_ignore_ascii_case(APPLICATION_JSON) => {}
+        other => return Err(Error::UnsupportedMediaType(other.unwrap_or_default().to_owned())),
     }
-    if !headers::accepts(headers, APPLICATION_JSON) || !headers::accepts(headers, TEXT_EVENT_STREAM) {
+    if !headers::accepts_all(headers, &[APPLICATION_JSON, TEXT_EVENT_STREAM]) {
         return Err(Error::NotAcceptable("application/json and text/event-stream"));
     }
     Ok(())

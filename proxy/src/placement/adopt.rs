@@ -85,6 +85,6 @@ async fn recreate_upstream(app: &App, session: &mut Session) -> Result<()> {
     app.sessions
         .update(session, SessionChange::Upstream(upstream_id.clone()))
         .await?;
-    session.record.upstream_id = upstream_id;
+    Arc::make_mut(&mut session.record).upstream_id = upstream_id;
     Ok(())
 }

@@ -32,5 +32,5 @@ pub fn event_stream_response(body: Body) -> Response<Body> {
 
 /// Whether a response carries an event stream.
 pub fn is_event_stream(headers: &http::HeaderMap) -> bool {
-    crate::mcp::headers::content_type(headers).as_deref() == Some(TEXT_EVENT_STREAM)
+    crate::mcp::headers::content_type(headers).is_some_and(|ct| ct.eq_ignore_ascii_case(TEXT_EVENT_STREAM))
 }

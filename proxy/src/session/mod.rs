@@ -28,8 +28,8 @@ use crate::store::{Instance, Owner, SessionChange, SessionRecord, Store, StreamK
 /// A live session as a request sees it.
 #[derive(Clone, Debug)]
 pub struct Session {
-    /// What the store keeps.
-    pub record: SessionRecord,
+    /// What the store keeps (shared: every request of a session reads it).
+    pub record: Arc<SessionRecord>,
     /// The negotiated version, parsed.
     pub version: ProtocolVersion,
     /// What this process keeps (detached, for a session owned elsewhere).
@@ -37,7 +37,7 @@ pub struct Session {
 }
 
 impl Session {
-    fn new(record: SessionRecord, local: Arc<LocalSession>) -> Self {
+    fn new(record: Arc<SessionRecord>, local: Arc<LocalSession>) -> Self {
         let version = ProtocolVersion::parse(&record.protocol_version).unwrap_or(ProtocolVersion::ASSUMED);
         Self {
             record,
@@ -85,7 +85,7 @@ pub struct LocalSession {
     pub reinit: tokio::sync::Mutex<()>,
     /// The record as last read: requests skip the store round trip while it
     /// is fresh, and keep flowing from it while the store is unreachable.
-    cached: Mutex<Option<(SessionRecord, Instant)>>,
+    cached: Mutex<Option<(Arc<SessionRecord>, Instant)>>,
 }
 
 impl LocalSession {
@@ -99,11 +99,11 @@ impl LocalSession {
         token
     }
 
-    fn cached(&self) -> Option<(SessionRecord, Instant)> {
+    fn cached(&self) -> Option<(Arc<SessionRecord>, Instant)> {
         lock(&self.cached).clone()
     }
 
-    fn cache(&self, record: &SessionRecord) {
+    fn cache(&self, record: &Arc<SessionRecord>) {
         *lock(&self.cached) = Some((record.clone(), Instant::now()));
     }
 }
@@ -114,9 +114,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A fresh random id: 128 bits as 32 hex digits (visible ASCII).
 pub fn new_id() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 16];
     rand::rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        id.push(char::from(HEX[usize::from(b >> 4)]));
+        id.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    id
 }
 
 fn now_ms() -> u64 {
@@ -244,6 +250,7 @@ impl SessionManager {
             self.metrics.sessions_active.set(gauge(map.len()));
             local
         };
+        let record = Arc::new(record);
         local.cache(&record);
         Session::new(record, local)
     }
@@ -276,7 +283,7 @@ impl SessionManager {
                 if let Some((mine, _)) = cached {
                     self.lose(id, &mine, "another replica claimed it");
                 }
-                Ok(Session::new(record, Arc::default()))
+                Ok(Session::new(Arc::new(record), Arc::default()))
             }
             Ok(None) => {
                 if let Some((mine, _)) = cached {
@@ -312,10 +319,11 @@ impl SessionManager {
         {
             Update::Applied => {
                 if let Some(local) = self.owned(id)
-                    && let Some((mut record, _)) = local.cached()
+                    && let Some((record, _)) = local.cached()
                 {
+                    let mut record = Arc::unwrap_or_clone(record);
                     change.apply(&mut record);
-                    local.cache(&record);
+                    local.cache(&Arc::new(record));
                 }
                 Ok(())
             }

@@ -14,7 +14,7 @@ pub fn encode_event(id: Option<&str>, event: Option<&str>, data: &str) -> Bytes 
     }
     let mut rest = data;
     loop {
-        match rest.find(['\r', '\n']) {
+        match memchr::memchr2(b'\r', b'\n', rest.as_bytes()) {
             Some(i) => {
                 put_field(&mut out, "data", &rest[..i]);
                 let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
@@ -48,8 +48,12 @@ fn put_field(out: &mut BytesMut, name: &str, value: &str) {
     }
     out.put_slice(b": ");
     // Field values never carry line breaks: callers split data, and ids/types
-    // come from the parser, which cannot produce them.
-    out.put_slice(value.replace(['\r', '\n'], " ").as_bytes());
+    // come from the parser, which cannot produce them. Made sure of, without
+    // a copy when (as always) there is none.
+    match memchr::memchr2(b'\r', b'\n', value.as_bytes()) {
+        None => out.put_slice(value.as_bytes()),
+        Some(_) => out.put_slice(value.replace(['\r', '\n'], " ").as_bytes()),
+    }
     out.put_u8(b'\n');
 }
 

@@ -76,9 +76,16 @@ impl Parser {
             chunk.advance(1);
         }
         self.after_cr = false;
-        while let Some(pos) = chunk.iter().position(|b| *b == b'\n' || *b == b'\r') {
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &chunk) {
             let is_cr = chunk[pos] == b'\r';
-            self.line.extend_from_slice(&chunk[..pos]);
+            // A line whole in this chunk is taken as a slice of it; only a
+            // line split across chunks is gathered in `self.line`.
+            let line = if self.line.is_empty() {
+                chunk.slice(..pos)
+            } else {
+                self.line.extend_from_slice(&chunk[..pos]);
+                self.line.split().freeze()
+            };
             let mut skip = pos + 1;
             if is_cr {
                 match chunk.get(pos + 1) {
@@ -88,8 +95,7 @@ impl Parser {
                 }
             }
             chunk.advance(skip);
-            self.check(self.line.len())?;
-            let line = self.line.split().freeze();
+            self.check(line.len())?;
             if let Some(event) = self.line_done(&line) {
                 out.push(event);
             }

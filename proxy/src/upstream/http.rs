@@ -113,7 +113,7 @@ pub fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 /// Headers that describe one connection, not the message (RFC 9110
 /// §7.6.1): the standard ones, and any the `Connection` header names.
-fn hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -125,27 +125,28 @@ fn hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
             | "upgrade"
             | "proxy-authorization"
             | "proxy-authenticate"
-    ) || headers
+    )
+}
+
+/// `headers` minus hop-by-hop ones (the standard ones and any the
+/// `Connection` header names) and minus what `managed` says.
+fn end_to_end(headers: &HeaderMap, managed: impl Fn(&HeaderName) -> bool) -> HeaderMap {
+    // Looked up once, not per header; empty (no allocation) on most messages.
+    let named: Vec<&str> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case(name.as_str()))
-}
-
-/// The client's headers to pass upstream: end-to-end ones, minus what
-/// Shadowcat manages itself (session id, resumption, host, length, and
-/// `Accept-Encoding`, since event streams must arrive uncompressed to be parsed).
-pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+        .collect();
     let mut out = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if hop_by_hop(name, headers)
-            || *name == header::HOST
-            || *name == header::CONTENT_LENGTH
-            || *name == header::ACCEPT_ENCODING
-            || *name == MCP_SESSION_ID
-            || *name == LAST_EVENT_ID
-            || name.as_str().starts_with("shadowcat-")
+        if hop_by_hop(name)
+            || managed(name)
+            || named
+                .iter()
+                .any(|token| token.eq_ignore_ascii_case(name.as_str()))
         {
             continue;
         }
@@ -154,17 +155,26 @@ pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// The client's headers to pass upstream: end-to-end ones, minus what
+/// Shadowcat manages itself (session id, resumption, host, length, and
+/// `Accept-Encoding`, since event streams must arrive uncompressed to be parsed).
+pub fn client_headers_for_upstream(headers: &HeaderMap) -> HeaderMap {
+    end_to_end(headers, |name| {
+        *name == header::HOST
+            || *name == header::CONTENT_LENGTH
+            || *name == header::ACCEPT_ENCODING
+            || *name == MCP_SESSION_ID
+            || *name == LAST_EVENT_ID
+            || name.as_str().starts_with("shadowcat-")
+    })
+}
+
 /// The upstream's response headers to pass to the client, minus hop-by-hop
 /// ones, the length (bodies are re-framed) and the upstream session id.
 pub fn upstream_headers_for_client(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        if hop_by_hop(name, headers) || *name == header::CONTENT_LENGTH || *name == MCP_SESSION_ID {
-            continue;
-        }
-        out.append(name.clone(), value.clone());
-    }
-    out
+    end_to_end(headers, |name| {
+        *name == header::CONTENT_LENGTH || *name == MCP_SESSION_ID
+    })
 }
 
 #[cfg(test)]
