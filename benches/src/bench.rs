@@ -2,17 +2,15 @@
 //! redis-server for the Redis store), warm up, run every scenario against
 //! every target in interleaved order, and collect the report.
 
-use std::path::PathBuf;
-
 use http::Uri;
+use shadowcat_bench::client::{self, Http};
+use shadowcat_bench::procs::{self, Proc, ShadowcatSpec, Usage};
+use shadowcat_bench::redis::RedisStats;
+use shadowcat_bench::stats::Sample;
 
 use crate::cli::{Args, Plan, Scenario, Store};
-use crate::client::{self, Http};
-use crate::procs::{self, Proc, Usage};
-use crate::redis::RedisStats;
 use crate::report::{Outcome, ProxyUsage, RedisReport, Report};
 use crate::scenario::run_slice;
-use crate::stats::Sample;
 
 /// Where the load goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,12 +53,13 @@ struct Proxy {
 /// it succeeded or not.
 pub async fn run(args: &Args) -> anyhow::Result<Report> {
     let plan = args.plan()?;
-    let log_dir = log_dir()?;
+    let log_dir = procs::log_dir("shadowcat-bench")?;
     // One pooled client for every target, so none gets a better one.
     let http = client::http(plan.concurrency);
-    let (mut upstream, direct) = procs::start_upstream(args, &http, &log_dir).await?;
+    let (mut upstream, direct) =
+        procs::start_node_upstream(&args.node, &args.server_script, &http, &log_dir).await?;
     let mut redis = match args.stores.contains(&Store::Redis) {
-        true => Some(procs::start_redis(args, &log_dir).await?),
+        true => Some(procs::start_redis(&args.redis_server, &log_dir).await?),
         false => None,
     };
     let mut proxies = Vec::new();
@@ -69,7 +68,18 @@ pub async fn run(args: &Args) -> anyhow::Result<Report> {
             (Store::Redis, Some((_, port))) => format!("redis://127.0.0.1:{port}"),
             _ => "memory".to_owned(),
         };
-        let (proc, url) = procs::start_shadowcat(args, store, &store_arg, &direct, &http, &log_dir).await?;
+        let spec = ShadowcatSpec {
+            binary: &args.shadowcat,
+            name: match store {
+                Store::Memory => "shadowcat-memory",
+                Store::Redis => "shadowcat-redis",
+            },
+            store: &store_arg,
+            upstream: &direct,
+            log_format: Some("text"),
+            extra_args: &args.shadowcat_args,
+        };
+        let (proc, url) = procs::start_shadowcat(spec, &http, &log_dir).await?;
         eprintln!("shadowcat --store {store_arg}: {url}");
         proxies.push(Proxy {
             store,
@@ -183,11 +193,4 @@ async fn compare(http: &Http, targets: &[(Target, Uri)], scenario: Scenario, pla
             .map(|(&(target, _), sample)| (target, sample.summarize()))
             .collect(),
     }
-}
-
-/// A fresh directory for the children's logs.
-fn log_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shadowcat-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }

@@ -1,26 +1,23 @@
-//! A minimal MCP Streamable HTTP client for load: one pooled HTTP/1.1 client
-//! shared by every worker and both targets, sessions, and calls timed from
-//! "request sent" to "JSON-RPC response received" (JSON or SSE answers).
+//! A minimal MCP Streamable HTTP client for load: sessions (or stateless
+//! calls) over any [`Transport`] — the pooled hyper client shared by every
+//! worker, or one dedicated [`Conn`](crate::conn::Conn) per worker.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use shadowcat_proxy::sse::Parser;
 
 use crate::error::CallError;
+use crate::exchange::{answer, drain, request_body, timed};
 
-/// The protocol version the bench speaks.
-const VERSION: &str = "2025-11-25";
-/// Longest a single HTTP exchange (including reading the whole body) may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::exchange::Timing;
+pub use http_body_util::Full;
 
 /// The pooled HTTP client.
 pub type Http = Client<HttpConnector, Full<Bytes>>;
@@ -46,48 +43,120 @@ pub async fn get_status(http: &Http, url: &Uri) -> Result<StatusCode, CallError>
     Ok(response.status())
 }
 
-/// What one call measured.
-#[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    /// Request sent -> first event that carried a message (SSE answers only).
-    pub first_event: Option<Duration>,
-    /// Request sent -> the JSON-RPC response arrived.
-    pub response: Duration,
-    /// Notifications that arrived before the response.
-    pub notifications: u32,
+/// What carries a session's requests.
+pub trait Transport: Send {
+    /// Sends one request; resolves when the response headers arrive.
+    fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<Response<Incoming>, CallError>> + Send;
 }
 
-/// One MCP session against one target.
+impl Transport for Http {
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Response<Incoming>, CallError> {
+        self.request(request).await.map_err(CallError::transport)
+    }
+}
+
+impl<T: Transport> Transport for &mut T {
+    fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> impl Future<Output = Result<Response<Incoming>, CallError>> + Send {
+        (**self).send(request)
+    }
+}
+
+/// The protocol revision a client speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// Sessions; no priming events.
+    V2025_06_18,
+    /// Sessions; streams begin with a priming event.
+    V2025_11_25,
+    /// Stateless: no session, `Mcp-Method`/`Mcp-Name` headers on every POST.
+    V2026_07_28,
+}
+
+impl Version {
+    /// The `MCP-Protocol-Version` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V2025_06_18 => "2025-06-18",
+            Version::V2025_11_25 => "2025-11-25",
+            Version::V2026_07_28 => "2026-07-28",
+        }
+    }
+
+    fn header(self) -> HeaderValue {
+        HeaderValue::from_static(self.as_str())
+    }
+}
+
+/// One MCP session (or, for 2026-07-28, a stateless caller) against one target.
 #[derive(Debug)]
-pub struct Session {
-    http: Http,
+pub struct Session<T> {
+    transport: T,
     url: Uri,
+    version: Version,
     id: Option<HeaderValue>,
     next_id: u64,
 }
 
-impl Session {
+impl<T: Transport> Session<T> {
     /// Initializes a session on `url` and sends `notifications/initialized`.
-    pub async fn open(http: Http, url: Uri) -> Result<Session, CallError> {
-        let mut session = Session {
-            http,
-            url,
-            id: None,
-            next_id: 0,
-        };
+    pub async fn open(transport: T, url: Uri, version: Version) -> Result<Session<T>, CallError> {
+        let mut session = Session::join(transport, url, version, None);
         let params = json!({
-            "protocolVersion": VERSION,
+            "protocolVersion": version.as_str(),
             "capabilities": {},
             "clientInfo": {"name": "shadowcat-bench", "version": env!("CARGO_PKG_VERSION")}
         });
         let id = session.fresh_id();
-        let response = session.post(&request_body(id, "initialize", params)).await?;
+        let response = session
+            .post(&request_body(id, "initialize", params), None)
+            .await?;
         session.id = response.headers().get("mcp-session-id").cloned();
         answer(response, id, Instant::now()).await?;
+        if version != Version::V2026_07_28 && session.id.is_none() {
+            return Err(CallError::Protocol(
+                "initialize answered without a session id".into(),
+            ));
+        }
         let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
-        let response = session.post(&note).await?;
+        let response = session
+            .post(&note, Some(("notifications/initialized", None)))
+            .await?;
         timed(drain(response.into_body())).await??;
         Ok(session)
+    }
+
+    /// Uses the session `id` another caller opened (or none, e.g. stateless).
+    pub fn join(transport: T, url: Uri, version: Version, id: Option<HeaderValue>) -> Session<T> {
+        Session {
+            transport,
+            url,
+            version,
+            id,
+            next_id: 0,
+        }
+    }
+
+    /// Numbers this caller's requests from `first` on (callers sharing a
+    /// session must not reuse each other's ids).
+    pub fn first_request_id(mut self, first: u64) -> Session<T> {
+        self.next_id = first.saturating_sub(1);
+        self
+    }
+
+    /// A 2026-07-28 caller: no session, no handshake.
+    pub fn stateless(transport: T, url: Uri) -> Session<T> {
+        Session::join(transport, url, Version::V2026_07_28, None)
+    }
+
+    /// The session id, if there is a session.
+    pub fn id(&self) -> Option<&HeaderValue> {
+        self.id.as_ref()
     }
 
     /// Calls `tool` with `arguments` and times it; a progress token is sent so
@@ -97,24 +166,32 @@ impl Session {
         let params = json!({"name": tool, "arguments": arguments, "_meta": {"progressToken": id}});
         let body = request_body(id, "tools/call", params);
         let started = Instant::now();
-        let response = self.post(&body).await?;
+        let response = self.post(&body, Some(("tools/call", Some(tool)))).await?;
         answer(response, id, started).await
+    }
+
+    /// Ends the session (DELETE) and checks the answer is a success.
+    pub async fn end(mut self) -> Result<(), CallError> {
+        let Some(id) = self.id.take() else {
+            return Ok(());
+        };
+        let request = self
+            .request(Method::DELETE)
+            .header("mcp-session-id", id)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CallError::Protocol(e.to_string()))?;
+        let response = timed(self.transport.send(request)).await??;
+        let status = response.status();
+        timed(drain(response.into_body())).await??;
+        match status.is_success() {
+            true => Ok(()),
+            false => Err(CallError::Status(status)),
+        }
     }
 
     /// Ends the session (DELETE); failures do not matter here.
     pub async fn close(self) {
-        let Some(id) = self.id else { return };
-        let request = Request::builder()
-            .method(Method::DELETE)
-            .uri(self.url)
-            .header("mcp-session-id", id)
-            .header("mcp-protocol-version", VERSION)
-            .body(Full::new(Bytes::new()));
-        if let Ok(request) = request
-            && let Ok(Ok(response)) = tokio::time::timeout(CALL_TIMEOUT, self.http.request(request)).await
-        {
-            let _ = timed(drain(response.into_body())).await;
-        }
+        let _ = self.end().await;
     }
 
     fn fresh_id(&mut self) -> u64 {
@@ -122,127 +199,43 @@ impl Session {
         self.next_id
     }
 
-    /// POSTs a message with the standard headers and checks the status.
-    async fn post(&self, body: &Value) -> Result<Response<Incoming>, CallError> {
-        let mut request = Request::builder()
-            .method(Method::POST)
+    /// A request to the endpoint with the version header.
+    fn request(&self, method: Method) -> http::request::Builder {
+        Request::builder()
+            .method(method)
             .uri(self.url.clone())
+            .header("mcp-protocol-version", self.version.header())
+    }
+
+    /// POSTs a message with the standard headers and checks the status;
+    /// `routing` is the method and name that 2026-07-28 mirrors in headers.
+    async fn post(
+        &mut self,
+        body: &Value,
+        routing: Option<(&str, Option<&str>)>,
+    ) -> Result<Response<Incoming>, CallError> {
+        let mut request = self
+            .request(Method::POST)
             .header(CONTENT_TYPE, "application/json")
-            .header(ACCEPT, "application/json, text/event-stream")
-            .header("mcp-protocol-version", VERSION);
+            .header(ACCEPT, "application/json, text/event-stream");
         if let Some(id) = &self.id {
             request = request.header("mcp-session-id", id);
+        }
+        if let (Version::V2026_07_28, Some((method, name))) = (self.version, routing) {
+            request = request.header("mcp-method", method);
+            if let Some(name) = name {
+                request = request.header("mcp-name", name);
+            }
         }
         let request = request
             .body(Full::new(Bytes::from(body.to_string())))
             .map_err(|e| CallError::Protocol(e.to_string()))?;
-        let response = timed(self.http.request(request))
-            .await?
-            .map_err(CallError::transport)?;
+        let response = timed(self.transport.send(request)).await??;
         if !response.status().is_success() {
-            return Err(CallError::Status(response.status()));
+            let status = response.status();
+            let _ = timed(drain(response.into_body())).await;
+            return Err(CallError::Status(status));
         }
         Ok(response)
     }
-}
-
-/// A JSON-RPC request message.
-fn request_body(id: u64, method: &str, params: Value) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})
-}
-
-/// Waits for the JSON-RPC response with `id` in a JSON or SSE answer, then
-/// reads the rest of the body so the connection can go back to the pool.
-async fn answer(response: Response<Incoming>, id: u64, started: Instant) -> Result<Timing, CallError> {
-    let is_sse = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let mut body = response.into_body();
-    if !is_sse {
-        let bytes = timed(body.collect())
-            .await?
-            .map_err(CallError::transport)?
-            .to_bytes();
-        let message: Value =
-            serde_json::from_slice(&bytes).map_err(|e| CallError::Protocol(e.to_string()))?;
-        check_response(&message, id)?;
-        return Ok(Timing {
-            first_event: None,
-            response: started.elapsed(),
-            notifications: 0,
-        });
-    }
-    let timing = timed(read_events(&mut body, id, started)).await??;
-    timed(drain(body))
-        .await
-        .map_err(|_| CallError::Protocol("the stream did not end after the response".into()))??;
-    Ok(timing)
-}
-
-/// Reads SSE events until the response with `id`, counting notifications.
-async fn read_events(body: &mut Incoming, id: u64, started: Instant) -> Result<Timing, CallError> {
-    let mut parser = Parser::new();
-    let mut first_event = None;
-    let mut notifications = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame.map_err(CallError::transport)?.into_data() else {
-            continue;
-        };
-        for event in parser.feed(data).unwrap_or_default() {
-            // Priming events (an id, empty data) carry no message.
-            let Some(data) = event.data.filter(|d| !d.is_empty()) else {
-                continue;
-            };
-            first_event.get_or_insert_with(|| started.elapsed());
-            let message: Value =
-                serde_json::from_str(&data).map_err(|e| CallError::Protocol(e.to_string()))?;
-            if message.get("method").is_some() {
-                notifications += 1;
-                continue;
-            }
-            check_response(&message, id)?;
-            return Ok(Timing {
-                first_event,
-                response: started.elapsed(),
-                notifications,
-            });
-        }
-    }
-    Err(CallError::Protocol(
-        "the stream ended without the response".into(),
-    ))
-}
-
-/// Checks that `message` is a successful response to `id`.
-fn check_response(message: &Value, id: u64) -> Result<(), CallError> {
-    if message.get("id") != Some(&Value::from(id)) {
-        return Err(CallError::Protocol(format!(
-            "expected the response to id {id}, got {message}"
-        )));
-    }
-    if let Some(error) = message.get("error") {
-        return Err(CallError::JsonRpc(error.to_string()));
-    }
-    if message.get("result").is_none() {
-        return Err(CallError::Protocol(format!(
-            "a response without result: {message}"
-        )));
-    }
-    Ok(())
-}
-
-/// Reads a body to its end.
-async fn drain(mut body: Incoming) -> Result<(), CallError> {
-    while let Some(frame) = body.frame().await {
-        frame.map_err(CallError::transport)?;
-    }
-    Ok(())
-}
-
-/// Bounds one step of an exchange by [`CALL_TIMEOUT`].
-async fn timed<T>(fut: impl Future<Output = T>) -> Result<T, CallError> {
-    tokio::time::timeout(CALL_TIMEOUT, fut)
-        .await
-        .map_err(|_| CallError::Timeout(CALL_TIMEOUT))
 }

@@ -4,13 +4,8 @@
 
 mod bench;
 mod cli;
-mod client;
-mod error;
-mod procs;
-mod redis;
 mod report;
 mod scenario;
-mod stats;
 
 use clap::Parser;
 

@@ -1,8 +1,8 @@
-//! The child processes — the upstream MCP server, a shadowcat per store and,
-//! for the Redis store, a private redis-server — started on free ports, waited
-//! for, measured, and killed when dropped.
+//! The child processes — an upstream MCP server, shadowcats, nginx and
+//! private redis-servers — started on free ports, waited for, measured, and
+//! killed when dropped.
 
-use std::fs::File;
+use std::fs::OpenOptions;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use http::Uri;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::time::{Instant, sleep};
 
-use crate::cli::{Args, Store};
 use crate::client::{self, Http};
 use crate::redis;
 
@@ -26,19 +27,49 @@ pub struct Proc {
     name: &'static str,
     child: Child,
     log: PathBuf,
+    /// Kill its own children first (nginx's workers outlive a killed master).
+    with_children: bool,
 }
 
 impl Proc {
-    /// Starts `cmd`, its stdout and stderr going to `<log_dir>/<name>.log`.
-    fn spawn(name: &'static str, mut cmd: Command, log_dir: &Path) -> anyhow::Result<Proc> {
+    /// Starts `cmd`, its stdout and stderr appended to `<log_dir>/<name>.log`
+    /// (a restarted process adds to its predecessor's log).
+    pub fn spawn(name: &'static str, mut cmd: Command, log_dir: &Path) -> anyhow::Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("opening {}", log.display()))?;
         cmd.stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null())
             .kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Proc { name, child, log })
+        Ok(Proc {
+            name,
+            child,
+            log,
+            with_children: false,
+        })
+    }
+
+    /// Kills the process's own children too when it is stopped or dropped.
+    pub fn with_children(mut self) -> Proc {
+        self.with_children = true;
+        self
+    }
+
+    /// SIGKILLs the process's children, when asked to.
+    fn kill_children(&self) {
+        let Some(pid) = self.child.id().filter(|_| self.with_children) else {
+            return;
+        };
+        for child in children(pid) {
+            if let Ok(child) = i32::try_from(child) {
+                let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+            }
+        }
     }
 
     /// The process id, while it runs.
@@ -55,7 +86,7 @@ impl Proc {
     }
 
     /// Polls `ready` until it holds, failing if the process exits or [`STARTUP`] passes.
-    async fn wait_until<F, Fut>(&mut self, what: &str, mut ready: F) -> anyhow::Result<()>
+    pub async fn wait_until<F, Fut>(&mut self, what: &str, mut ready: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,
@@ -75,9 +106,30 @@ impl Proc {
         Ok(())
     }
 
+    /// Waits until `url` answers HTTP with any status (a bare GET may be a 4xx).
+    pub async fn wait_until_http(&mut self, http: &Http, url: &Uri) -> anyhow::Result<()> {
+        self.wait_until("answering", || async {
+            client::get_status(http, url).await.is_ok()
+        })
+        .await
+    }
+
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
     /// Kills the process and reaps it.
     pub async fn stop(mut self) {
+        self.kill_children();
         let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The child itself is killed by `kill_on_drop`.
+        self.kill_children();
     }
 }
 
@@ -87,33 +139,41 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-/// Starts server-everything in Streamable HTTP mode; waits until it answers HTTP.
-pub async fn start_upstream(args: &Args, http: &Http, log_dir: &Path) -> anyhow::Result<(Proc, Uri)> {
+/// A fresh directory for the children's logs (and nginx's files).
+pub fn log_dir(prefix: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Starts server-everything (`node script streamableHttp`); waits until it answers HTTP.
+pub async fn start_node_upstream(
+    node: &Path,
+    script: &Path,
+    http: &Http,
+    log_dir: &Path,
+) -> anyhow::Result<(Proc, Uri)> {
     anyhow::ensure!(
-        args.server_script.exists(),
+        script.exists(),
         "{} is missing: run tests/peers/install.sh",
-        args.server_script.display()
+        script.display()
     );
     let port = free_port()?;
-    let mut cmd = Command::new(&args.node);
-    cmd.arg(&args.server_script)
+    let mut cmd = Command::new(node);
+    cmd.arg(script)
         .arg("streamableHttp")
         .env("PORT", port.to_string());
     let mut proc = Proc::spawn("upstream", cmd, log_dir)?;
     let url: Uri = format!("http://127.0.0.1:{port}/mcp").parse()?;
-    // Any HTTP status means it is serving (a bare GET is a 4xx there).
-    proc.wait_until("answering", || async {
-        client::get_status(http, &url).await.is_ok()
-    })
-    .await?;
+    proc.wait_until_http(http, &url).await?;
     Ok((proc, url))
 }
 
 /// Starts a private, non-persistent redis-server on a free port; waits until
 /// it answers `PING`. Returns the process and its port.
-pub async fn start_redis(args: &Args, log_dir: &Path) -> anyhow::Result<(Proc, u16)> {
+pub async fn start_redis(redis_server: &Path, log_dir: &Path) -> anyhow::Result<(Proc, u16)> {
     let port = free_port()?;
-    let mut cmd = Command::new(&args.redis_server);
+    let mut cmd = Command::new(redis_server);
     cmd.args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
@@ -123,30 +183,42 @@ pub async fn start_redis(args: &Args, log_dir: &Path) -> anyhow::Result<(Proc, u
     Ok((proc, port))
 }
 
-/// Starts shadowcat with `store` (a `--store` value) in front of `upstream`;
-/// waits until `/readyz` answers 200.
+/// How to start one shadowcat.
+#[derive(Clone, Copy, Debug)]
+pub struct ShadowcatSpec<'a> {
+    /// The binary.
+    pub binary: &'a Path,
+    /// Its name in logs and errors, e.g. `shadowcat-memory`.
+    pub name: &'static str,
+    /// The `--store` value.
+    pub store: &'a str,
+    /// The upstream MCP endpoint.
+    pub upstream: &'a Uri,
+    /// `--log-format`, or shadowcat's default (JSON).
+    pub log_format: Option<&'a str>,
+    /// Further flags, after the bench's own.
+    pub extra_args: &'a [String],
+}
+
+/// Starts shadowcat as `spec` says on free ports; waits until `/readyz`
+/// answers 200. Returns the process and its public MCP endpoint.
 pub async fn start_shadowcat(
-    args: &Args,
-    kind: Store,
-    store: &str,
-    upstream: &Uri,
+    spec: ShadowcatSpec<'_>,
     http: &Http,
     log_dir: &Path,
 ) -> anyhow::Result<(Proc, Uri)> {
     let (public, admin) = (free_port()?, free_port()?);
-    let mut cmd = Command::new(&args.shadowcat);
+    let mut cmd = Command::new(spec.binary);
     cmd.arg("--upstream")
-        .arg(upstream.to_string())
-        .args(["--store", store])
+        .arg(spec.upstream.to_string())
+        .args(["--store", spec.store])
         .args(["--listen", &format!("127.0.0.1:{public}")])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
-        .args(["--log-format", "text"])
-        .args(&args.shadowcat_args);
-    let name = match kind {
-        Store::Memory => "shadowcat-memory",
-        Store::Redis => "shadowcat-redis",
-    };
-    let mut proc = Proc::spawn(name, cmd, log_dir)?;
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")]);
+    if let Some(format) = spec.log_format {
+        cmd.args(["--log-format", format]);
+    }
+    cmd.args(spec.extra_args);
+    let mut proc = Proc::spawn(spec.name, cmd, log_dir)?;
     let readyz: Uri = format!("http://127.0.0.1:{admin}/readyz").parse()?;
     proc.wait_until("ready", || async {
         client::get_status(http, &readyz)
@@ -182,17 +254,52 @@ impl Usage {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         };
-        // After the `(comm)` field, which may hold spaces: state is field 3,
-        // utime and stime are fields 14 and 15.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let rest: Vec<&str> = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().collect();
-        let ticks = |i: usize| rest.get(i - 3)?.parse::<u64>().ok();
+        let stat = stat_fields(pid)?;
+        let ticks = |i: usize| stat_field(&stat, i)?.parse::<u64>().ok();
         Some(Usage {
             rss_kib: field("VmRSS:")?,
             peak_kib: field("VmHWM:")?,
             cpu_s: (ticks(14)? + ticks(15)?) as f64 / USER_HZ,
         })
     }
+
+    /// `pid` and its children together, e.g. nginx's master and workers
+    /// (resident figures are summed, so pages they share count once each).
+    pub fn of_tree(pid: u32) -> Option<Usage> {
+        let mut total = Usage::of(pid)?;
+        for child in children(pid) {
+            if let Some(u) = Usage::of(child) {
+                total.rss_kib += u.rss_kib;
+                total.peak_kib += u.peak_kib;
+                total.cpu_s += u.cpu_s;
+            }
+        }
+        Some(total)
+    }
+}
+
+/// The fields of `/proc/PID/stat` after the `(comm)` field, which may hold
+/// spaces; field 3 (state) is the first.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Field `n` (1-based, as in proc(5)) of [`stat_fields`]' output.
+fn stat_field(fields: &[String], n: usize) -> Option<&str> {
+    fields.get(n.checked_sub(3)?).map(String::as_str)
+}
+
+/// The processes whose parent is `pid` (field 4 of their `stat`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let parent = pid.to_string();
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| stat_fields(child).is_some_and(|f| stat_field(&f, 4) == Some(parent.as_str())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -206,5 +313,20 @@ mod tests {
         let u = Usage::of(std::process::id()).expect("on Linux");
         assert!(u.rss_kib > 0 && u.peak_kib >= u.rss_kib);
         assert!(u.cpu_s >= 0.0);
+    }
+
+    #[tokio::test]
+    async fn finds_children_and_adds_them_up() {
+        let mut child = Command::new("sleep")
+            .arg("5")
+            .kill_on_drop(true)
+            .spawn()
+            .expect("sleep");
+        let id = child.id().expect("running");
+        assert!(children(std::process::id()).contains(&id));
+        let own = Usage::of(std::process::id()).expect("on Linux");
+        let tree = Usage::of_tree(std::process::id()).expect("on Linux");
+        assert!(tree.rss_kib > own.rss_kib);
+        let _ = child.kill().await;
     }
 }

@@ -1,5 +1,6 @@
-//! Just enough RESP to ask the bench's private redis-server whether it is up
-//! and how much it holds: one command per connection, simple replies only.
+//! Just enough RESP to ask the bench's private redis-server whether it is up,
+//! how much it holds and how many commands it ran: one command per
+//! connection, simple replies only.
 
 use std::time::Duration;
 
@@ -47,6 +48,49 @@ pub async fn ping(port: u16) -> bool {
     command(port, &["PING"]).await.is_ok_and(|r| r == "PONG")
 }
 
+/// The value of `name:` in an `INFO` reply.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Commands one [`Counters::of`] sends, which the next reading counts.
+pub const COUNTER_COMMANDS: u64 = 3;
+
+/// Counters read before and after a slice of load.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    /// Commands run so far: the `calls` of every `INFO commandstats` line.
+    pub commands: u64,
+    /// `INFO memory` `used_memory`, bytes.
+    pub used_memory: u64,
+    /// `DBSIZE`.
+    pub keys: u64,
+}
+
+impl Counters {
+    /// Reads them ([`COUNTER_COMMANDS`] commands).
+    pub async fn of(port: u16) -> anyhow::Result<Counters> {
+        let stats = command(port, &["INFO", "commandstats"]).await?;
+        let commands = stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_"))
+            .filter_map(|l| l.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+            .sum();
+        let memory = command(port, &["INFO", "memory"]).await?;
+        let used_memory = info_field(&memory, "used_memory")
+            .context("INFO memory without used_memory")?
+            .parse()?;
+        let keys = command(port, &["DBSIZE"]).await?.parse()?;
+        Ok(Counters {
+            commands,
+            used_memory,
+            keys,
+        })
+    }
+}
+
 /// What the server holds after the run.
 #[derive(Clone, Debug)]
 pub struct RedisStats {
@@ -62,11 +106,7 @@ impl RedisStats {
     /// Reads the figures; `None` if the server does not answer.
     pub async fn of(port: u16) -> Option<RedisStats> {
         let info = command(port, &["INFO", "memory"]).await.ok()?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-                .map(|v| v.trim().to_owned())
-        };
+        let field = |name: &str| info_field(&info, name).map(str::to_owned);
         Some(RedisStats {
             used_memory: field("used_memory_human")?,
             used_memory_peak: field("used_memory_peak_human")?,

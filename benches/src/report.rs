@@ -4,11 +4,12 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value, json};
 
+use shadowcat_bench::procs::Usage;
+use shadowcat_bench::redis::RedisStats;
+use shadowcat_bench::stats::{Summary, finite};
+
 use crate::bench::Target;
 use crate::cli::{Plan, Scenario, Store};
-use crate::procs::Usage;
-use crate::redis::RedisStats;
-use crate::stats::{Summary, finite};
 
 /// Every target's figures for one scenario.
 #[derive(Debug)]

@@ -129,7 +129,7 @@ pub struct Percentiles {
 
 impl Percentiles {
     /// Nearest-rank percentiles of sorted microsecond samples.
-    fn of(sorted_us: &[u32]) -> Self {
+    pub fn of(sorted_us: &[u32]) -> Self {
         let at = |q: f64| match sorted_us.len() {
             0 => f64::NAN,
             n => {
@@ -145,7 +145,8 @@ impl Percentiles {
         }
     }
 
-    fn to_json(self) -> Value {
+    /// The machine-readable form (null for NaN).
+    pub fn to_json(self) -> Value {
         json!({"p50": finite(self.p50), "p90": finite(self.p90), "p99": finite(self.p99), "max": finite(self.max)})
     }
 }

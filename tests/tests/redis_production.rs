@@ -325,7 +325,10 @@ async fn a_call_answered_where_it_landed_costs_two_scripts_and_no_reads() {
     const CALLS: u64 = 40;
     for _ in 0..CALLS {
         let answer = call().await;
-        assert_eq!(answer["result"]["content"][0]["text"].as_str().map(str::len), Some(16));
+        assert_eq!(
+            answer["result"]["content"][0]["text"].as_str().map(str::len),
+            Some(16)
+        );
     }
     let stats = redis_cli(redis.port, &["INFO", "commandstats"]);
     let reads: u64 = ["xrange", "xrevrange", "xread", "hexists"]
