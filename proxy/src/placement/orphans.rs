@@ -161,7 +161,7 @@ mod tests {
             ..suite::meta("s", "batch", StreamKind::Request)
         };
         meta.pending.push(json!(3));
-        store.create_stream(&meta, &gone).await.unwrap();
+        suite::open_stream(&*store, &meta, &gone).await;
         let answered = StoredEvent {
             seq: 1,
             event: None,

@@ -282,7 +282,7 @@ mod reader_tests {
         });
         let me = app.sessions.me().clone();
         let meta = suite::meta("s", "l", StreamKind::Request);
-        store.create_stream(&meta, &me).await.unwrap();
+        suite::open_stream(&*store, &meta, &me).await;
         let event = |seq| StoredEvent {
             seq,
             event: None,

@@ -238,7 +238,8 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
 
     /// Registers a stream as open, written by `writer`. A stream that exists
     /// already (a standalone stream going on under a new owner) changes
-    /// writer and keeps its events.
+    /// writer and keeps its events. [`StoreError::Fenced`] when the session
+    /// is gone: nothing is left behind a delete.
     async fn create_stream(&self, meta: &StreamMeta, writer: &Instance) -> Result<()>;
     /// Looks a stream of a session up.
     async fn stream_meta(&self, key: &StreamKey) -> Result<Option<StreamMeta>>;

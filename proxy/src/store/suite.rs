@@ -56,6 +56,13 @@ pub fn record(id: &str) -> SessionRecord {
     }
 }
 
+/// Opens `meta`'s stream, written by `writer`, creating its session first
+/// if there is none (a store refuses streams of sessions it does not hold).
+pub async fn open_stream(store: &dyn Store, meta: &StreamMeta, writer: &Instance) {
+    store.create_session(&record(&meta.session_id)).await.unwrap();
+    store.create_stream(meta, writer).await.unwrap();
+}
+
 /// A stream of `session`.
 pub fn meta(session: &str, id: &str, kind: StreamKind) -> StreamMeta {
     StreamMeta {
@@ -100,7 +107,7 @@ fn key(id: &str) -> StreamKey {
 
 async fn stream(store: &dyn Store, id: &str) -> StreamKey {
     let m = meta("s", id, StreamKind::Request);
-    store.create_stream(&m, &writer()).await.unwrap();
+    open_stream(store, &m, &writer()).await;
     m.key()
 }
 
@@ -435,7 +442,7 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
             (3, StreamKind::Standalone),
         ] {
             let m = meta(session, &format!("{session}{n}"), kind);
-            store.create_stream(&m, &writer()).await.unwrap();
+            open_stream(store, &m, &writer()).await;
             store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
         }
         // One response stream finished: its log outlives the stream, not the session.
@@ -443,6 +450,13 @@ async fn deleting_a_session_drops_its_logs(store: &dyn Store) {
         store.end_stream(&finished.key(), &writer()).await.unwrap();
     }
     assert!(store.delete_session("gone").await.unwrap());
+    // A late opener (a standalone stream opened in the background) is refused.
+    assert!(matches!(
+        store
+            .create_stream(&meta("gone", "late", StreamKind::Standalone), &writer())
+            .await,
+        Err(StoreError::Fenced(_))
+    ));
     for n in 1..=3 {
         let gone = key_of("gone", &format!("gone{n}"));
         assert_eq!(
@@ -463,7 +477,7 @@ async fn open_streams_are_the_unfinished_request_streams(store: &dyn Store) {
     done.pending = vec![serde_json::json!(8)];
     let standalone = meta("o", "get", StreamKind::Standalone);
     for m in [&open, &done, &standalone] {
-        store.create_stream(m, &writer()).await.unwrap();
+        open_stream(store, m, &writer()).await;
     }
     store.end_stream(&done.key(), &writer()).await.unwrap();
     let found = store.open_streams("o").await.unwrap();
@@ -536,13 +550,13 @@ async fn appends_are_idempotent_and_only_the_writer_appends(store: &dyn Store) {
 
 async fn a_standalone_stream_goes_on_under_a_new_writer(store: &dyn Store) {
     let m = meta("s", "g", StreamKind::Standalone);
-    store.create_stream(&m, &writer()).await.unwrap();
+    open_stream(store, &m, &writer()).await;
     store.append(&m.key(), &writer(), &events(1..=2)).await.unwrap();
     let next = Instance {
         replica: "replica-b".into(),
         incarnation: "3".into(),
     };
-    store.create_stream(&m, &next).await.unwrap();
+    open_stream(store, &m, &next).await;
     assert!(matches!(
         store.append(&m.key(), &writer(), &events(3..=3)).await,
         Err(StoreError::Fenced(_))

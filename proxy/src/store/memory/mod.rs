@@ -8,7 +8,8 @@
 //! of the log that grows. Each log has a `watch` channel that wakes readers
 //! after an append, so following a live stream costs no polling.
 //!
-//! Lock order: `logs` before a log's `state`, never the other way round.
+//! Lock order: `sessions` before `logs` before a log's `state`, never the
+//! other way round.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -313,6 +314,15 @@ impl Store for MemoryStore {
     }
 
     async fn create_stream(&self, meta: &StreamMeta, writer: &Instance) -> Result<()> {
+        // Held until the log is in, so a delete either comes first (and the
+        // stream is refused) or finds the log and drops it.
+        let sessions = lock(&self.sessions);
+        if sessions
+            .get(&meta.session_id)
+            .is_none_or(|e| e.expires <= Instant::now())
+        {
+            return Err(StoreError::Fenced(format!("session {} is gone", meta.session_id)));
+        }
         let mut logs = lock(&self.logs);
         if let Some(log) = logs.map.get(&meta.id)
             && log.meta.session_id == meta.session_id
@@ -349,6 +359,7 @@ impl Store for MemoryStore {
             }
         }
         drop(logs);
+        drop(sessions);
         self.held.fetch_sub(freed, Ordering::Relaxed);
         Ok(())
     }

@@ -15,7 +15,7 @@ async fn the_oldest_finished_logs_go_first_past_the_cap() {
     let me = suite::writer();
     // l0 stays live; every other log ends as soon as it is made.
     for i in 0..24 {
-        s.create_stream(&meta(i), &me).await.unwrap();
+        suite::open_stream(&*s, &meta(i), &me).await;
         if i > 0 {
             s.end_stream(&meta(i).key(), &me).await.unwrap();
         }
@@ -46,7 +46,7 @@ async fn bytes_stay_within_the_log_and_store_budgets() {
     };
     // One log: the newest four events fit its own budget.
     let one = suite::meta("s", "one", StreamKind::Request);
-    s.create_stream(&one, &me).await.unwrap();
+    suite::open_stream(&*s, &one, &me).await;
     for seq in 1..=6 {
         s.append(&one.key(), &me, &[big(seq)]).await.unwrap();
     }
@@ -58,7 +58,7 @@ async fn bytes_stay_within_the_log_and_store_budgets() {
     // More logs: finished ones go first, then the growing log's oldest.
     for n in 0..3 {
         let m = suite::meta("s", &format!("more{n}"), StreamKind::Request);
-        s.create_stream(&m, &me).await.unwrap();
+        suite::open_stream(&*s, &m, &me).await;
         for seq in 1..=4 {
             s.append(&m.key(), &me, &[big(seq)]).await.unwrap();
             assert!(
@@ -71,7 +71,7 @@ async fn bytes_stay_within_the_log_and_store_budgets() {
     assert!(s.log(&one.key()).is_none(), "the finished log was evicted");
     // A batch larger than the whole budget is refused, not kept.
     let huge = suite::meta("s", "huge", StreamKind::Request);
-    s.create_stream(&huge, &me).await.unwrap();
+    suite::open_stream(&*s, &huge, &me).await;
     let batch: Vec<_> = (1..=12).map(big).collect();
     assert!(matches!(
         s.append(&huge.key(), &me, &batch).await,
@@ -90,7 +90,7 @@ async fn sessions_expire_when_idle_and_open_logs_with_them() {
     let record = suite::record("idle");
     assert!(s.create_session(&record).await.unwrap());
     let open = suite::meta("idle", "open", StreamKind::Standalone);
-    s.create_stream(&open, &suite::writer()).await.unwrap();
+    suite::open_stream(&*s, &open, &suite::writer()).await;
     tokio::time::advance(Duration::from_secs(6)).await;
     assert!(s.touch_session("idle").await.unwrap());
     tokio::time::advance(Duration::from_secs(6)).await;

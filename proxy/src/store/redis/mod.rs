@@ -494,6 +494,7 @@ impl Store for RedisStore {
         invocation
             .key(&keys.open)
             .key(self.log_key(&meta.key()))
+            .key(&keys.session)
             .arg(&meta.id)
             .arg(entry)
             .arg(writer.to_string())

@@ -124,13 +124,17 @@ impl Scripts {
                  if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'owner_addr') \
                  else redis.call('HSET', KEYS[1], 'owner_addr', ARGV[3]) end return n",
             ),
-            // KEYS streams, open, log; ARGV id, meta, writer, registry ttl
-            // ms, idle ms: registers the stream as open under its writer.
+            // KEYS streams, open, log, session; ARGV id, meta, writer,
+            // registry ttl ms, idle ms: registers the stream as open under
+            // its writer, unless the session is gone (a late opener must not
+            // leave keys behind a delete).
             // The registry ttl is the longest any key of a session gets, so
             // setting it never shortens one; a log that exists already (a
             // standalone stream going on) lives with the session again.
             add_stream: Script::new(
-                "redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
+                "if redis.call('EXISTS', KEYS[4]) == 0 then \
+                   return redis.error_reply('FENCED session gone') end \
+                 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) \
                  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) \
                  redis.call('PEXPIRE', KEYS[1], ARGV[4]) \
                  redis.call('PEXPIRE', KEYS[2], ARGV[4]) \

@@ -115,7 +115,7 @@ async fn redis_logs_live_while_open_and_for_their_kinds_retention_after_their_en
     let done = suite::meta("s", "done", StreamKind::Request);
     let standalone = suite::meta("s", "standalone", StreamKind::Standalone);
     for m in [&open, &done, &standalone] {
-        store.create_stream(m, &me).await.unwrap();
+        suite::open_stream(&store, m, &me).await;
         let event = StoredEvent {
             seq: 1,
             event: None,
@@ -162,7 +162,7 @@ async fn a_reader_in_the_writers_process_follows_the_stream_without_reading_redi
     let me = suite::writer();
     assert!(writer.create_session(&suite::record("s")).await.unwrap());
     let m = suite::meta("s", "call", StreamKind::Request);
-    writer.create_stream(&m, &me).await.unwrap();
+    suite::open_stream(&writer, &m, &me).await;
     let mut conn = writer.conn().await.unwrap();
     let reads = |conn: &mut Conn| {
         let mut conn = conn.clone();
@@ -255,7 +255,7 @@ async fn a_busy_sessions_keys_do_not_grow_with_its_history() {
             event: None,
             data: format!("{{\"id\":{n}}}"),
         };
-        store.create_stream(&m, me).await.unwrap();
+        suite::open_stream(store, &m, me).await;
         store.append(&m.key(), me, &[answer]).await.unwrap();
         store.end_stream(&m.key(), me).await.unwrap();
     };
@@ -298,6 +298,13 @@ async fn a_busy_sessions_keys_do_not_grow_with_its_history() {
     assert_eq!(count("ZCARD", keys.finished.clone()).await, 300);
     // Deleting drops every log, a batch per command, and leaves no key.
     assert!(store.delete_session("s").await.unwrap());
+    // An opener that comes late (the standalone stream, opened in the
+    // background) leaves nothing behind either.
+    let late = suite::meta("s", "late", StreamKind::Standalone);
+    assert!(matches!(
+        store.create_stream(&late, me).await,
+        Err(StoreError::Fenced(_))
+    ));
     let left: Vec<String> = redis::cmd("KEYS")
         .arg("busy:*")
         .query_async(&mut conn)
@@ -312,7 +319,7 @@ async fn a_stream_that_ends_while_a_reader_looks_is_read_not_missed() {
     let store = RedisStore::new(&settings(&url, "race", ""), limits()).unwrap();
     let me = suite::writer();
     let m = suite::meta("s", "fast", StreamKind::Request);
-    store.create_stream(&m, &me).await.unwrap();
+    suite::open_stream(&store, &m, &me).await;
     // A reader found nothing after 0 in the log; before it asks whether the
     // stream is open, the stream gets its event, its end, and loses its mark.
     let log = store.log_key(&m.key());
@@ -635,7 +642,7 @@ async fn after_a_redis_restart_one_failed_read_clears_every_stale_connection() {
     let m = suite::meta("s", "quiet", StreamKind::Standalone);
     // Written by another process, so the readers here block in Redis.
     let writer = RedisStore::new(&settings(&url, "restart", ""), limits()).unwrap();
-    writer.create_stream(&m, &suite::writer()).await.unwrap();
+    suite::open_stream(&writer, &m, &suite::writer()).await;
     // Readers blocked at once leave a pool of connections behind.
     let readers: Vec<_> = (0..8)
         .map(|_| {
