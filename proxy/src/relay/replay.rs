@@ -8,29 +8,32 @@
 //! dropped events it had not sent stops and says so: it never skips events
 //! silently.
 //!
-//! Memory per connection is bounded in bytes: frames go out in slices of at
-//! most [`SLICE`] bytes through a channel of a few slices, and the reader
-//! pulls from the log only as fast as the client takes.
+//! The reader is the response body itself: the client's connection pulls
+//! it, so it reads the log only as fast as the client takes, and holds at
+//! most one read of events and one frame, which goes out in slices of at
+//! most [`SLICE`] bytes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
+use futures::StreamExt;
 use http::Response;
-use tokio::sync::mpsc;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::app::App;
-use crate::body::{self, Body};
+use crate::body::Body;
 use crate::metrics::MissLabels;
 use crate::placement::orphans;
 use crate::relay::sse::sleep_until;
 use crate::sse::{comment, encode_event, retry};
-use crate::store::{LogRead, StreamKey};
+use crate::store::{LogRead, StoredEvent, StreamKey};
 
-/// Slices buffered between a reader and its client connection.
-const CHANNEL_SLICES: usize = 4;
 /// Largest slice of a frame sent at once.
 pub const SLICE: usize = 64 * 1024;
 /// Pause before reading again after the store failed a read.
@@ -63,119 +66,39 @@ pub struct Reader {
 }
 
 impl Reader {
-    /// Starts the reader and returns the client's response.
+    /// The client's response: an event stream that reads the log as the
+    /// client takes what it was given, with no task or buffer of its own.
+    /// When the client goes away the body is dropped, and the reader with it.
     pub fn respond(self, app: Arc<App>) -> Response<Body> {
-        let (tx, body) = body::channel(CHANNEL_SLICES);
-        tokio::spawn(self.run(app, tx));
-        super::event_stream_response(body)
-    }
-
-    async fn run(mut self, app: Arc<App>, tx: mpsc::Sender<Bytes>) {
         app.metrics.sse_streams_active.inc();
-        let _on_close = self.on_close.take();
-        let outcome = self.follow(&app, &tx).await;
-        tracing::debug!(stream = %self.stream, after = self.after, ?outcome, "reader closed");
-        if outcome == Close::Retry {
-            let _ = tx.send(retry(app.settings.sse.retry.as_millis())).await;
-        }
-        app.metrics.sse_streams_active.dec();
-    }
-
-    async fn follow(&mut self, app: &Arc<App>, tx: &mpsc::Sender<Bytes>) -> Close {
-        let sse = &app.settings.sse;
-        // The priming id names where this reader starts, so a client that
-        // resumes from it gets exactly what it has not seen.
-        if self.prime
-            && send(tx, encode_event(Some(&self.event_id(self.after)), None, ""))
-                .await
-                .is_err()
-        {
-            return Close::Gone;
-        }
-        let connection_deadline = sse.max_connection_time.map(|d| Instant::now() + d);
-        let mut touched = Instant::now();
-        loop {
-            let read = match self.first.take() {
-                Some(read) => Ok(read),
-                None => tokio::select! {
-                    read = app.store.read(&self.stream, self.after, sse.keep_alive_interval) => read,
-                    () = tx.closed() => return Close::Gone,
-                    () = self.superseded.cancelled() => return Close::Superseded,
-                    // Standalone streams never end by themselves: close them
-                    // as shutdown begins. Response streams end with their
-                    // answer: let them, unless the drain is nearly over.
-                    () = app.shutdown.cancelled(), if self.track_delivery => return Close::Retry,
-                    () = app.streams_closing.cancelled() => return Close::Retry,
-                    () = sleep_until(connection_deadline) => return Close::Retry,
-                },
-            };
-            let (events, ended) = match read {
-                Ok(LogRead::Events { events, ended }) => (events, ended),
-                Ok(LogRead::Missing) => return Close::Missing,
-                Ok(LogRead::Gap { first }) => {
-                    app.metrics
-                        .replay_misses
-                        .get_or_create(&MissLabels { reason: "trimmed" })
-                        .inc();
-                    tracing::warn!(stream = %self.stream, after = self.after, first, "client fell behind the retained events");
-                    let why = format!(
-                        "events {}.{} to {}.{} are no longer retained; this stream cannot continue",
-                        self.stream,
-                        self.after + 1,
-                        self.stream,
-                        first - 1
-                    );
-                    let _ = send(tx, comment(&why)).await;
-                    return Close::Gap;
-                }
-                Err(e) => {
-                    // The store is away for a moment (a restart, a failover):
-                    // hold the connection with keep-alives and read again,
-                    // rather than close a stream whose client may have no id
-                    // to come back with.
-                    tracing::warn!(stream = %self.stream, error = %e, "cannot read event log; retrying");
-                    if send(tx, comment("keep-alive")).await.is_err() {
-                        return Close::Gone;
-                    }
-                    tokio::select! {
-                        () = tokio::time::sleep(STORE_RETRY) => {}
-                        () = tx.closed() => return Close::Gone,
-                        () = self.superseded.cancelled() => return Close::Superseded,
-                    }
-                    continue;
-                }
-            };
-            if events.is_empty() && !ended {
-                if send(tx, comment("keep-alive")).await.is_err() {
-                    return Close::Gone;
-                }
-                self.idle(app, &mut touched).await;
-                continue;
-            }
-            if self.replaying {
-                app.metrics.events_replayed.inc_by(events.len() as u64);
-            }
-            for event in &events {
-                let frame = encode_event(
-                    Some(&self.event_id(event.seq)),
-                    event.event.as_deref(),
-                    &event.data,
-                );
-                if send(tx, frame).await.is_err() {
-                    return Close::Gone;
-                }
-                self.after = event.seq;
-            }
-            if self.track_delivery
-                && !events.is_empty()
-                && let Err(e) = app.store.set_delivered(&self.stream, self.after).await
-            {
-                tracing::debug!(stream = %self.stream, error = %e, "cannot record delivery");
-            }
-            if ended {
-                return Close::Ended;
-            }
-        }
+        let connection_deadline = app.settings.sse.max_connection_time.map(|d| Instant::now() + d);
+        let pull = Pull {
+            prime: self.prime,
+            reader: self,
+            app,
+            slices: VecDeque::new(),
+            events: Vec::new().into_iter(),
+            ended: false,
+            close: None,
+            done: false,
+            delivered: 0,
+            touched: Instant::now(),
+            connection_deadline,
+        };
+        let frames = futures::stream::unfold(pull, |mut pull| async move {
+            let slice = pull.next_slice().await?;
+            Some((Ok::<_, crate::body::BoxError>(Frame::data(slice)), pull))
+        });
+        // A body must be Sync; only the connection polls it, so a mutex it
+        // never contends (`get_mut`, no locking) makes it so.
+        let mut frames = std::sync::Mutex::new(Box::pin(frames));
+        let frames = futures::stream::poll_fn(move |cx| {
+            frames
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .poll_next_unpin(cx)
+        });
+        super::event_stream_response(BodyExt::boxed(StreamBody::new(frames)))
     }
 
     /// What an idle stream does besides the keep-alive: keep its session
@@ -197,15 +120,172 @@ impl Reader {
     }
 }
 
-/// Sends a frame in slices of at most [`SLICE`] bytes.
-async fn send(tx: &mpsc::Sender<Bytes>, frame: Bytes) -> Result<(), ()> {
-    let mut start = 0;
-    while start < frame.len() {
-        let end = (start + SLICE).min(frame.len());
-        tx.send(frame.slice(start..end)).await.map_err(drop)?;
-        start = end;
+/// A reader being pulled by its client's connection.
+struct Pull {
+    reader: Reader,
+    app: Arc<App>,
+    /// Send a priming event first.
+    prime: bool,
+    /// What is left of the frame being sent, in slices of at most [`SLICE`].
+    slices: VecDeque<Bytes>,
+    /// Events read but not yet encoded.
+    events: std::vec::IntoIter<StoredEvent>,
+    /// The stream ends after `events`.
+    ended: bool,
+    /// Why the reader stops, once it knows; what is queued goes out first.
+    close: Option<Close>,
+    done: bool,
+    /// The position last recorded as delivered (standalone streams).
+    delivered: u64,
+    touched: Instant,
+    connection_deadline: Option<Instant>,
+}
+
+impl Drop for Pull {
+    fn drop(&mut self) {
+        let outcome = self.close.as_ref().unwrap_or(&Close::Gone);
+        tracing::debug!(stream = %self.reader.stream, after = self.reader.after, ?outcome, "reader closed");
+        self.app.metrics.sse_streams_active.dec();
     }
-    Ok(())
+}
+
+impl Pull {
+    /// The next slice for the client; `None` ends the response.
+    async fn next_slice(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(slice) = self.slices.pop_front() {
+                return Some(slice);
+            }
+            if std::mem::take(&mut self.prime) {
+                let id = self.reader.event_id(self.reader.after);
+                self.queue(encode_event(Some(&id), None, ""));
+                continue;
+            }
+            if let Some(event) = self.events.next() {
+                let id = self.reader.event_id(event.seq);
+                self.queue(encode_event(Some(&id), event.event.as_deref(), &event.data));
+                self.reader.after = event.seq;
+                continue;
+            }
+            if self.done {
+                return None;
+            }
+            if self.ended {
+                self.finish(Close::Ended);
+                continue;
+            }
+            if let Some(close) = self.close.take() {
+                self.finish(close);
+                continue;
+            }
+            self.record_delivery().await;
+            self.read().await;
+        }
+    }
+
+    fn queue(&mut self, frame: Bytes) {
+        self.slices.extend(slices(frame));
+    }
+
+    /// Stops after what is queued, with `retry:` first where the client
+    /// should come back.
+    fn finish(&mut self, close: Close) {
+        if close == Close::Retry {
+            self.queue(retry(self.app.settings.sse.retry.as_millis()));
+        }
+        self.close = Some(close);
+        self.done = true;
+    }
+
+    /// Records how far a standalone stream's client was given events, once
+    /// it took them.
+    async fn record_delivery(&mut self) {
+        if !self.reader.track_delivery || self.reader.after <= self.delivered {
+            return;
+        }
+        if let Err(e) = self
+            .app
+            .store
+            .set_delivered(&self.reader.stream, self.reader.after)
+            .await
+        {
+            tracing::debug!(stream = %self.reader.stream, error = %e, "cannot record delivery");
+        }
+        self.delivered = self.reader.after;
+    }
+
+    /// Reads the log once: events to send, a keep-alive, or why to stop.
+    async fn read(&mut self) {
+        let app = self.app.clone();
+        let sse = &app.settings.sse;
+        let reader = &mut self.reader;
+        let read = match reader.first.take() {
+            Some(read) => Ok(read),
+            None => tokio::select! {
+                read = app.store.read(&reader.stream, reader.after, sse.keep_alive_interval) => read,
+                () = reader.superseded.cancelled() => return self.stop(Close::Superseded),
+                // Standalone streams never end by themselves: close them as
+                // shutdown begins. Response streams end with their answer:
+                // let them, unless the drain is nearly over.
+                () = app.shutdown.cancelled(), if reader.track_delivery => return self.stop(Close::Retry),
+                () = app.streams_closing.cancelled() => return self.stop(Close::Retry),
+                () = sleep_until(self.connection_deadline) => return self.stop(Close::Retry),
+            },
+        };
+        match read {
+            Ok(LogRead::Events { events, ended }) => {
+                if events.is_empty() && !ended {
+                    self.queue(comment("keep-alive"));
+                    self.reader.idle(&app, &mut self.touched).await;
+                    return;
+                }
+                if self.reader.replaying {
+                    app.metrics.events_replayed.inc_by(events.len() as u64);
+                }
+                self.events = events.into_iter();
+                self.ended = ended;
+            }
+            Ok(LogRead::Missing) => self.stop(Close::Missing),
+            Ok(LogRead::Gap { first }) => {
+                app.metrics
+                    .replay_misses
+                    .get_or_create(&MissLabels { reason: "trimmed" })
+                    .inc();
+                let (stream, after) = (&self.reader.stream, self.reader.after);
+                tracing::warn!(%stream, after, first, "client fell behind the retained events");
+                let why = format!(
+                    "events {stream}.{} to {stream}.{} are no longer retained; this stream cannot continue",
+                    after + 1,
+                    first - 1
+                );
+                self.queue(comment(&why));
+                self.stop(Close::Gap);
+            }
+            Err(e) => {
+                // The store is away for a moment (a restart, a failover):
+                // hold the connection with keep-alives and read again, rather
+                // than close a stream whose client may have no id to come
+                // back with.
+                tracing::warn!(stream = %self.reader.stream, error = %e, "cannot read event log; retrying");
+                self.queue(comment("keep-alive"));
+                tokio::select! {
+                    () = tokio::time::sleep(STORE_RETRY) => {}
+                    () = self.reader.superseded.cancelled() => self.stop(Close::Superseded),
+                }
+            }
+        }
+    }
+
+    fn stop(&mut self, close: Close) {
+        self.close = Some(close);
+    }
+}
+
+/// A frame in slices of at most [`SLICE`] bytes (shared, not copied).
+fn slices(frame: Bytes) -> impl Iterator<Item = Bytes> {
+    (0..frame.len())
+        .step_by(SLICE)
+        .map(move |start| frame.slice(start..(start + SLICE).min(frame.len())))
 }
 
 /// Why a reader stopped.
@@ -247,17 +327,12 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn large_frames_go_out_in_bounded_slices() {
-        let (tx, mut rx) = mpsc::channel(1);
+    #[test]
+    fn large_frames_go_out_in_bounded_slices() {
         let frame = Bytes::from(vec![b'x'; SLICE * 2 + 10]);
-        let sender = tokio::spawn(async move { send(&tx, frame).await });
-        let mut sizes = Vec::new();
-        while let Some(slice) = rx.recv().await {
-            sizes.push(slice.len());
-        }
+        let sizes: Vec<usize> = slices(frame).map(|s| s.len()).collect();
         assert_eq!(sizes, vec![SLICE, SLICE, 10]);
-        assert_eq!(sender.await.unwrap(), Ok(()));
+        assert_eq!(slices(Bytes::new()).count(), 0);
     }
 }
 
