@@ -301,16 +301,43 @@ pub(crate) mod tests {
         }
     }
 
+    /// Every default the README's flag table gives.
     #[test]
     fn defaults_fill_a_minimal_config() {
         let s = minimal().validate().unwrap();
+        let secs = Duration::from_secs;
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.admin_listen, "127.0.0.1:9090".parse().unwrap());
+        assert_eq!(s.peer_listen, "0.0.0.0:8081".parse().unwrap());
+        assert_eq!((s.peer_secret_file, s.advertise_addr), (None, None));
         assert_eq!(s.path, "/mcp");
         assert_eq!(s.store, StoreSettings::Memory);
+        assert_eq!(s.upstream_timeout, secs(5 * 60));
+        assert_eq!(
+            (s.allowed_origins, s.allowed_hosts),
+            (Allow::Loopback, Allow::Loopback)
+        );
         assert_eq!(s.max_body_bytes, 4 * 1024 * 1024);
-        assert_eq!(s.sse.keep_alive_interval, Duration::from_secs(15));
-        assert_eq!(s.sse.max_connection_time, None);
+        assert_eq!(s.max_body_bytes_in_flight, 64 * 1024 * 1024);
+        assert_eq!(s.header_read_timeout, secs(30));
+        assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.session_idle_timeout, secs(30 * 60));
+        assert_eq!(s.max_sessions, 10_000);
+        assert_eq!(s.session_rate, 100);
+        assert_eq!(s.store_max_bytes, 64 * 1024 * 1024);
+        assert_eq!(s.drain_timeout, secs(25));
+        assert_eq!(s.shutdown_delay, Duration::ZERO);
+        let sse = &s.sse;
+        assert_eq!(sse.keep_alive_interval, secs(15));
+        assert_eq!(sse.max_connection_time, None);
+        assert_eq!(sse.retry, secs(1));
+        assert_eq!(sse.max_events_per_stream, 1024);
+        assert_eq!(sse.max_event_bytes, 4 * 1024 * 1024);
+        assert_eq!(sse.max_log_bytes, 8 * 1024 * 1024);
+        assert_eq!(sse.max_streams, 10_000);
+        assert_eq!(sse.retention, secs(10 * 60));
+        assert_eq!(sse.response_retention, secs(60));
+        assert_eq!(sse.drain_limit, secs(5 * 60));
     }
 
     #[test]

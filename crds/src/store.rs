@@ -184,6 +184,15 @@ mod tests {
         };
         let nodes: Vec<&str> = nodes.iter().map(RedisUrl::expose).collect();
         assert_eq!(nodes, ["redis://u:pw@a:7000", "redis://u:pw@b:7001"]);
+        let StoreSettings::Redis(tls) = with("rediss+cluster://a:7000,b:7001").validate().unwrap().store
+        else {
+            panic!("not redis")
+        };
+        let RedisTopology::Cluster(nodes) = &tls.topology else {
+            panic!("not a cluster")
+        };
+        let nodes: Vec<&str> = nodes.iter().map(RedisUrl::expose).collect();
+        assert_eq!(nodes, ["rediss://a:7000", "rediss://b:7001"], "TLS to every node");
         let err = with("redis+cluster://:pw@/").validate().unwrap_err();
         assert_eq!(err.key, "store");
         assert!(!err.to_string().contains("pw@"), "{err}");
