@@ -92,7 +92,10 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
         let text = crate::client::text_body(response).await;
         match serde_json::from_str::<Value>(&text) {
             Ok(answer) if answer.get("error").is_some() => read.events.push((None, answer)),
-            _ => read.failure = Some(format!("call answered {status} without a JSON-RPC error: {text}")),
+            _ => {
+                let code = status.as_u16();
+                read.failure = Some(format!("call answered {code} without a JSON-RPC error: {text}"));
+            }
         }
         return read;
     }

@@ -444,9 +444,7 @@ async fn stream_call(mcp: &Mcp, tool: &str, arguments: Value, progress: u64, rec
         return match () {
             _ if read.missed => outcome(record, "explicit miss"),
             _ if failure.starts_with("no answer") => outcome(record, "not sent (no replica listening)"),
-            _ if failure.contains("answered 502 without a JSON-RPC error")
-                && failure.ends_with(FRONT_BROKE) =>
-            {
+            _ if read.status == 502 && failure.ends_with(&format!(": {FRONT_BROKE}")) => {
                 outcome(record, "connection broke (502 Bad Gateway)")
             }
             _ if failure.contains("before any event") => {
