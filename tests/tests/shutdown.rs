@@ -1,6 +1,6 @@
 //! SIGTERM: in-flight answers finish, streams that would outlast the drain
 //! are told to come back (`retry:`), and the process exits within the drain
-//! timeout.
+//! timeout; a server started as a child (`-- CMD`) is stopped after it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shadowcat_tests::client::{Events, Mcp};
-use shadowcat_tests::procs::Shadowcat;
+use shadowcat_tests::procs::{self, Shadowcat};
 use shadowcat_tests::upstream::{Options, Scripted};
 use shadowcat_tests::within;
 
@@ -182,4 +182,92 @@ async fn post_drain_answers_once_in_flight_answers_are_in_the_log() {
     assert_eq!(admin_status(&proxy, http::Method::GET, "/healthz").await, 200);
     proxy.proc.terminate();
     exits_cleanly(&mut proxy, Duration::ZERO).await;
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: the command may hold spaces, so split after it.
+        let parent = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+/// `shadowcat … -- CMD` starts the server, proxies to it once it answers,
+/// stops it after its own drain on SIGTERM, and ends when it ends.
+#[tokio::test]
+async fn child_mode_runs_the_server_and_ends_with_it() {
+    let start = || async {
+        let port = shadowcat_tests::free_port();
+        let server = procs::shadowcat_bin().with_file_name("scripted-upstream");
+        let upstream = format!("http://127.0.0.1:{port}/mcp");
+        let port = port.to_string();
+        let proxy = Shadowcat::start(
+            &upstream,
+            &["--", server.to_str().unwrap(), "--port", &port, "--tag", "child"],
+        )
+        .await;
+        let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+        mcp.initialize().await;
+        let answer = mcp.request("tools/call", json!({"name": "echo"})).await;
+        assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+        let pid = proxy.proc.child.id().unwrap();
+        let children = children_of(pid);
+        assert_eq!(children.len(), 1, "one server process: {children:?}");
+        (proxy, children[0])
+    };
+    let gone = |pid: u32| async move {
+        shadowcat_tests::eventually("the server to be gone", Duration::from_secs(20), || async move {
+            (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
+        })
+        .await;
+    };
+
+    // SIGTERM: Shadowcat drains, then stops the server, then exits.
+    let (mut proxy, server) = start().await;
+    proxy.proc.terminate();
+    let status = within(
+        "shadowcat to exit",
+        Duration::from_secs(40),
+        proxy.proc.child.wait(),
+    )
+    .await
+    .unwrap();
+    gone(server).await;
+    // The server died of the SIGTERM it was sent, so it has no exit code.
+    assert_eq!(status.code(), Some(1), "{}", proxy.proc.output());
+
+    // The server dies by itself: Shadowcat ends too, saying so.
+    let (mut proxy, server) = start().await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = within(
+        "shadowcat to exit",
+        Duration::from_secs(40),
+        proxy.proc.child.wait(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(1));
+    proxy
+        .proc
+        .wait_line("the exit logged", |l| {
+            l.contains("upstream command exited").then_some(())
+        })
+        .await;
 }
