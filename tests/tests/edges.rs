@@ -1,6 +1,7 @@
 //! The edges of the listener and of what Shadowcat passes on: Host and
 //! Origin checks, slow and surplus connections, secrets kept out of logs,
-//! and upstream sessions ended when Shadowcat gives them up.
+//! upstream sessions ended when Shadowcat gives them up, and how flags, the
+//! environment and the config file layer.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
 
@@ -251,4 +252,40 @@ async fn an_expired_session_is_ended_upstream_too() {
         },
     )
     .await;
+}
+
+/// Where a shadowcat started with `args` and `env` listens (its "listening"
+/// line), with `file` as its config file.
+async fn listens_at(file: &str, env: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = std::env::temp_dir().join(format!("shadowcat-layers-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, file).unwrap();
+    let mut cmd = tokio::process::Command::new(shadowcat_tests::procs::shadowcat_bin());
+    cmd.arg("--config")
+        .arg(&config)
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .args(args);
+    cmd.envs(env.iter().copied()).env("SHADOWCAT_LOG", "info");
+    let proc = shadowcat_tests::procs::Proc::spawn(cmd);
+    let public = proc
+        .wait_line("shadowcat to listen", |line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "listening").then(|| v["public"].as_str().map(str::to_owned))?
+        })
+        .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    public
+}
+
+/// Settings layer as the README says: a flag over its environment variable
+/// over the config file over the default.
+#[tokio::test]
+async fn a_flag_beats_the_environment_which_beats_the_file() {
+    let [file, env, flag] = [free_port(), free_port(), free_port()].map(|p| format!("127.0.0.1:{p}"));
+    let yaml = format!("upstream: http://127.0.0.1:1/mcp\nlisten: {file}\nlogFormat: json\n");
+    assert_eq!(listens_at(&yaml, &[], &[]).await, file);
+    let from_env = [("SHADOWCAT_LISTEN", env.as_str())];
+    assert_eq!(listens_at(&yaml, &from_env, &[]).await, env);
+    assert_eq!(listens_at(&yaml, &from_env, &["--listen", &flag]).await, flag);
 }
