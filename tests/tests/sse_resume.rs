@@ -375,3 +375,30 @@ async fn upstream_that_forgot_the_session_is_reinitialized_transparently() {
         assert_eq!(reinits, 1);
     }
 }
+
+/// A stream whose client left is read on for `--sse-drain-limit`, no longer:
+/// then the request gets a JSON-RPC error in the log, where a resuming client
+/// finds it, rather than a stream that never ends.
+#[tokio::test]
+async fn a_stream_whose_client_left_is_drained_only_for_the_drain_limit() {
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(&upstream.url, &["--sse-drain-limit", "1s"]).await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let mut events = mcp.call_stream(3).await;
+    upstream.release(1);
+    let (first, message) = events.next_message().await.unwrap();
+    assert_eq!(progress(&message), 1);
+    drop(events);
+    // The upstream never sends another event. With the default limit (five
+    // minutes) this read would outlast the client's patience and fail.
+    let rest = Events::new(mcp.get(first.as_deref()).await).rest().await;
+    let messages: Vec<_> = rest.iter().map(|(_, m)| m).collect();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let error = &messages[0]["error"];
+    assert!(
+        error["message"].as_str().unwrap().contains("stopped waiting"),
+        "{error}"
+    );
+    assert_eq!(upstream.sent(), 1, "nothing was released after the first event");
+}
