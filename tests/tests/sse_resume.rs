@@ -203,6 +203,19 @@ async fn sse_resume_that_cannot_be_exact_is_a_clear_counted_miss() {
     drop(events);
     upstream.release(6);
     upstream.wait_sent(7).await;
+    // Every event in the log and the stream ended: from here, what the
+    // resumption finds does not change under it (a reader started earlier
+    // could meet the trimming itself, and count it too).
+    let pumped = "shadowcat_sse_events_pumped_total";
+    shadowcat_tests::eventually(
+        "all seven events in the log",
+        std::time::Duration::from_secs(10),
+        || {
+            let (http, admin) = (mcp.http.clone(), proxy.admin.clone());
+            async move { (metric(&http, &admin, pumped).await == 7).then_some(()) }
+        },
+    )
+    .await;
     let first = first.unwrap();
     let stream_done = async {
         shadowcat_tests::eventually("the stream to end", std::time::Duration::from_secs(10), || {

@@ -178,7 +178,6 @@ impl Pump {
                 // The stream is done: this batch and the end marker go to
                 // the store together, in one write where it can.
                 self.pending.clear();
-                self.app.metrics.events_pumped.inc_by(batch.len() as u64);
                 self.unstored = batch;
                 return BodyEnd::Answered;
             }
@@ -312,7 +311,9 @@ impl Pump {
             self.next_seq += 1;
             event
         }));
-        end_with(&self.app, &self.stream, &events).await;
+        if end_with(&self.app, &self.stream, &events).await {
+            self.app.metrics.events_pumped.inc_by(events.len() as u64);
+        }
     }
 }
 
