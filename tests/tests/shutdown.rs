@@ -184,6 +184,15 @@ async fn post_drain_answers_once_in_flight_answers_are_in_the_log() {
     exits_cleanly(&mut proxy, Duration::ZERO).await;
 }
 
+/// Shadowcat's exit code, once it exits.
+async fn exit_code(proxy: &mut Shadowcat) -> Option<i32> {
+    let wait = proxy.proc.child.wait();
+    within("shadowcat to exit", Duration::from_secs(40), wait)
+        .await
+        .unwrap()
+        .code()
+}
+
 /// The processes whose parent is `pid`.
 fn children_of(pid: u32) -> Vec<u32> {
     let mut children = Vec::new();
@@ -238,16 +247,10 @@ async fn child_mode_runs_the_server_and_ends_with_it() {
     // SIGTERM: Shadowcat drains, then stops the server, then exits.
     let (mut proxy, server) = start().await;
     proxy.proc.terminate();
-    let status = within(
-        "shadowcat to exit",
-        Duration::from_secs(40),
-        proxy.proc.child.wait(),
-    )
-    .await
-    .unwrap();
+    let status = exit_code(&mut proxy).await;
     gone(server).await;
     // The server died of the SIGTERM it was sent, so it has no exit code.
-    assert_eq!(status.code(), Some(1), "{}", proxy.proc.output());
+    assert_eq!(status, Some(1), "{}", proxy.proc.output());
 
     // The server dies by itself: Shadowcat ends too, saying so.
     let (mut proxy, server) = start().await;
@@ -256,14 +259,8 @@ async fn child_mode_runs_the_server_and_ends_with_it() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = within(
-        "shadowcat to exit",
-        Duration::from_secs(40),
-        proxy.proc.child.wait(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(status.code(), Some(1));
+    let status = exit_code(&mut proxy).await;
+    assert_eq!(status, Some(1));
     proxy
         .proc
         .wait_line("the exit logged", |l| {

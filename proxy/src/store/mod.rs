@@ -177,6 +177,13 @@ impl StoreLimits {
 /// Largest number of events one [`Store::read`] returns.
 pub const READ_BATCH: usize = 256;
 
+/// Locks a store's mutex. Every critical section in the stores is a handful
+/// of inserts, removes and pushes that cannot panic half way, so a poisoned
+/// lock is still consistent.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// [`Store::finish`] in two steps.
 async fn append_then_end<S: Store + ?Sized>(
     store: &S,

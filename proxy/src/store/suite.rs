@@ -73,7 +73,8 @@ pub fn meta(session: &str, id: &str, kind: StreamKind) -> StreamMeta {
     }
 }
 
-fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
+/// Events with these seqs, each a small JSON object.
+pub fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
     seqs.map(|seq| StoredEvent {
         seq,
         event: None,

@@ -13,7 +13,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use super::{
     Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange, SessionRecord,
-    Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update,
+    Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update, lock,
 };
 
 /// The in-memory [`Store`].
@@ -86,12 +86,6 @@ impl LogState {
         self.bytes -= freed;
         freed
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section is a handful of inserts, removes and pushes that
-    // cannot panic half way, so a poisoned lock is still consistent.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Logs {

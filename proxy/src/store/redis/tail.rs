@@ -10,13 +10,13 @@
 //! stream stays until a reader has seen its end, or for [`LINGER`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::store::{LogRead, READ_BATCH, StoredEvent, StreamKey};
+use crate::store::{LogRead, READ_BATCH, StoredEvent, StreamKey, lock};
 
 /// Events kept per stream.
 const EVENTS: usize = 64;
@@ -71,11 +71,6 @@ pub(super) enum Answer {
     Quiet,
     /// The tail cannot serve this read.
     Unknown,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Critical sections are pushes and pops that cannot panic half way.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Tail {
@@ -160,8 +155,8 @@ impl Tail {
 
     /// Stops following every stream of a deleted session.
     pub(super) fn forget_session(&self, session: &str) {
-        let removed = lock(&self.inner).streams.remove(session).unwrap_or_default();
         let mut inner = lock(&self.inner);
+        let removed = inner.streams.remove(session).unwrap_or_default();
         for stream in removed.values() {
             inner.release(stream);
         }
@@ -308,21 +303,13 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::suite::events;
 
     fn key(id: &str) -> StreamKey {
         StreamKey {
             session: "s".into(),
             id: id.into(),
         }
-    }
-
-    fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<StoredEvent> {
-        seqs.map(|seq| StoredEvent {
-            seq,
-            event: None,
-            data: format!("{{\"n\":{seq}}}"),
-        })
-        .collect()
     }
 
     fn seqs(answer: Answer) -> (Vec<u64>, bool) {
