@@ -201,11 +201,24 @@ async fn sse_resume_that_cannot_be_exact_is_a_clear_counted_miss() {
     upstream.release(1);
     let (first, _) = events.next_message().await.unwrap();
     drop(events);
+    // The reader of the dropped connection must be gone before the stream
+    // runs past what the log keeps: a reader still being polled would meet
+    // the trimming itself and count a second miss.
+    shadowcat_tests::eventually(
+        "the dropped client's reader to close",
+        std::time::Duration::from_secs(10),
+        || {
+            let (http, admin) = (mcp.http.clone(), proxy.admin.clone());
+            async move {
+                (metric(&http, &admin, "shadowcat_sse_streams_active").await == 0).then_some(())
+            }
+        },
+    )
+    .await;
     upstream.release(6);
     upstream.wait_sent(7).await;
     // Every event in the log and the stream ended: from here, what the
-    // resumption finds does not change under it (a reader started earlier
-    // could meet the trimming itself, and count it too).
+    // resumption finds does not change under it.
     let pumped = "shadowcat_sse_events_pumped_total";
     shadowcat_tests::eventually(
         "all seven events in the log",
