@@ -3,6 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{AuthConfig, UpstreamAuthConfig};
+
 /// The sidecar's configuration as written. Every field is optional so layers
 /// (flags over environment over file over defaults) can be merged with
 /// [`SidecarConfig::or`]; [`SidecarConfig::validate`] checks the result.
@@ -111,6 +113,12 @@ pub struct SidecarConfig {
     /// Server-sent event streams.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sse: Option<SseConfig>,
+    /// Verifying clients' access tokens (off unless `auth.issuer` is set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Credentials for the upstream, sent in place of the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_auth: Option<UpstreamAuthConfig>,
 }
 
 /// Redis settings beyond the `store` URL.
@@ -241,6 +249,14 @@ impl SidecarConfig {
                 (upper, lower) => upper.or(lower),
             },
             sse: match (self.sse, lower.sse) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
+            auth: match (self.auth, lower.auth) {
+                (Some(upper), Some(lower)) => Some(upper.or(lower)),
+                (upper, lower) => upper.or(lower),
+            },
+            upstream_auth: match (self.upstream_auth, lower.upstream_auth) {
                 (Some(upper), Some(lower)) => Some(upper.or(lower)),
                 (upper, lower) => upper.or(lower),
             },

@@ -6,11 +6,16 @@
 //! [`Settings`], which cannot hold an invalid value.
 #![forbid(unsafe_code)]
 
+mod auth;
 mod config;
 mod mcpproxy;
 mod settings;
 mod store;
 
+pub use auth::{
+    AuthConfig, AuthSettings, DEFAULT_ALGORITHMS, ScopesConfig, UpstreamAuthConfig, UpstreamAuthSettings,
+    canonical_uri,
+};
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
     ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,

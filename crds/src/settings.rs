@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::Uri;
 
+use crate::auth::{AuthSettings, UpstreamAuthSettings};
 use crate::config::{LogFormat, SidecarConfig, SseConfig};
 use crate::store::StoreSettings;
 
@@ -114,6 +115,10 @@ pub struct Settings {
     pub store_max_bytes: usize,
     /// SSE settings.
     pub sse: SseSettings,
+    /// Token verification; `None` when off.
+    pub auth: Option<AuthSettings>,
+    /// Credentials for the upstream; `None` for none.
+    pub upstream_auth: Option<UpstreamAuthSettings>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -170,6 +175,8 @@ impl SidecarConfig {
             },
             store_max_bytes: count("storeMaxBytes", self.store_max_bytes, 64 * MIB)?,
             sse: sse_settings(&sse)?,
+            auth: self.auth.clone().unwrap_or_default().validate()?,
+            upstream_auth: self.upstream_auth.clone().unwrap_or_default().validate()?,
         })
     }
 }
@@ -284,7 +291,7 @@ fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError
     Ok(parsed)
 }
 
-fn parse_duration_or_zero(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration_or_zero(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text)
         .map_err(|e| ConfigError::new(key, format!("`{text}` is not a duration like 30s or 5m ({e})")))
 }

@@ -9,12 +9,13 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Auth;
 use crate::endpoint::body::BodyBudget;
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::session::{Admission, SessionManager};
 use crate::store::{Instance, Store};
-use crate::upstream::Upstream;
+use crate::upstream::{Credential, Upstream};
 
 /// Shared state of one Shadowcat process.
 #[derive(Debug)]
@@ -48,6 +49,8 @@ pub struct App {
     /// Forwarding to other replicas; `None` without a peer secret, in which
     /// case a replica serves every session itself (adopting as needed).
     pub peer: Option<PeerClient>,
+    /// The resource server verifying clients' tokens; `None` when off.
+    pub auth: Option<Arc<Auth>>,
     terminating: AtomicBool,
     upstream_up: AtomicBool,
     store_health: Mutex<Result<(), String>>,
@@ -55,13 +58,15 @@ pub struct App {
 
 impl App {
     /// Assembles the shared state. The receiver yields upstream session ids
-    /// this process abandoned, to end upstream.
+    /// this process abandoned, to end upstream. Fails on an upstream
+    /// credential file that cannot be read, or a CA file for the
+    /// authorization server that cannot be used.
     pub fn new(
         settings: Settings,
         store: Arc<dyn Store>,
         me: Instance,
         peer: Option<PeerClient>,
-    ) -> (Arc<Self>, mpsc::Receiver<String>) {
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<String>)> {
         let metrics = Arc::new(Metrics::new());
         let admission = Admission::new(settings.max_sessions, settings.session_rate);
         let (sessions, abandoned) = SessionManager::new(
@@ -71,7 +76,18 @@ impl App {
             admission,
             metrics.clone(),
         );
-        let upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout);
+        let mut upstream = Upstream::new(settings.upstream.clone(), settings.upstream_timeout);
+        if let Some(credential) = &settings.upstream_auth {
+            upstream = upstream.with_credential(Credential::load(credential)?);
+        }
+        let auth = match &settings.auth {
+            Some(auth) => Some(Arc::new(Auth::new(
+                auth.clone(),
+                &settings.path,
+                metrics.clone(),
+            )?)),
+            None => None,
+        };
         let bodies = BodyBudget::new(settings.max_body_bytes_in_flight);
         let app = Arc::new(Self {
             settings,
@@ -86,11 +102,12 @@ impl App {
             pumps: TaskTracker::new(),
             bodies,
             peer,
+            auth,
             terminating: AtomicBool::new(false),
             upstream_up: AtomicBool::new(false),
             store_health: Mutex::new(Ok(())),
         });
-        (app, abandoned)
+        Ok((app, abandoned))
     }
 
     /// Whether the last probe reached the upstream.

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use shadowcat_crds::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
+use shadowcat_crds::{
+    AuthConfig, LogFormat, RedisConfig, ScopesConfig, SidecarConfig, SseConfig, UpstreamAuthConfig,
+};
 
 /// Shadowcat: an MCP Streamable HTTP sidecar with durable sessions and
 /// resumable event streams.
@@ -131,6 +133,42 @@ pub struct Cli {
     /// Bytes of events kept per stream (memory store) [default: 8388608].
     #[arg(long, env = "SHADOWCAT_SSE_MAX_LOG_BYTES")]
     pub sse_max_log_bytes: Option<u64>,
+    /// Verify access tokens issued by this authorization server (issuer URL); off when unset.
+    #[arg(long, env = "SHADOWCAT_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// This endpoint's URL as clients reach it: the metadata's `resource` and the tokens' audience (required with --auth-issuer).
+    #[arg(long, env = "SHADOWCAT_AUTH_RESOURCE")]
+    pub auth_resource: Option<String>,
+    /// The issuer's JWKS URL [default: found through the issuer's metadata].
+    #[arg(long, env = "SHADOWCAT_AUTH_JWKS_URL")]
+    pub auth_jwks_url: Option<String>,
+    /// Further accepted token audiences, comma-separated [default: the resource only].
+    #[arg(long, env = "SHADOWCAT_AUTH_AUDIENCES", value_delimiter = ',')]
+    pub auth_audiences: Option<Vec<String>>,
+    /// Accepted signature algorithms, comma-separated [default: RS256,RS384,RS512,PS256,PS384,PS512,ES256,ES384,EdDSA].
+    #[arg(long, env = "SHADOWCAT_AUTH_ALGORITHMS", value_delimiter = ',')]
+    pub auth_algorithms: Option<Vec<String>>,
+    /// Scopes every request needs, comma-separated [default: none].
+    #[arg(long, env = "SHADOWCAT_AUTH_SCOPES", value_delimiter = ',')]
+    pub auth_scopes: Option<Vec<String>>,
+    /// Clock skew allowed on a token's exp and nbf [default: 30s].
+    #[arg(long, env = "SHADOWCAT_AUTH_LEEWAY")]
+    pub auth_leeway: Option<String>,
+    /// How often the issuer's keys are fetched again [default: 10m].
+    #[arg(long, env = "SHADOWCAT_AUTH_JWKS_REFRESH_INTERVAL")]
+    pub auth_jwks_refresh_interval: Option<String>,
+    /// Fewest time between two key fetches caused by an unknown key id [default: 10s].
+    #[arg(long, env = "SHADOWCAT_AUTH_JWKS_MIN_REFRESH_INTERVAL")]
+    pub auth_jwks_min_refresh_interval: Option<String>,
+    /// PEM CAs to trust for the authorization server, beyond the system's roots.
+    #[arg(long, env = "SHADOWCAT_AUTH_CA_FILE")]
+    pub auth_ca_file: Option<String>,
+    /// Header carrying the upstream credential [default: Authorization].
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_AUTH_HEADER")]
+    pub upstream_auth_header: Option<String>,
+    /// File with the upstream credential header's value (a mounted Secret), sent on every upstream request.
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_AUTH_FILE")]
+    pub upstream_auth_file: Option<String>,
     /// This replica's id [default: $POD_NAME, else $HOSTNAME, else "shadowcat"].
     #[arg(long, env = "SHADOWCAT_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -170,6 +208,26 @@ impl Cli {
             wait_replicas: self.redis_wait_replicas,
             wait_timeout: self.redis_wait_timeout.clone(),
         };
+        let auth = AuthConfig {
+            issuer: self.auth_issuer.clone(),
+            jwks_url: self.auth_jwks_url.clone(),
+            resource: self.auth_resource.clone(),
+            audiences: self.auth_audiences.clone(),
+            algorithms: self.auth_algorithms.clone(),
+            leeway: self.auth_leeway.clone(),
+            jwks_refresh_interval: self.auth_jwks_refresh_interval.clone(),
+            jwks_min_refresh_interval: self.auth_jwks_min_refresh_interval.clone(),
+            ca_file: self.auth_ca_file.clone(),
+            scopes: self.auth_scopes.clone().map(|default| ScopesConfig {
+                default: Some(default),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let upstream_auth = UpstreamAuthConfig {
+            header: self.upstream_auth_header.clone(),
+            value_file: self.upstream_auth_file.clone(),
+        };
         SidecarConfig {
             listen: self.listen.clone(),
             admin_listen: self.admin_listen.clone(),
@@ -199,6 +257,8 @@ impl Cli {
             store_max_bytes: self.store_max_bytes,
             redis: (redis != RedisConfig::default()).then_some(redis),
             sse: (sse != SseConfig::default()).then_some(sse),
+            auth: (auth != AuthConfig::default()).then_some(auth),
+            upstream_auth: (upstream_auth != UpstreamAuthConfig::default()).then_some(upstream_auth),
         }
     }
 

@@ -115,6 +115,9 @@ pub enum Error {
     /// Shadowcat is shutting down and takes no new sessions.
     #[error("shutting down")]
     ShuttingDown,
+    /// No valid access token, or not enough scope for the request.
+    #[error("{0}")]
+    Auth(crate::auth::Denied),
 }
 
 /// Result of the request path.
@@ -154,6 +157,7 @@ impl Error {
                 StatusCode::BAD_GATEWAY
             }
             Error::UpstreamTimeout(_) | Error::OwnerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Error::Auth(denied) => denied.status,
             Error::Store(_)
             | Error::ShuttingDown
             | Error::AdoptionRace
@@ -209,6 +213,7 @@ impl Error {
             Error::ShuttingDown => "shutting_down",
             Error::AdoptionRace => "adoption_race",
             Error::PeerUnauthorized => "peer_unauthorized",
+            Error::Auth(denied) => denied.outcome,
         }
     }
 
@@ -227,6 +232,14 @@ impl Error {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        if let Error::Auth(crate::auth::Denied {
+            challenge: Some(challenge),
+            ..
+        }) = &self
+            && let Ok(value) = header::HeaderValue::from_str(challenge)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
         match status {
             StatusCode::METHOD_NOT_ALLOWED => {
                 headers.insert(

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod child;
 pub mod cli;
@@ -88,7 +89,11 @@ pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> a
     }
     let listeners = server::Listeners::bind(settings.listen, settings.admin_listen, peer_listen).await?;
     let advertised = listeners.advertise(settings.advertise_addr.as_deref())?;
-    let (app, abandoned) = app::App::new(settings, store, store::Instance::new(replica), peer);
+    let (app, abandoned) = app::App::new(settings, store, store::Instance::new(replica), peer)?;
+    if let Some(auth) = &app.auth {
+        tracing::info!(issuer = %auth.settings().issuer, resource = %auth.settings().resource, "verifying access tokens");
+        tokio::spawn(auth.clone().keep_keys_current());
+    }
     if let Some(addr) = advertised {
         app.sessions.set_addr(addr);
     }

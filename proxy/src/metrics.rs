@@ -45,6 +45,20 @@ pub struct ListenerLabels {
     pub listener: &'static str,
 }
 
+/// Labels of a token check.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// `ok`, or why the request was refused (`missing`, `expired`, ...).
+    pub outcome: &'static str,
+}
+
+/// Labels of a key fetch.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// `ok` or `error`.
+    pub result: &'static str,
+}
+
 /// Every metric Shadowcat exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -93,6 +107,10 @@ pub struct Metrics {
     pub connections_refused: Family<ListenerLabels, Counter>,
     /// Connections open, by listener.
     pub connections_active: Family<ListenerLabels, Gauge>,
+    /// Token checks by outcome.
+    pub auth_checks: Family<AuthLabels, Counter>,
+    /// Fetches of the issuer's signing keys, by result.
+    pub auth_key_fetches: Family<JwksLabels, Counter>,
 }
 
 fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -233,6 +251,18 @@ impl Metrics {
                 &mut r,
                 "connections_active",
                 "Open connections by listener",
+                Family::default(),
+            ),
+            auth_checks: register(
+                &mut r,
+                "auth_checks",
+                "Access-token checks by outcome (ok, or why the request was refused)",
+                Family::default(),
+            ),
+            auth_key_fetches: register(
+                &mut r,
+                "auth_key_fetches",
+                "Fetches of the authorization server's signing keys by result",
                 Family::default(),
             ),
             registry: r,

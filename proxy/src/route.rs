@@ -9,24 +9,32 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::app::App;
+use crate::auth::Identity;
 use crate::body::{self, Body};
 use crate::endpoint;
 use crate::error::Error;
 use crate::metrics::{MethodLabels, RequestLabels};
-use crate::peer::{INSTANCE_PATH, PEER_AUTH, PEER_HOP, Signed};
+use crate::peer::{INSTANCE_PATH, PEER_AUTH, PEER_HOP, PEER_IDENTITY, Signed};
 
 /// The public listener: the MCP endpoint and nothing else.
 pub async fn public(app: Arc<App>, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     // Only the peer listener may mark a request as forwarded.
     req.headers_mut().remove(&PEER_HOP);
     req.headers_mut().remove(&PEER_AUTH);
+    req.headers_mut().remove(&PEER_IDENTITY);
     Ok(serve(app, req.map(body::incoming)).await)
 }
 
 async fn serve(app: Arc<App>, req: Request<Body>) -> Response<Body> {
     let start = Instant::now();
     let method = method_label(req.method());
-    let response = if req.uri().path() == app.settings.path {
+    let metadata = app
+        .auth
+        .as_ref()
+        .and_then(|auth| auth.metadata_response(req.method(), req.uri().path()));
+    let response = if let Some(metadata) = metadata {
+        metadata
+    } else if req.uri().path() == app.settings.path {
         endpoint::handle(app.clone(), req).await
     } else {
         Error::NotFound.into_response(None)
@@ -82,21 +90,38 @@ pub async fn peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body
         parts.headers.contains_key(&PEER_HOP),
     ) {
         (Some(peer), Some(auth), Some(session), true) => {
+            let identity = header(&PEER_IDENTITY).unwrap_or_default();
             let signed = Signed {
                 method: parts.method.as_str(),
                 path: parts.uri.path(),
                 session,
                 body: &bytes,
+                identity,
             };
             peer.secret()
                 .verify(&signed, auth)
                 .map_err(|refused| format!("{refused:?}"))
+                .and_then(|()| match (&app.auth, identity) {
+                    (None, _) => Ok(None),
+                    // Verified by the forwarding replica, signed with the request.
+                    (Some(_), wire) => Identity::from_wire(wire)
+                        .map(|identity| Some(Arc::new(identity)))
+                        .ok_or_else(|| {
+                            "no verified identity (is token verification on for every replica?)".to_owned()
+                        }),
+                })
         }
         _ => Err("missing signature, session or hop marker".to_owned()),
     };
-    if let Err(why) = verdict {
-        tracing::warn!(path = %parts.uri.path(), why, "peer request refused");
-        return Ok(Error::PeerUnauthorized.into_response(None));
+    match verdict {
+        Err(why) => {
+            tracing::warn!(path = %parts.uri.path(), why, "peer request refused");
+            return Ok(Error::PeerUnauthorized.into_response(None));
+        }
+        Ok(Some(identity)) => {
+            parts.extensions.insert(identity);
+        }
+        Ok(None) => {}
     }
     Ok(serve(app, Request::from_parts(parts, body::full(bytes))).await)
 }

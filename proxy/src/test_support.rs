@@ -25,7 +25,7 @@ pub fn app_as(config: SidecarConfig, me: Instance, peer: Option<PeerClient>) -> 
     .validate()
     .unwrap_or_else(|e| panic!("test config: {e}"));
     let store = MemoryStore::new(crate::store_limits(&settings));
-    let (app, _abandoned) = App::new(settings, store.clone(), me, peer);
+    let (app, _abandoned) = App::new(settings, store.clone(), me, peer).expect("app");
     (app, store)
 }
 

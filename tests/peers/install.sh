@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the non-Rust test peers: npm packages (server-everything, the
-# conformance suite, the TypeScript SDK, Node 22) and a Python venv with the
-# MCP SDK. Idempotent and quick when nothing changed. Works from any cwd.
+# conformance suite, the TypeScript SDK, oidc-provider, Node 22) and a Python
+# venv with the MCP SDK. Idempotent and quick when nothing changed. Works from any cwd.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 

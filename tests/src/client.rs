@@ -178,6 +178,8 @@ pub struct Mcp {
     /// With a prefix, request ids are strings `<prefix><n>`, unique across
     /// clients.
     pub id_prefix: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
 }
 
 impl Mcp {
@@ -190,6 +192,7 @@ impl Mcp {
             version: version.into(),
             next_id: AtomicU64::new(1),
             id_prefix: None,
+            token: None,
         }
     }
 
@@ -207,6 +210,10 @@ impl Mcp {
         ];
         if let Some(s) = &self.session {
             headers.push(("mcp-session-id", s.as_str()));
+        }
+        let bearer = self.bearer();
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
         }
         try_send(
             &self.http,
@@ -235,17 +242,29 @@ impl Mcp {
         if let Some(id) = last_event_id {
             headers.push(("last-event-id", id));
         }
+        let bearer = self.bearer();
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
         try_send(&self.http, Method::GET, &self.url, &headers, Bytes::new()).await
     }
 
     /// DELETEs the session.
     pub async fn delete(&self) -> Response<Incoming> {
         let session = self.session.clone().unwrap();
-        let headers = [
+        let mut headers = vec![
             ("mcp-session-id", session.as_str()),
             ("mcp-protocol-version", self.version.as_str()),
         ];
+        let bearer = self.bearer();
+        if let Some(b) = &bearer {
+            headers.push(("authorization", b.as_str()));
+        }
         send(&self.http, Method::DELETE, &self.url, &headers, Bytes::new()).await
+    }
+
+    fn bearer(&self) -> Option<String> {
+        self.token.as_ref().map(|t| format!("Bearer {t}"))
     }
 
     /// A request message with a fresh id.

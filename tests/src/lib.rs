@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod oauth;
 pub mod procs;
 pub mod relay;
 pub mod upstream;

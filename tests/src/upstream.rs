@@ -66,6 +66,12 @@ pub struct Seen {
     /// Refused without running: its session is unknown here.
     #[serde(default)]
     pub rejected: bool,
+    /// Its `Authorization` header.
+    #[serde(default)]
+    pub authorization: Option<String>,
+    /// Its `X-Mcp-Subject` header (a claim header in the auth tests).
+    #[serde(default)]
+    pub subject: Option<String>,
 }
 
 /// How to run it.
@@ -288,10 +294,14 @@ impl State {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let method = req.method().to_string();
-    let session = req
-        .headers()
-        .get("mcp-session-id")
-        .map(|v| v.to_str().unwrap_or("").to_owned());
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+    };
+    let session = header("mcp-session-id");
+    let authorization = header("authorization");
+    let subject = header("x-mcp-subject");
     let bytes = req
         .into_body()
         .collect()
@@ -324,6 +334,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         id: message.as_ref().and_then(|m| m.get("id").cloned()),
         tool: tool.clone(),
         rejected: forgotten,
+        authorization,
+        subject,
     });
     let response = match method.as_str() {
         _ if forgotten => {

@@ -209,9 +209,7 @@ async fn sse_resume_that_cannot_be_exact_is_a_clear_counted_miss() {
         std::time::Duration::from_secs(10),
         || {
             let (http, admin) = (mcp.http.clone(), proxy.admin.clone());
-            async move {
-                (metric(&http, &admin, "shadowcat_sse_streams_active").await == 0).then_some(())
-            }
+            async move { (metric(&http, &admin, "shadowcat_sse_streams_active").await == 0).then_some(()) }
         },
     )
     .await;

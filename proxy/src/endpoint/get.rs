@@ -35,7 +35,10 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         // Resumption is served here, from the store, whoever owns the session
         // — unless the owner is gone: then adopt first, which answers the
         // lost owner's unfinished requests with errors into their logs.
-        let session = placement::adopt_if_orphaned(app, app.sessions.lookup(id).await?, headers).await?;
+        let session = app.sessions.lookup(id).await?;
+        let identity = parts.extensions.get::<Arc<crate::auth::Identity>>();
+        placement::check_principal(app, &session, identity.map(Arc::as_ref))?;
+        let session = placement::adopt_if_orphaned(app, session, headers).await?;
         return match resume(app, &session, stream, seq).await? {
             Resumed::Reader(reader) => Ok(reader.respond(app.clone())),
             Resumed::Miss(reason, why) => {

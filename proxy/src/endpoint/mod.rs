@@ -13,6 +13,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Request, Response};
 
 use crate::app::App;
+use crate::auth::Identity;
 use crate::body::Body;
 use crate::error::Failure;
 use crate::mcp::headers::MCP_SESSION_ID;
@@ -20,11 +21,9 @@ use crate::metrics::ErrorLabels;
 
 /// Serves one request on the MCP endpoint.
 pub async fn handle(app: Arc<App>, req: Request<Body>) -> Response<Body> {
-    let result = match *req.method() {
-        http::Method::POST => post::handle(&app, req).await,
-        http::Method::GET => get::handle(&app, req).await,
-        http::Method::DELETE => delete::handle(&app, req).await,
-        _ => Err(crate::error::Error::MethodNotAllowed.into()),
+    let result = match authenticate(&app, req).await {
+        Ok(req) => dispatch(&app, req).await,
+        Err(error) => Err(error.into()),
     };
     result.unwrap_or_else(|Failure { error, id }| {
         app.metrics
@@ -35,6 +34,41 @@ pub async fn handle(app: Arc<App>, req: Request<Body>) -> Response<Body> {
             .inc();
         error.into_response(id.as_ref())
     })
+}
+
+/// With token verification on: the request's identity, from its token (or,
+/// for a forwarded request, from the replica that verified it), in the
+/// request's extensions; the token itself removed, the claim headers set.
+/// GET and DELETE need the default scopes here; a POST's scopes depend on
+/// its body and are checked once it is read.
+async fn authenticate(app: &App, req: Request<Body>) -> Result<Request<Body>, crate::error::Error> {
+    let Some(auth) = &app.auth else { return Ok(req) };
+    let (mut parts, body) = req.into_parts();
+    let identity = match parts.extensions.get::<Arc<Identity>>() {
+        Some(forwarded) => forwarded.clone(),
+        None => Arc::new(
+            auth.authenticate(&parts)
+                .await
+                .map_err(crate::error::Error::Auth)?,
+        ),
+    };
+    if parts.method != http::Method::POST {
+        auth.authorize(&identity, None)
+            .map_err(crate::error::Error::Auth)?;
+    }
+    auth.upstream_headers(&mut parts.headers, &identity);
+    parts.extensions.insert(identity);
+    Ok(Request::from_parts(parts, body))
+}
+
+async fn dispatch(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
+    let app = app.clone();
+    match *req.method() {
+        http::Method::POST => post::handle(&app, req).await,
+        http::Method::GET => get::handle(&app, req).await,
+        http::Method::DELETE => delete::handle(&app, req).await,
+        _ => Err(crate::error::Error::MethodNotAllowed.into()),
+    }
 }
 
 /// Sets Shadowcat's session id on a response.

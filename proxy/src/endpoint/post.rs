@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{body, standalone, validate, with_session_id};
 use crate::app::App;
+use crate::auth::Identity;
 use crate::body::Body;
 use crate::error::{Error, Failure};
 use crate::mcp::ProtocolVersion;
@@ -47,6 +48,11 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
     let message = jsonrpc::parse(&bytes).map_err(Error::from)?;
     let id = message.error_id();
     let with_id = |e: Error| e.with_id(id.clone());
+    let identity = parts.extensions.get::<Arc<Identity>>().cloned();
+    if let (Some(auth), Some(identity)) = (&app.auth, &identity) {
+        auth.authorize(identity, Some(&message))
+            .map_err(|denied| with_id(Error::Auth(denied)))?;
+    }
 
     if version.is_some_and(ProtocolVersion::is_stateless) {
         validate::routing_headers(headers, &message).map_err(with_id)?;
@@ -68,7 +74,9 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         }
     }
     if message.messages()[0].is_initialize() {
-        return initialize(app, headers, bytes, &message).await.map_err(with_id);
+        return initialize(app, headers, bytes, &message, identity.as_deref())
+            .await
+            .map_err(with_id);
     }
     let session_id = validate::session_id(headers).map_err(with_id)?;
     let request = Forwardable::new(&parts, bytes.clone());
@@ -89,7 +97,10 @@ async fn initialize(
     headers: &HeaderMap,
     bytes: Bytes,
     message: &jsonrpc::Body,
+    identity: Option<&Identity>,
 ) -> Result<Response<Body>, Error> {
+    let principal = identity.map(Identity::principal);
+    let by = identity.map(ToString::to_string).unwrap_or_default();
     if app.draining() {
         return Err(Error::ShuttingDown);
     }
@@ -109,10 +120,10 @@ async fn initialize(
     if is_event_stream(response.headers()) {
         let session = app
             .sessions
-            .create(id.clone(), upstream_id, requested, recorded.text)
+            .create(id.clone(), upstream_id, requested, recorded.text, principal)
             .await?;
         // The negotiated version arrives on the stream; the pump records it.
-        tracing::info!(session = %id, requested = %requested, "session created");
+        tracing::info!(session = %id, requested = %requested, principal = by, "session created");
         let pending = message.messages().iter().filter_map(|m| m.id.clone()).collect();
         let response = start_stream(
             app,
@@ -137,9 +148,9 @@ async fn initialize(
     };
     let version = ProtocolVersion::parse(&negotiated).unwrap_or(requested);
     app.sessions
-        .create(id.clone(), upstream_id, version, recorded.text)
+        .create(id.clone(), upstream_id, version, recorded.text, principal)
         .await?;
-    tracing::info!(session = %id, %version, "session created");
+    tracing::info!(session = %id, %version, principal = by, "session created");
     Ok(with_session_id(out, &id))
 }
 

@@ -17,6 +17,9 @@ use sha2::{Digest, Sha256};
 pub static PEER_AUTH: HeaderName = HeaderName::from_static("shadowcat-peer-auth");
 /// Present on forwarded requests: the receiver serves them itself.
 pub static PEER_HOP: HeaderName = HeaderName::from_static("shadowcat-hop");
+/// The identity the forwarding replica verified (when tokens are verified);
+/// signed with the rest of the request.
+pub static PEER_IDENTITY: HeaderName = HeaderName::from_static("shadowcat-identity");
 
 /// How far a signature's timestamp may be from the receiver's clock.
 const WINDOW: Duration = Duration::from_secs(30);
@@ -35,6 +38,9 @@ pub struct Signed<'a> {
     pub session: &'a str,
     /// The body.
     pub body: &'a [u8],
+    /// The verified identity, as [`crate::auth::Identity::to_wire`] writes
+    /// it; empty when tokens are not verified.
+    pub identity: &'a str,
 }
 
 /// Why a peer request was refused.
@@ -112,6 +118,13 @@ impl PeerSecret {
             mac.update(&(part.len() as u64).to_be_bytes());
             mac.update(part);
         }
+        // Only when present, so replicas that verify no tokens still agree
+        // with those of the previous release during a rollout.
+        if !request.identity.is_empty() {
+            let part = request.identity.as_bytes();
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
         mac
     }
 
@@ -182,6 +195,7 @@ mod tests {
             path: "/mcp",
             session,
             body,
+            identity: "",
         }
     }
 
@@ -213,6 +227,13 @@ mod tests {
                     ..req
                 },
                 "path",
+            ),
+            (
+                Signed {
+                    identity: "someone-else",
+                    ..req
+                },
+                "identity",
             ),
         ] {
             assert_eq!(

@@ -17,7 +17,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use super::{PEER_AUTH, PEER_HOP, PeerSecret, Signed};
+use super::{PEER_AUTH, PEER_HOP, PEER_IDENTITY, PeerSecret, Signed};
+use crate::auth::Identity;
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::placement::Forwardable;
@@ -83,11 +84,22 @@ impl PeerClient {
                 }
             }
             out.insert(PEER_HOP.clone(), HeaderValue::from_static("1"));
+            let identity = request
+                .identity
+                .as_deref()
+                .map(Identity::to_wire)
+                .unwrap_or_default();
+            if let Ok(v) = HeaderValue::from_str(&identity)
+                && !identity.is_empty()
+            {
+                out.insert(PEER_IDENTITY.clone(), v);
+            }
             let signed = Signed {
                 method: request.method.as_str(),
                 path: request.path,
                 session,
                 body: &request.body,
+                identity: &identity,
             };
             if let Ok(v) = HeaderValue::from_str(&self.secret.sign(&signed)) {
                 out.insert(PEER_AUTH.clone(), v);

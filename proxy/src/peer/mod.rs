@@ -5,5 +5,5 @@
 mod auth;
 mod forward;
 
-pub use auth::{PEER_AUTH, PEER_HOP, PeerSecret, Refused, Signed};
+pub use auth::{PEER_AUTH, PEER_HOP, PEER_IDENTITY, PeerSecret, Refused, Signed};
 pub use forward::{Forwarded, INSTANCE_PATH, PeerClient, Probe};

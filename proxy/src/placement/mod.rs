@@ -24,6 +24,7 @@ use http::{HeaderMap, Method, Response};
 
 use self::liveness::{Check, Liveness};
 use crate::app::App;
+use crate::auth::Identity;
 use crate::body::Body;
 use crate::error::{Error, Result};
 use crate::peer::Forwarded;
@@ -41,6 +42,8 @@ pub struct Forwardable<'a> {
     pub headers: &'a HeaderMap,
     /// The body (empty for GET and DELETE).
     pub body: Bytes,
+    /// Who sent it, when tokens are verified.
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl<'a> Forwardable<'a> {
@@ -51,6 +54,7 @@ impl<'a> Forwardable<'a> {
             path: parts.uri.path(),
             headers: &parts.headers,
             body,
+            identity: parts.extensions.get::<Arc<Identity>>().cloned(),
         }
     }
 
@@ -89,6 +93,7 @@ pub async fn locate(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Resu
 
 async fn place_once(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Result<Located> {
     let session = app.sessions.lookup(id).await?;
+    check_principal(app, &session, request.identity.as_deref())?;
     let why = match &session.record.owner {
         Owner::Held(owner) if owner == app.sessions.me() => {
             return Ok(Located::Here(settled(app, session).await?));
@@ -102,6 +107,19 @@ async fn place_once(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Resu
     adopt::adopt(app, id, why, request.headers)
         .await
         .map(Located::Here)
+}
+
+/// With token verification on, a session serves only the principal that
+/// created it. Any other gets 404, as if the session did not exist, so
+/// session ids cannot be probed; the refusal is counted and logged.
+pub fn check_principal(app: &App, session: &Session, identity: Option<&Identity>) -> Result<()> {
+    let Some(auth) = &app.auth else { return Ok(()) };
+    let theirs = identity.map(Identity::principal);
+    if theirs.is_some() && theirs == session.record.principal {
+        return Ok(());
+    }
+    auth.count_wrong_principal(identity, &session.record.id);
+    Err(Error::UnknownSession)
 }
 
 /// What became of a request for another replica's session.

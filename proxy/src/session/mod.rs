@@ -220,6 +220,7 @@ impl SessionManager {
         upstream_id: Option<String>,
         version: ProtocolVersion,
         initialize: String,
+        principal: Option<String>,
     ) -> Result<Session> {
         let record = SessionRecord {
             standalone_stream: new_id(),
@@ -233,6 +234,7 @@ impl SessionManager {
             created_ms: now_ms(),
             log_level: None,
             subscriptions: Default::default(),
+            principal,
         };
         if !self.store.create_session(&record).await? {
             // 128 random bits do not collide; a taken id means a bug.
@@ -455,6 +457,7 @@ mod tests {
             Some("up-1".into()),
             ProtocolVersion::V2025_06_18,
             "{}".into(),
+            None,
         )
         .await
         .unwrap()

@@ -123,6 +123,9 @@ pub struct SessionRecord {
     pub log_level: Option<String>,
     /// Resources the client subscribed to (`resources/subscribe`).
     pub subscriptions: BTreeSet<String>,
+    /// The principal that created the session ([`crate::auth::Identity::principal`]),
+    /// when tokens are verified: no other may use it.
+    pub principal: Option<String>,
 }
 
 /// One field-level change to a session, made on behalf of its owner.

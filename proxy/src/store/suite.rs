@@ -51,6 +51,7 @@ pub fn record(id: &str) -> SessionRecord {
         initialize: r#"{"jsonrpc":"2.0","id":0,"method":"initialize"}"#.into(),
         standalone_stream: format!("{id}g"),
         created_ms: 1,
+        principal: Some("aXNz.c3Vi".into()),
         log_level: None,
         subscriptions: BTreeSet::new(),
     }

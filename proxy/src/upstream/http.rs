@@ -1,5 +1,6 @@
 //! A pooled HTTP/1.1 client to the upstream's Streamable HTTP endpoint.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use super::credential::Credential;
 use crate::error::{Error, Result};
 use crate::mcp::headers::{LAST_EVENT_ID, MCP_SESSION_ID};
 
@@ -35,6 +37,7 @@ pub struct Upstream {
     client: Client<HttpConnector, Full<Bytes>>,
     uri: Uri,
     timeout: Duration,
+    credential: Option<Arc<Credential>>,
 }
 
 impl Upstream {
@@ -46,7 +49,19 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        Self { client, uri, timeout }
+        Self {
+            client,
+            uri,
+            timeout,
+            credential: None,
+        }
+    }
+
+    /// Presents `credential` on every request from now on, in place of any
+    /// the request carried.
+    pub fn with_credential(mut self, credential: Credential) -> Self {
+        self.credential = Some(Arc::new(credential));
+        self
     }
 
     /// The endpoint URL.
@@ -60,6 +75,10 @@ impl Upstream {
         let mut builder = Request::builder().method(req.method).uri(self.uri.clone());
         if let Some(headers) = builder.headers_mut() {
             *headers = req.headers;
+            if let Some(credential) = &self.credential {
+                let (name, value) = credential.header();
+                headers.insert(name, value);
+            }
             if let Some(id) = req.session.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
                 headers.insert(MCP_SESSION_ID.clone(), id);
             }

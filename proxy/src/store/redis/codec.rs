@@ -26,6 +26,7 @@ pub(super) fn fields(record: &SessionRecord) -> Vec<(&'static str, String)> {
         ("upstream_id", &record.upstream_id),
         ("owner_addr", &record.owner_addr),
         ("log_level", &record.log_level),
+        ("principal", &record.principal),
     ] {
         if let Some(value) = value {
             fields.push((name, value.clone()));
@@ -59,6 +60,7 @@ pub(super) fn record_from(
         upstream_id: map.remove("upstream_id"),
         owner_addr: map.remove("owner_addr"),
         log_level: map.remove("log_level"),
+        principal: map.remove("principal"),
         subscriptions,
     }))
 }

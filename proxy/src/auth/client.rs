@@ -1,0 +1,101 @@
+//! A small HTTP(S) client for the authorization server: its metadata and its
+//! keys. Answers are bounded in size and time.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Largest document accepted from the authorization server.
+const MAX_DOCUMENT: usize = 1024 * 1024;
+/// Time for one request, answer included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Talks to the authorization server.
+#[derive(Clone, Debug)]
+pub struct AsClient {
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl AsClient {
+    /// A client trusting the system's roots and the CAs in `ca_file`.
+    pub fn new(ca_file: Option<&str>) -> anyhow::Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for cert in native.certs {
+            // A system certificate rustls cannot use is skipped, as browsers do.
+            let _ = roots.add(cert);
+        }
+        if let Some(path) = ca_file {
+            use rustls_pki_types::pem::PemObject;
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| anyhow::anyhow!("invalid config `auth.caFile`: cannot read {path}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| anyhow::anyhow!("invalid config `auth.caFile`: {path}: {e}"))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| anyhow::anyhow!("invalid config `auth.caFile`: {path}: {e}"))?;
+            }
+        }
+        let tls =
+            rustls::ClientConfig::builder_with_provider(rustls::crypto::ring::default_provider().into())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        })
+    }
+
+    /// GETs `url` and reads its JSON answer; `Ok(None)` on 404 (a metadata
+    /// location the server does not use).
+    pub async fn get_json(&self, url: &str) -> Result<Option<Value>, String> {
+        let request = Request::get(url)
+            .header(header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| format!("bad URL {url}: {e}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| crate::upstream::describe(&e))?;
+            let status = response.status();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                return Err(format!("answered {status}"));
+            }
+            let body = Limited::new(response.into_body(), MAX_DOCUMENT)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("not JSON: {e}"))
+        };
+        match tokio::time::timeout(TIMEOUT, exchange).await {
+            Ok(result) => result.map_err(|e| format!("GET {url}: {e}")),
+            Err(_) => Err(format!("GET {url}: no answer within {TIMEOUT:?}")),
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! Shadowcat as an OAuth 2.1 resource server (the facts it relies on are in
+//! `docs/authorization.md`):
+//!
+//! - every request on the MCP endpoint carries a bearer token in the
+//!   `Authorization` header, verified here: signature against the issuer's
+//!   keys ([`keys`]), `iss`, audience, `exp`/`nbf`;
+//! - a request without a good token gets 401 with a challenge naming the
+//!   protected resource metadata, which is served at the well-known paths;
+//! - each request needs the scopes its method and target name (403 with one
+//!   challenge listing all of them otherwise), read from the body;
+//! - the verified principal (issuer and subject) owns the sessions it
+//!   creates; the token itself goes no further than this module.
+
+mod client;
+mod keys;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use shadowcat_crds::{AuthSettings, canonical_uri};
+
+pub use self::keys::{Candidates, KeySet, Keys};
+use crate::body::{self, Body};
+use crate::mcp::jsonrpc::{self, Kind};
+use crate::metrics::{AuthLabels, Metrics};
+
+/// The well-known path of the protected resource metadata (RFC 9728).
+pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+
+/// Who made a request, as verified from its token: what the session record
+/// and the peer channel carry, and what policy sees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The token's `iss`.
+    #[serde(rename = "iss")]
+    pub issuer: String,
+    /// The token's `sub`.
+    #[serde(rename = "sub")]
+    pub subject: String,
+    /// The scopes the token grants.
+    #[serde(rename = "scope", default)]
+    pub scopes: BTreeSet<String>,
+    /// Claims to pass upstream: header name to value.
+    #[serde(rename = "h", default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Identity {
+    /// The principal as the session record keeps it: issuer and subject,
+    /// each base64url-encoded, so no pair of them reads as another.
+    pub fn principal(&self) -> String {
+        format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&self.issuer),
+            URL_SAFE_NO_PAD.encode(&self.subject)
+        )
+    }
+
+    /// The identity in one header-safe token, for the peer channel (which
+    /// signs it with the rest of the request).
+    pub fn to_wire(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    /// Reads what [`Identity::to_wire`] wrote.
+    pub fn from_wire(text: &str) -> Option<Self> {
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
+    }
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.subject, self.issuer)
+    }
+}
+
+/// A request refused by the resource server: the status, the challenge and
+/// what to tell the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denied {
+    /// Metric label and log reason (`missing`, `expired`, ...).
+    pub outcome: &'static str,
+    /// 400, 401, 403 or 503.
+    pub status: StatusCode,
+    /// The `WWW-Authenticate` value, when one applies.
+    pub challenge: Option<String>,
+    /// For the JSON-RPC error message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a token was refused (before it becomes a [`Denied`]).
+struct Invalid(&'static str, String);
+
+/// The resource server.
+#[derive(Debug)]
+pub struct Auth {
+    settings: AuthSettings,
+    keys: Keys,
+    accepted: Vec<Algorithm>,
+    metadata: Bytes,
+    metadata_url: String,
+    metadata_paths: Vec<String>,
+    claim_headers: Vec<(String, HeaderName)>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auth {
+    /// A resource server for `settings`, serving the MCP endpoint at `path`.
+    /// No key is fetched yet: see [`Auth::keep_keys_current`].
+    pub fn new(settings: AuthSettings, path: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let accepted = settings
+            .algorithms
+            .iter()
+            .filter_map(|a| Algorithm::from_str(a).ok())
+            .collect();
+        let client = client::AsClient::new(settings.ca_file.as_deref())?;
+        let keys = Keys::new(&settings, Vec::clone(&accepted), client, metrics.clone());
+        let (origin, resource_path) = keys::split_origin(&settings.resource);
+        let metadata_url = format!("{origin}{METADATA_PATH}{resource_path}");
+        let mut metadata_paths = vec![
+            METADATA_PATH.to_owned(),
+            format!("{METADATA_PATH}{resource_path}"),
+        ];
+        // Behind a proxy that rewrites the path, the listener's own path too.
+        metadata_paths.push(format!("{METADATA_PATH}{path}"));
+        metadata_paths.dedup();
+        let metadata = serde_json::json!({
+            "resource": settings.resource,
+            "authorization_servers": [settings.issuer],
+            "scopes_supported": settings.scopes_supported,
+            "bearer_methods_supported": ["header"],
+        });
+        let claim_headers = settings
+            .claim_headers
+            .iter()
+            .filter_map(|(claim, name)| Some((claim.clone(), HeaderName::from_bytes(name.as_bytes()).ok()?)))
+            .collect();
+        Ok(Self {
+            metadata: Bytes::from(metadata.to_string()),
+            metadata_url,
+            metadata_paths,
+            claim_headers,
+            keys,
+            accepted,
+            settings,
+            metrics,
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// Where the protected resource metadata is (the challenge names it).
+    pub fn metadata_url(&self) -> &str {
+        &self.metadata_url
+    }
+
+    /// Fetches the keys now, then again at every refresh interval (and, on
+    /// failure, sooner: after 1 s, doubling up to the interval). Runs until
+    /// the process ends.
+    pub async fn keep_keys_current(self: Arc<Self>) {
+        let interval = self.settings.jwks_refresh_interval;
+        let mut retry = std::time::Duration::from_secs(1);
+        loop {
+            self.keys.refresh(true).await;
+            let wait = if self.keys.current().is_empty() {
+                retry = (retry * 2).min(interval);
+                retry
+            } else {
+                retry = std::time::Duration::from_secs(1);
+                interval
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The metadata document, if `path` is one of its locations.
+    pub fn metadata_response(&self, method: &Method, path: &str) -> Option<Response<Body>> {
+        if !self.metadata_paths.iter().any(|p| p == path) {
+            return None;
+        }
+        let mut response = match *method {
+            Method::GET | Method::HEAD => Response::new(body::full(self.metadata.clone())),
+            Method::OPTIONS => {
+                let mut r = Response::new(body::empty());
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+            _ => {
+                let mut r = Response::new(body::empty());
+                *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD, OPTIONS"));
+                return Some(r);
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        // Public by nature; browser-based clients read it cross-origin.
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+        Some(response)
+    }
+
+    /// Verifies the request's bearer token. The outcome is counted.
+    pub async fn authenticate(&self, parts: &http::request::Parts) -> Result<Identity, Denied> {
+        let result = self.verify_request(parts).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(denied) => denied.outcome,
+        };
+        self.metrics
+            .auth_checks
+            .get_or_create(&AuthLabels { outcome })
+            .inc();
+        if let Err(denied) = &result {
+            tracing::info!(outcome, path = %parts.uri.path(), reason = %denied.message, "request refused: no valid token");
+        }
+        result
+    }
+
+    async fn verify_request(&self, parts: &http::request::Parts) -> Result<Identity, Denied> {
+        let query_token = parts
+            .uri
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.split('=').next() == Some("access_token")));
+        if query_token {
+            return Err(self.bad_request(
+                "query_token",
+                "access tokens are not accepted in the query string; send them in the Authorization header",
+            ));
+        }
+        let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            if parts.headers.contains_key(header::AUTHORIZATION) {
+                return Err(self.bad_request("bad_header", "more than one Authorization header"));
+            }
+            return Err(self.unauthorized("missing", None, "an access token is required"));
+        };
+        let text = value.to_str().unwrap_or_default();
+        let Some((scheme, token)) = text.split_once(' ') else {
+            return Err(self.unauthorized("missing", None, "a Bearer access token is required"));
+        };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(self.unauthorized("missing", None, "a Bearer access token is required"));
+        }
+        let token = token.trim();
+        // RFC 6750 §2.1's b64token.
+        let well_formed = !token.is_empty()
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b));
+        if !well_formed {
+            return Err(self.bad_request("bad_header", "the Authorization header is not a Bearer token"));
+        }
+        self.verify_token(token)
+            .await
+            .map_err(|Invalid(outcome, why)| match outcome {
+                "keys_unavailable" => Denied {
+                    outcome,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    challenge: None,
+                    message: why,
+                },
+                _ => self.unauthorized(outcome, Some("invalid_token"), &why),
+            })
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Identity, Invalid> {
+        let (alg, kid) = peek_header(token)?;
+        let Some(alg) = Algorithm::from_str(&alg)
+            .ok()
+            .filter(|a| self.accepted.contains(a))
+        else {
+            return Err(Invalid(
+                "algorithm",
+                format!("tokens signed with {alg:?} are not accepted"),
+            ));
+        };
+        let keys = match self.keys.candidates(kid.as_deref(), alg).await {
+            Candidates::Found(keys) => keys,
+            Candidates::Unknown => {
+                return Err(Invalid(
+                    "unknown_key",
+                    "the token is signed with a key the issuer does not publish".into(),
+                ));
+            }
+            Candidates::Unavailable => {
+                return Err(Invalid(
+                    "keys_unavailable",
+                    "the authorization server's keys cannot be fetched now; retry".into(),
+                ));
+            }
+        };
+        let mut validation = Validation::new(alg);
+        validation.leeway = self.settings.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        let mut last = None;
+        for key in keys {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation) {
+                Ok(data) => return self.identity(data.claims),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(match last.as_ref().map(jsonwebtoken::errors::Error::kind) {
+            Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
+                Invalid("expired", "the token has expired".into())
+            }
+            Some(jsonwebtoken::errors::ErrorKind::ImmatureSignature) => {
+                Invalid("not_yet_valid", "the token is not valid yet (nbf)".into())
+            }
+            Some(jsonwebtoken::errors::ErrorKind::InvalidIssuer) => Invalid(
+                "wrong_issuer",
+                format!("the token was not issued by {}", self.settings.issuer),
+            ),
+            Some(jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim)) => {
+                Invalid("malformed", format!("the token has no `{claim}` claim"))
+            }
+            Some(jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                Invalid("bad_signature", "the token's signature does not verify".into())
+            }
+            Some(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm) => {
+                Invalid("algorithm", "the token's algorithm does not fit its key".into())
+            }
+            _ => Invalid("malformed", "the token is not a well-formed JWT".into()),
+        })
+    }
+
+    /// The identity a verified token's claims give, once its audience is
+    /// this resource.
+    fn identity(&self, claims: Map<String, Value>) -> Result<Identity, Invalid> {
+        let audiences: Vec<&str> = match claims.get("aud") {
+            Some(Value::String(one)) => vec![one],
+            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        let ours = audiences.iter().any(|aud| {
+            let aud = canonical_uri(aud).unwrap_or_else(|| (*aud).to_owned());
+            self.settings.audiences.contains(&aud)
+        });
+        if !ours {
+            return Err(Invalid(
+                "wrong_audience",
+                format!("the token is not for this resource ({})", self.settings.resource),
+            ));
+        }
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(Invalid("malformed", "the token has no `sub` claim".into())),
+        };
+        let scopes = match (claims.get("scope"), claims.get("scp")) {
+            (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
+                s.split_ascii_whitespace().map(str::to_owned).collect()
+            }
+            (None, Some(Value::Array(list))) => {
+                list.iter().filter_map(Value::as_str).map(str::to_owned).collect()
+            }
+            _ => BTreeSet::new(),
+        };
+        let mut headers = BTreeMap::new();
+        for (claim, name) in &self.claim_headers {
+            let value = match claims.get(claim) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                _ => continue,
+            };
+            if HeaderValue::from_str(&value).is_ok() {
+                headers.insert(name.as_str().to_owned(), value);
+            }
+        }
+        Ok(Identity {
+            issuer: self.settings.issuer.clone(),
+            subject,
+            scopes,
+            headers,
+        })
+    }
+
+    /// Whether `identity` holds every scope the request needs: the default
+    /// ones, and for each message in `body` those of its method and of the
+    /// tool, prompt or resource it names. Refused requests get one
+    /// challenge listing every scope needed.
+    pub fn authorize(&self, identity: &Identity, body: Option<&jsonrpc::Body>) -> Result<(), Denied> {
+        let s = &self.settings;
+        let mut needed: BTreeSet<&String> = s.default_scopes.iter().collect();
+        for message in body.map(jsonrpc::Body::messages).unwrap_or_default() {
+            if message.kind == Kind::Response {
+                continue;
+            }
+            let Some(method) = message.method.as_deref() else {
+                continue;
+            };
+            needed.extend(s.method_scopes.get(method).into_iter().flatten());
+            let by_name = match method {
+                "tools/call" => &s.tool_scopes,
+                "prompts/get" => &s.prompt_scopes,
+                "resources/read" => &s.resource_scopes,
+                _ => continue,
+            };
+            if let Some(name) = &message.name {
+                needed.extend(by_name.get(name).into_iter().flatten());
+            }
+        }
+        if needed.iter().all(|scope| identity.scopes.contains(*scope)) {
+            return Ok(());
+        }
+        let list: Vec<&str> = needed.iter().map(|s| s.as_str()).collect();
+        let missing: Vec<&str> = list
+            .iter()
+            .copied()
+            .filter(|scope| !identity.scopes.contains(*scope))
+            .collect();
+        self.metrics
+            .auth_checks
+            .get_or_create(&AuthLabels {
+                outcome: "insufficient_scope",
+            })
+            .inc();
+        tracing::info!(principal = %identity, missing = ?missing, "request refused: insufficient scope");
+        Err(Denied {
+            outcome: "insufficient_scope",
+            status: StatusCode::FORBIDDEN,
+            challenge: Some(format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{}\", error_description=\"this operation needs scope {}\"",
+                list.join(" "),
+                self.metadata_url,
+                list.join(" ")
+            )),
+            message: format!(
+                "insufficient scope: this operation needs {}; the token lacks {}",
+                list.join(" "),
+                missing.join(" ")
+            ),
+        })
+    }
+
+    /// Makes a request's headers fit for the upstream: the client's
+    /// token and any header posing as a claim header go, the claims
+    /// configured go in.
+    pub fn upstream_headers(&self, headers: &mut HeaderMap, identity: &Identity) {
+        headers.remove(header::AUTHORIZATION);
+        for (_, name) in &self.claim_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &identity.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+
+    /// Counts a request refused because its session belongs to another
+    /// principal (it is answered as if the session did not exist).
+    pub fn count_wrong_principal(&self, identity: Option<&Identity>, session: &str) {
+        self.metrics
+            .auth_checks
+            .get_or_create(&AuthLabels {
+                outcome: "wrong_principal",
+            })
+            .inc();
+        match identity {
+            Some(identity) => {
+                tracing::warn!(principal = %identity, session, "request for another principal's session refused (404)")
+            }
+            None => tracing::warn!(
+                session,
+                "request without a principal for a bound session refused (404)"
+            ),
+        }
+    }
+
+    fn challenge(&self, error: Option<&str>, description: &str) -> String {
+        let mut out = String::from("Bearer ");
+        if let Some(error) = error {
+            out.push_str(&format!(
+                "error=\"{error}\", error_description=\"{description}\", "
+            ));
+        }
+        out.push_str(&format!("resource_metadata=\"{}\"", self.metadata_url));
+        if !self.settings.default_scopes.is_empty() {
+            let scopes: Vec<&str> = self.settings.default_scopes.iter().map(String::as_str).collect();
+            out.push_str(&format!(", scope=\"{}\"", scopes.join(" ")));
+        }
+        out
+    }
+
+    fn unauthorized(&self, outcome: &'static str, error: Option<&str>, why: &str) -> Denied {
+        Denied {
+            outcome,
+            status: StatusCode::UNAUTHORIZED,
+            challenge: Some(self.challenge(error, why)),
+            message: format!("unauthorized: {why}"),
+        }
+    }
+
+    fn bad_request(&self, outcome: &'static str, why: &str) -> Denied {
+        Denied {
+            outcome,
+            status: StatusCode::BAD_REQUEST,
+            challenge: Some(self.challenge(Some("invalid_request"), why)),
+            message: format!("invalid request: {why}"),
+        }
+    }
+}
+
+/// The `alg` and `kid` of a token's header, read without trusting it.
+fn peek_header(token: &str) -> Result<(String, Option<String>), Invalid> {
+    let malformed = || Invalid("malformed", "the token is not a well-formed JWT".into());
+    let mut segments = token.split('.');
+    let (Some(head), Some(_), Some(_), None) =
+        (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
+        return Err(malformed());
+    };
+    let head: Value = URL_SAFE_NO_PAD
+        .decode(head)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .ok_or_else(malformed)?;
+    let alg = head.get("alg").and_then(Value::as_str).ok_or_else(malformed)?;
+    let kid = head.get("kid").and_then(Value::as_str).map(str::to_owned);
+    Ok((alg.to_owned(), kid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_cross_the_peer_channel_intact() {
+        let identity = Identity {
+            issuer: "https://id.example.com".into(),
+            subject: "ünïcode|sub".into(),
+            scopes: ["a".to_owned(), "b".to_owned()].into(),
+            headers: [("x-mcp-subject".to_owned(), "s".to_owned())].into(),
+        };
+        let wire = identity.to_wire();
+        assert!(HeaderValue::from_str(&wire).is_ok());
+        assert_eq!(Identity::from_wire(&wire), Some(identity.clone()));
+        assert_eq!(Identity::from_wire("!!"), None);
+        let other = Identity {
+            issuer: "https://id.example.com/ünïcode".into(),
+            subject: "|sub".into(),
+            ..identity.clone()
+        };
+        assert_ne!(identity.principal(), other.principal());
+    }
+
+    #[test]
+    fn token_headers_are_read_without_trust() {
+        let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k"}"#);
+        let (alg, kid) = peek_header(&format!("{head}.e30.")).ok().unwrap();
+        assert_eq!((alg.as_str(), kid.as_deref()), ("none", Some("k")));
+        assert!(peek_header("a.b").is_err());
+        assert!(peek_header("!.e30.x").is_err());
+    }
+}

@@ -1,0 +1,519 @@
+//! Shadowcat as an OAuth 2.1 resource server, against a real authorization
+//! server (`oidc-provider`): every bad token gets the answer the
+//! specification asks for, sessions belong to their principal on every
+//! replica, and the client's token never reaches the upstream.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is a failed assertion
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use serde_json::{Value, json};
+use shadowcat_tests::client::{Mcp, json_body, metric, send};
+use shadowcat_tests::cluster::Cluster;
+use shadowcat_tests::oauth::{AuthServer, now};
+use shadowcat_tests::procs::Shadowcat;
+use shadowcat_tests::upstream::Scripted;
+use shadowcat_tests::{eventually, free_port};
+
+const VERSION: &str = "2025-06-18";
+
+/// Scopes as a platform team would write them: `mcp` for anything, more for
+/// some tools; the subject passed upstream as a header.
+const CONFIG: &str = "\
+auth:
+  scopes:
+    default: [mcp]
+    tools:
+      echo: [mcp:tools]
+      rm: [mcp:admin, mcp:write]
+  claimHeaders:
+    sub: X-Mcp-Subject
+";
+
+struct Setup {
+    issuer: AuthServer,
+    upstream: Scripted,
+    proxy: Shadowcat,
+    resource: String,
+}
+
+fn temp_file(name: &str, text: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "shadowcat-auth-{}-{}-{name}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// An authorization server, an upstream, and Shadowcat verifying tokens for
+/// its own URL in front of it.
+async fn setup(extra: &[&str]) -> Setup {
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let issuer = AuthServer::start(&[&resource]).await;
+    let upstream = Scripted::start().await;
+    let config = temp_file("config.yaml", CONFIG);
+    let credential = temp_file("upstream-credential", "Bearer upstream-secret\n");
+    let mut flags = vec![
+        "--config",
+        &config,
+        "--auth-issuer",
+        &issuer.issuer,
+        "--auth-resource",
+        &resource,
+        "--auth-jwks-min-refresh-interval",
+        "1s",
+        "--upstream-auth-file",
+        &credential,
+    ];
+    flags.extend_from_slice(extra);
+    let proxy = Shadowcat::start_at(&upstream.url, &format!("127.0.0.1:{port}"), &flags).await;
+    Setup {
+        issuer,
+        upstream,
+        proxy,
+        resource,
+    }
+}
+
+/// A POST of one request with `token` (if any) and the session (if any).
+async fn post(
+    s: &Setup,
+    token: Option<&str>,
+    session: Option<&str>,
+    body: &Value,
+    query: &str,
+) -> (u16, String, Value) {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", VERSION),
+    ];
+    if let Some(b) = &bearer {
+        headers.push(("authorization", b));
+    }
+    if let Some(id) = session {
+        headers.push(("mcp-session-id", id));
+    }
+    let http = shadowcat_tests::client::http();
+    let url = format!("{}{query}", s.proxy.url);
+    let response = send(&http, Method::POST, &url, &headers, Bytes::from(body.to_string())).await;
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, challenge, json_body(response).await)
+}
+
+fn call(tool: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": tool, "arguments": {}}})
+}
+
+async fn outcome(s: &Setup, outcome: &str) -> u64 {
+    let http = shadowcat_tests::client::http();
+    metric(
+        &http,
+        &s.proxy.admin,
+        &format!("shadowcat_auth_checks_total{{outcome=\"{outcome}\"}}"),
+    )
+    .await
+}
+
+/// A session of `client` (alice or bob) with the scopes `scope`.
+async fn session_of(s: &Setup, client: &str, scope: &str) -> Mcp {
+    let mut mcp = Mcp::new(&s.proxy.url, VERSION);
+    mcp.token = Some(s.issuer.token(client, &s.resource, scope).await);
+    mcp.initialize().await;
+    mcp
+}
+
+#[tokio::test]
+async fn every_bad_token_gets_its_answer_and_a_good_one_still_works() {
+    let s = setup(&[]).await;
+    let metadata = format!(
+        "resource_metadata=\"http://127.0.0.1:{}/.well-known/oauth-protected-resource/mcp\"",
+        s.proxy.url.split(':').nth(2).unwrap().trim_end_matches("/mcp")
+    );
+    let alice = session_of(&s, "alice", "mcp mcp:tools").await;
+    let session = alice.session.clone();
+    let session = session.as_deref();
+    let good = alice.token.clone().unwrap();
+    let claims = |over: Value| {
+        let mut c = json!({
+            "iss": s.issuer.issuer, "sub": "alice", "aud": s.resource,
+            "iat": now(), "exp": now() + 600, "scope": "mcp mcp:tools", "client_id": "alice",
+        });
+        for (k, v) in over.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let foreign = s
+        .issuer
+        .token("alice", "http://other.example/mcp", "mcp mcp:tools")
+        .await;
+    let rows: Vec<(&str, Option<String>, &str)> = vec![
+        ("malformed", Some("not-a-jwt".into()), "malformed"),
+        (
+            "expired",
+            Some(
+                s.issuer
+                    .sign(claims(json!({"exp": now() - 600})), json!({}), None)
+                    .await,
+            ),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            Some(
+                s.issuer
+                    .sign(claims(json!({"nbf": now() + 600})), json!({}), None)
+                    .await,
+            ),
+            "not_yet_valid",
+        ),
+        (
+            "wrong issuer",
+            Some(
+                s.issuer
+                    .sign(claims(json!({"iss": "http://evil.example"})), json!({}), None)
+                    .await,
+            ),
+            "wrong_issuer",
+        ),
+        ("wrong audience", Some(foreign), "wrong_audience"),
+        (
+            "alg none",
+            Some(s.issuer.sign(claims(json!({})), json!({}), Some("none")).await),
+            "algorithm",
+        ),
+        (
+            "HS256 keyed with the public key",
+            Some(
+                s.issuer
+                    .sign(claims(json!({})), json!({}), Some("hs256-public"))
+                    .await,
+            ),
+            "algorithm",
+        ),
+        (
+            "unknown kid",
+            Some(
+                s.issuer
+                    .sign(claims(json!({})), json!({"kid": "nope"}), None)
+                    .await,
+            ),
+            "unknown_key",
+        ),
+        (
+            "a signature that does not verify",
+            Some({
+                // One character of the signature changed (not the last,
+                // whose low bits base64url may not carry).
+                let at = good.len() - 10;
+                let swap = if &good[at..=at] == "A" { "B" } else { "A" };
+                format!("{}{swap}{}", &good[..at], &good[at + 1..])
+            }),
+            "bad_signature",
+        ),
+    ];
+    // No token: a challenge without an error code, naming the metadata and the scope.
+    let (status, challenge, body) = post(&s, None, session, &call("echo"), "").await;
+    assert_eq!(status, 401, "no token");
+    assert!(challenge.starts_with("Bearer "), "{challenge}");
+    assert!(challenge.contains(&metadata), "{challenge}");
+    assert!(challenge.contains("scope=\"mcp\""), "{challenge}");
+    assert!(
+        !challenge.contains("error="),
+        "no error code without a token: {challenge}"
+    );
+    assert_eq!(body["error"]["code"], -32600);
+    // The body of a request without a valid token is not even read.
+    assert_eq!(body["id"], Value::Null);
+    assert_eq!(outcome(&s, "missing").await, 1);
+
+    for (row, token, label) in &rows {
+        let before = outcome(&s, label).await;
+        let (status, challenge, body) = post(&s, token.as_deref(), session, &call("echo"), "").await;
+        assert_eq!(status, 401, "{row}: {body}");
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{row}: {challenge}"
+        );
+        assert!(challenge.contains(&metadata), "{row}: {challenge}");
+        assert_eq!(body["error"]["code"], -32600, "{row}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unauthorized: "),
+            "{row}: {body}"
+        );
+        assert_eq!(outcome(&s, label).await, before + 1, "{row} counted as {label}");
+    }
+
+    // A token in the query string is refused, even a good one.
+    let (status, challenge, _) =
+        post(&s, None, session, &call("echo"), &format!("?access_token={good}")).await;
+    assert_eq!(status, 400, "query-string token");
+    assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
+    assert_eq!(outcome(&s, "query_token").await, 1);
+
+    // Scope: one challenge listing every scope the call needs.
+    let narrow = s.issuer.token("alice", &s.resource, "mcp").await;
+    let (status, challenge, body) = post(&s, Some(&narrow), session, &call("rm"), "").await;
+    assert_eq!(status, 403, "{body}");
+    assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+    assert!(
+        challenge.contains("scope=\"mcp mcp:admin mcp:write\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains(&metadata), "{challenge}");
+    // The same token may do what its scope covers.
+    let (status, _, _) = post(
+        &s,
+        Some(&narrow),
+        session,
+        &json!({"jsonrpc": "2.0", "id": 8, "method": "tools/list"}),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = post(&s, Some(&narrow), session, &call("echo"), "").await;
+    assert_eq!(status, 403, "echo needs mcp:tools");
+    assert_eq!(outcome(&s, "insufficient_scope").await, 2);
+
+    // After all of that, the good token still works.
+    let answer = alice
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+
+    // The upstream never saw a client's token: only its own credential, and
+    // the subject as the configured claim header.
+    let seen = s.upstream.seen.lock().unwrap().clone();
+    assert!(seen.len() >= 4, "{seen:?}");
+    for request in &seen {
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some("Bearer upstream-secret"),
+            "{request:?}"
+        );
+    }
+    let posts: Vec<_> = seen.iter().filter(|r| r.method == "POST").collect();
+    assert!(
+        posts.iter().all(|r| r.subject.as_deref() == Some("alice")),
+        "{posts:?}"
+    );
+    assert!(
+        !s.proxy.proc.output().contains(&good),
+        "the token must never be logged"
+    );
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_its_principal() {
+    let s = setup(&[]).await;
+    let alice = session_of(&s, "alice", "mcp mcp:tools").await;
+    let mut bob = Mcp::new(&s.proxy.url, VERSION);
+    bob.token = Some(s.issuer.token("bob", &s.resource, "mcp mcp:tools").await);
+    bob.session = alice.session.clone();
+
+    let mut events = alice.call_stream(2).await;
+    s.upstream.release(1);
+    let (first, _) = events.next_message().await.unwrap();
+    let first = first.unwrap();
+
+    let response = bob
+        .post(&bob.request_body("tools/call", json!({"name": "echo", "arguments": {}})))
+        .await;
+    assert_eq!(response.status(), 404, "bob on alice's session");
+    let body = json_body(response).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session not found"),
+        "{body}"
+    );
+    assert_eq!(
+        bob.get(Some(&first)).await.status(),
+        404,
+        "bob resuming alice's stream"
+    );
+    assert_eq!(
+        bob.get(None).await.status(),
+        404,
+        "bob opening alice's standalone stream"
+    );
+    assert_eq!(bob.delete().await.status(), 404, "bob ending alice's session");
+    assert_eq!(outcome(&s, "wrong_principal").await, 4);
+
+    // Alice's session is untouched: her call goes on, she resumes it.
+    s.upstream.release(2);
+    drop(events);
+    let resumed = shadowcat_tests::client::Events::new(alice.get(Some(&first)).await)
+        .rest()
+        .await;
+    assert!(
+        resumed.iter().any(|(_, m)| m.get("result").is_some()),
+        "{resumed:?}"
+    );
+    assert_eq!(s.upstream.calls("echo"), 0, "bob's call never ran");
+    assert_eq!(alice.delete().await.status(), 200);
+}
+
+#[tokio::test]
+async fn protected_resource_metadata_is_served_where_clients_look() {
+    let s = setup(&[]).await;
+    let http = shadowcat_tests::client::http();
+    let base = s.proxy.url.trim_end_matches("/mcp");
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let response = send(&http, Method::GET, &format!("{base}{path}"), &[], Bytes::new()).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
+        let doc = json_body(response).await;
+        assert_eq!(doc["resource"], s.resource.as_str(), "{path}");
+        assert_eq!(doc["authorization_servers"], json!([s.issuer.issuer]));
+        assert_eq!(
+            doc["scopes_supported"],
+            json!(["mcp", "mcp:admin", "mcp:tools", "mcp:write"])
+        );
+        assert_eq!(doc["bearer_methods_supported"], json!(["header"]));
+    }
+    let response = send(
+        &http,
+        Method::POST,
+        &format!("{base}/.well-known/oauth-protected-resource"),
+        &[],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(response.status(), 405);
+    // Without a token, metadata is all a client gets: not even a 404 for a
+    // session id it guessed.
+    let (status, _, _) = post(
+        &s,
+        None,
+        Some("0123456789abcdef0123456789abcdef"),
+        &call("echo"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_followed_without_restart() {
+    let s = setup(&[]).await;
+    let mut alice = session_of(&s, "alice", "mcp mcp:tools").await;
+    for _ in 0..20 {
+        alice.request("tools/list", json!({})).await;
+    }
+    assert_eq!(
+        s.issuer.jwks_fetches().await,
+        1,
+        "keys are cached, not fetched per request"
+    );
+
+    let old = alice.token.clone().unwrap();
+    s.issuer.rotate(false).await;
+    let new = s.issuer.token("alice", &s.resource, "mcp mcp:tools").await;
+    alice.token = Some(new);
+    // The first token signed with the new key makes Shadowcat fetch the keys
+    // again (at most once per --auth-jwks-min-refresh-interval, here 1 s).
+    eventually("the new key to be accepted", Duration::from_secs(10), || {
+        let alice = &alice;
+        async move {
+            let body = alice.request_body("tools/list", json!({}));
+            (alice.post(&body).await.status() == 200).then_some(())
+        }
+    })
+    .await;
+    // The old key is gone from the issuer, so are its tokens here.
+    alice.token = Some(old);
+    let response = alice.post(&alice.request_body("tools/list", json!({}))).await;
+    assert_eq!(response.status(), 401, "a token of the withdrawn key");
+    assert!(s.issuer.jwks_fetches().await <= 3, "refetches are rate-limited");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_carry_the_principal_and_reinitialize_with_the_upstream_credential() {
+    let resource = "https://mcp.example.test/mcp";
+    let issuer = AuthServer::start(&[resource]).await;
+    let credential = temp_file("cluster-credential", "Bearer upstream-secret");
+    let mut cluster = Cluster::start(
+        2,
+        &[
+            "--auth-issuer",
+            &issuer.issuer,
+            "--auth-resource",
+            resource,
+            "--auth-scopes",
+            "mcp",
+            "--upstream-auth-file",
+            &credential,
+        ],
+    )
+    .await;
+    let url = |i: usize| cluster.replicas[i].as_ref().unwrap().url.clone();
+    let mut alice = Mcp::new(&url(0), VERSION);
+    alice.token = Some(issuer.token("alice", resource, "mcp").await);
+    alice.initialize().await;
+    assert_eq!(cluster.initialized_on(), vec![0]);
+
+    // Through the other replica: alice's requests are forwarded to the owner
+    // with her verified identity; bob's are refused before they go anywhere.
+    let mut via = Mcp::new(&url(1), VERSION);
+    via.session = alice.session.clone();
+    via.token = alice.token.clone();
+    let answer = via
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+    assert_eq!(cluster.upstreams[0].calls("echo"), 1);
+    let mut bob = Mcp::new(&url(1), VERSION);
+    bob.session = alice.session.clone();
+    bob.token = Some(issuer.token("bob", resource, "mcp").await);
+    let response = bob
+        .post(&bob.request_body("tools/call", json!({"name": "echo", "arguments": {}})))
+        .await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(bob.get(None).await.status(), 404);
+    assert_eq!(cluster.upstreams[0].calls("echo"), 1, "bob's call never ran");
+
+    // The owner dies; the other replica adopts the session, re-initializing
+    // its upstream with the upstream credential (never a client's token).
+    cluster.kill(0).await;
+    let answer = via
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+    let seen = cluster.upstreams[1].seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|r| r.rpc_method.as_deref() == Some("initialize")),
+        "re-initialized: {seen:?}"
+    );
+    for upstream in &cluster.upstreams {
+        for request in upstream.seen.lock().unwrap().iter() {
+            assert_eq!(
+                request.authorization.as_deref(),
+                Some("Bearer upstream-secret"),
+                "{request:?}"
+            );
+        }
+    }
+    // Bob still cannot use it on its new owner.
+    let response = bob.post(&bob.request_body("tools/list", json!({}))).await;
+    assert_eq!(response.status(), 404);
+}
