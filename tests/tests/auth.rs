@@ -50,13 +50,20 @@ fn temp_file(name: &str, text: &str) -> String {
 }
 
 /// An authorization server, an upstream, and Shadowcat verifying tokens for
-/// its own URL in front of it.
+/// its own URL in front of it, with the scopes of [`CONFIG`].
 async fn setup(extra: &[&str]) -> Setup {
+    setup_over(None, CONFIG, extra).await
+}
+
+/// [`setup`] in front of `upstream` (default: a scripted one), configured
+/// with `config`.
+async fn setup_over(upstream_url: Option<&str>, config: &str, extra: &[&str]) -> Setup {
     let port = free_port();
     let resource = format!("http://127.0.0.1:{port}/mcp");
     let issuer = AuthServer::start(&[&resource]).await;
     let upstream = Scripted::start().await;
-    let config = temp_file("config.yaml", CONFIG);
+    let upstream_url = upstream_url.unwrap_or(&upstream.url).to_owned();
+    let config = temp_file("config.yaml", config);
     let credential = temp_file("upstream-credential", "Bearer upstream-secret\n");
     let mut flags = vec![
         "--config",
@@ -71,7 +78,7 @@ async fn setup(extra: &[&str]) -> Setup {
         &credential,
     ];
     flags.extend_from_slice(extra);
-    let proxy = Shadowcat::start_at(&upstream.url, &format!("127.0.0.1:{port}"), &flags).await;
+    let proxy = Shadowcat::start_at(&upstream_url, &format!("127.0.0.1:{port}"), &flags).await;
     Setup {
         issuer,
         upstream,
@@ -516,4 +523,103 @@ async fn replicas_carry_the_principal_and_reinitialize_with_the_upstream_credent
     // Bob still cannot use it on its new owner.
     let response = bob.post(&bob.request_body("tools/list", json!({}))).await;
     assert_eq!(response.status(), 404);
+}
+
+/// Runs a client from `tests/peers` and reads its one JSON line.
+async fn run_client(program: &std::path::Path, args: &[&str]) -> Value {
+    let output = shadowcat_tests::within(
+        "the SDK client",
+        Duration::from_secs(90),
+        tokio::process::Command::new(program).args(args).output(),
+    )
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|_| {
+        panic!(
+            "no JSON line from {program:?} {args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sdk_clients_discover_the_authorization_server_through_shadowcat_and_complete_a_session() {
+    // A real SDK server behind it; scopes the SDKs can learn from the 401.
+    let server = shadowcat_tests::procs::fixture().await;
+    let s = setup_over(Some(&server.url), "auth:\n  scopes:\n    default: [mcp]\n", &[]).await;
+    let peers = shadowcat_tests::root().join("tests/peers");
+    let node = std::path::PathBuf::from("node");
+    let script = peers.join("oauth-client.mjs");
+    let script = script.to_str().unwrap();
+    let python_script = peers
+        .join("python_oauth_client.py")
+        .to_string_lossy()
+        .into_owned();
+    let metadata = format!(
+        "{}/.well-known/oauth-protected-resource/mcp",
+        s.proxy.url.trim_end_matches("/mcp")
+    );
+    let flows: Vec<(&str, std::path::PathBuf, Vec<&str>)> = vec![
+        (
+            "TypeScript, client credentials",
+            node.clone(),
+            vec![
+                script,
+                "--flow",
+                "client-credentials",
+                "--client-id",
+                "alice",
+                "--client-secret",
+                "alice-secret",
+                "--scope",
+                "mcp",
+            ],
+        ),
+        (
+            "TypeScript, authorization code + PKCE, registered dynamically",
+            node.clone(),
+            vec![script, "--flow", "authorization-code", "--login", "carol"],
+        ),
+        (
+            "Python, client credentials",
+            peers.join(".venv/bin/python"),
+            vec![
+                python_script.as_str(),
+                "--client-id",
+                "bob",
+                "--client-secret",
+                "bob-secret",
+                "--issuer",
+                s.issuer.issuer.as_str(),
+            ],
+        ),
+    ];
+    for (flow, program, mut args) in flows {
+        args.extend(["--url", s.proxy.url.as_str()]);
+        let report = run_client(&program, &args).await;
+        assert_eq!(report["ok"], true, "{flow}: {report}");
+        assert!(
+            report["tools"].as_array().unwrap().iter().any(|t| t == "echo"),
+            "{flow}: {report}"
+        );
+        assert!(
+            report["echo"].as_str().is_some_and(|t| t.contains("hi")),
+            "{flow}: {report}"
+        );
+        assert_eq!(
+            report["discovered"]["authorizationServer"],
+            s.issuer.issuer.as_str(),
+            "{flow}: {report}"
+        );
+        if let Some(url) = report["discovered"]["resourceMetadataUrl"].as_str() {
+            assert_eq!(url, metadata, "{flow}");
+        }
+    }
+    // Each flow began without a token, was told where to look, and came back with one.
+    assert!(outcome(&s, "missing").await >= 3);
+    assert!(outcome(&s, "ok").await >= 9);
+    let seen = s.upstream.seen.lock().unwrap().len();
+    assert_eq!(seen, 0, "the scripted upstream is not in this test");
 }
