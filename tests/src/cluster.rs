@@ -240,13 +240,29 @@ pub struct Front {
 type FrontBody = BoxBody<Bytes, hyper::Error>;
 
 impl Front {
+    /// A front to `backend` alone that adds `headers` to every request it
+    /// passes on (e.g. a bearer token, for a client that cannot send one).
+    pub async fn adding(backend: &str, headers: &[(&str, &str)]) -> Front {
+        let extra = headers
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let front = Self::start_with(extra).await;
+        front.set(0, Some(backend.to_owned()));
+        front
+    }
+
     async fn start() -> Front {
+        Self::start_with(Vec::new()).await
+    }
+
+    async fn start_with(extra: Vec<(String, String)>) -> Front {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/mcp", listener.local_addr().unwrap());
         let backends: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
         let next = Arc::new(AtomicUsize::new(0));
         let client = http();
-        let state = (backends.clone(), next, client);
+        let state = (backends.clone(), next, client, Arc::new(extra));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -255,8 +271,8 @@ impl Front {
                 let state = state.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
-                        let (backends, next, client) = state.clone();
-                        async move { Ok::<_, Infallible>(route(&backends, &next, &client, req).await) }
+                        let (backends, next, client, extra) = state.clone();
+                        async move { Ok::<_, Infallible>(route(&backends, &next, &client, &extra, req).await) }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), service)
@@ -281,6 +297,7 @@ async fn route(
     backends: &Mutex<Vec<Option<String>>>,
     next: &AtomicUsize,
     client: &Http,
+    extra: &[(String, String)],
     req: Request<Incoming>,
 ) -> Response<FrontBody> {
     let (parts, body) = req.into_parts();
@@ -298,6 +315,9 @@ async fn route(
             if k != http::header::HOST {
                 request = request.header(k, v);
             }
+        }
+        for (k, v) in extra {
+            request = request.header(k, v);
         }
         match client
             .request(request.body(Full::new(body.clone())).unwrap())

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod conformance;
 pub mod oauth;
 pub mod procs;
 pub mod relay;

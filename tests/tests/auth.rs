@@ -623,3 +623,69 @@ async fn sdk_clients_discover_the_authorization_server_through_shadowcat_and_com
     let seen = s.upstream.seen.lock().unwrap().len();
     assert_eq!(seen, 0, "the scripted upstream is not in this test");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_conformance_suite_passes_with_tokens_verified() {
+    // The suite sends no token: a front in the tests adds a valid one to
+    // each of its requests, and nothing else.
+    let server = shadowcat_tests::procs::fixture().await;
+    let s = setup_over(Some(&server.url), "auth:\n  scopes:\n    default: [mcp]\n", &[]).await;
+    let token = s.issuer.token("alice", &s.resource, "mcp").await;
+    let bearer = format!("Bearer {token}");
+    let front = shadowcat_tests::cluster::Front::adding(&s.proxy.url, &[("authorization", &bearer)]).await;
+    let results = shadowcat_tests::conformance::run(&front.url).await;
+    assert!(results.len() >= 25, "the full active suite: {results:?}");
+    let failed = shadowcat_tests::conformance::failing(&results);
+    assert!(failed.is_empty(), "{failed:?}\n{}", s.proxy.proc.output());
+    assert!(outcome(&s, "ok").await >= 25);
+    assert_eq!(outcome(&s, "missing").await, 0);
+}
+
+#[tokio::test]
+async fn stateless_requests_are_each_verified_and_scoped_by_their_body() {
+    let s = setup(&[]).await;
+    let http = shadowcat_tests::client::http();
+    let good = s.issuer.token("alice", &s.resource, "mcp").await;
+    let stateless = |token: Option<&str>, tool: &str, header_name: &str| {
+        let body = call(tool);
+        let bearer = token.map(|t| format!("Bearer {t}"));
+        let header_name = header_name.to_owned();
+        let (http, url) = (&http, &s.proxy.url);
+        async move {
+            let mut headers = vec![
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("mcp-protocol-version", "2026-07-28"),
+                ("mcp-method", "tools/call"),
+                ("mcp-name", header_name.as_str()),
+            ];
+            if let Some(b) = &bearer {
+                headers.push(("authorization", b.as_str()));
+            }
+            let response = send(http, Method::POST, url, &headers, Bytes::from(body.to_string())).await;
+            let status = response.status().as_u16();
+            let challenge = response
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, challenge)
+        }
+    };
+    let (status, challenge) = stateless(None, "echo", "echo").await;
+    assert_eq!(status, 401);
+    assert!(challenge.unwrap().contains("resource_metadata="));
+    // `echo` needs mcp:tools, which this token lacks: the body says so,
+    // whatever the mirrored header claims (a mismatch is refused anyway).
+    let (status, challenge) = stateless(Some(&good), "echo", "echo").await;
+    assert_eq!(status, 403);
+    assert!(challenge.unwrap().contains("scope=\"mcp mcp:tools\""));
+    let (status, _) = stateless(Some(&good), "echo", "other").await;
+    assert_eq!(status, 403, "scopes come from the body, before the header check");
+    let tools = s.issuer.token("alice", &s.resource, "mcp mcp:tools").await;
+    for _ in 0..3 {
+        let (status, _) = stateless(Some(&tools), "echo", "echo").await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(s.upstream.calls("echo"), 3);
+    assert_eq!(outcome(&s, "ok").await, 5, "every request verified on its own");
+}

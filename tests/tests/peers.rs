@@ -5,52 +5,17 @@
 
 use std::collections::BTreeMap;
 
+use shadowcat_tests::conformance::{self, failing};
 use shadowcat_tests::procs::{NodeServer, Shadowcat, everything, fixture};
 use shadowcat_tests::root;
-
-/// Runs the conformance suite's active server scenarios against `url`:
-/// scenario name -> passed.
-/// Each scenario's outcome: `None` when it passed, else what failed.
-async fn conformance(url: &str) -> BTreeMap<String, Option<String>> {
-    let script = root().join("tests/peers/run-conformance.mjs");
-    let output = tokio::process::Command::new("node")
-        .arg(script)
-        .args(["--url", url])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "conformance suite could not run: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    report["scenarios"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let failed = (!s["passed"].as_bool().unwrap()).then(|| s["detail"].to_string());
-            (s["name"].as_str().unwrap().to_owned(), failed)
-        })
-        .collect()
-}
-
-/// The scenarios that failed, each with what the suite said.
-fn failing(results: &BTreeMap<String, Option<String>>) -> Vec<String> {
-    results
-        .iter()
-        .filter_map(|(name, failed)| Some(format!("{name}: {}", failed.as_ref()?)))
-        .collect()
-}
 
 /// Every scenario that passes directly must pass through the proxy.
 async fn compare(
     server: &NodeServer,
     proxy: &Shadowcat,
 ) -> (BTreeMap<String, Option<String>>, BTreeMap<String, Option<String>>) {
-    let direct = conformance(&server.url).await;
-    let proxied = conformance(&proxy.url).await;
+    let direct = conformance::run(&server.url).await;
+    let proxied = conformance::run(&proxy.url).await;
     assert_eq!(
         direct.keys().collect::<Vec<_>>(),
         proxied.keys().collect::<Vec<_>>(),
@@ -87,7 +52,7 @@ async fn conformance_fixture_passes_every_scenario_through_shadowcat_repeatedly(
     // Messages sent before a GET stream is open are where proxies lose them:
     // run the whole suite through Shadowcat again, several times.
     for round in 0..3 {
-        let proxied = conformance(&proxy.url).await;
+        let proxied = conformance::run(&proxy.url).await;
         assert_eq!(
             failing(&proxied),
             Vec::<String>::new(),
@@ -159,7 +124,7 @@ async fn conformance_and_python_sdk_pass_through_three_replicas_round_robin() {
     let servers = [fixture().await, fixture().await, fixture().await];
     let urls = servers.iter().map(|s| s.url.clone()).collect();
     let cluster = shadowcat_tests::cluster::Cluster::start_over(Vec::new(), urls, &[]).await;
-    let results = conformance(&cluster.front.url).await;
+    let results = conformance::run(&cluster.front.url).await;
     let logs = || {
         cluster
             .replicas
