@@ -689,3 +689,28 @@ async fn stateless_requests_are_each_verified_and_scoped_by_their_body() {
     assert_eq!(s.upstream.calls("echo"), 3);
     assert_eq!(outcome(&s, "ok").await, 5, "every request verified on its own");
 }
+
+#[tokio::test]
+async fn a_token_that_verified_still_expires() {
+    // Verified tokens are remembered (their signature is not checked again),
+    // but not past their `exp`.
+    let s = setup(&["--auth-leeway", "0s"]).await;
+    let alice = session_of(&s, "alice", "mcp mcp:tools").await;
+    let claims = json!({
+        "iss": s.issuer.issuer, "sub": "alice", "aud": s.resource,
+        "iat": now(), "exp": now() + 2, "scope": "mcp mcp:tools",
+    });
+    let short = s.issuer.sign(claims, json!({}), None).await;
+    let (status, _, _) = post(&s, Some(&short), alice.session.as_deref(), &call("echo"), "").await;
+    assert_eq!(status, 200);
+    let challenge = eventually("the token to expire", Duration::from_secs(10), || {
+        let (s, short, session) = (&s, &short, alice.session.as_deref());
+        async move {
+            let (status, challenge, _) = post(s, Some(short), session, &call("echo"), "").await;
+            (status == 401).then_some(challenge)
+        }
+    })
+    .await;
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    assert_eq!(outcome(&s, "expired").await, 1);
+}

@@ -130,6 +130,9 @@ pub struct Keys {
     accepted: Vec<Algorithm>,
     min_interval: Duration,
     set: RwLock<Arc<KeySet>>,
+    /// Counts key set changes: a verification made under an older set is
+    /// not taken on trust any more.
+    generation: std::sync::atomic::AtomicU64,
     fetching: tokio::sync::Mutex<Fetching>,
     metrics: Arc<Metrics>,
 }
@@ -157,12 +160,18 @@ impl Keys {
             accepted,
             min_interval: settings.jwks_min_refresh_interval,
             set: RwLock::new(Arc::default()),
+            generation: std::sync::atomic::AtomicU64::new(0),
             fetching: tokio::sync::Mutex::new(Fetching {
                 jwks_url: settings.jwks_url.clone(),
                 last_attempt: None,
             }),
             metrics,
         }
+    }
+
+    /// Which key set is current (it changes with every fetch).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The keys as last fetched.
@@ -206,6 +215,7 @@ impl Keys {
                 tracing::info!(issuer = %self.issuer, keys = set.len(), "signing keys fetched");
                 self.count("ok");
                 *self.set.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(set);
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
             Err(e) => {
                 tracing::warn!(issuer = %self.issuer, error = %e, "cannot fetch signing keys; keeping those held");

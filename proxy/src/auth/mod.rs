@@ -13,6 +13,7 @@
 
 mod client;
 mod keys;
+mod ring_crypto;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
@@ -105,8 +106,27 @@ impl std::fmt::Display for Denied {
 /// Why a token was refused (before it becomes a [`Denied`]).
 struct Invalid(&'static str, String);
 
+/// Verified tokens kept, at most: a client sends the same token with every
+/// request, and checking its signature again is most of the cost.
+const MAX_VERIFIED: usize = 10_000;
+
+/// A token that verified: who it names and how long it is good for.
+struct Verified {
+    identity: Arc<Identity>,
+    /// `exp`, and `nbf` if any, in Unix seconds.
+    exp: u64,
+    nbf: u64,
+    /// The key set it was verified under ([`Keys::generation`]).
+    generation: u64,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// The resource server.
-#[derive(Debug)]
 pub struct Auth {
     settings: AuthSettings,
     keys: Keys,
@@ -115,13 +135,25 @@ pub struct Auth {
     metadata_url: String,
     metadata_paths: Vec<String>,
     claim_headers: Vec<(String, HeaderName)>,
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
     metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("issuer", &self.settings.issuer)
+            .field("resource", &self.settings.resource)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
     /// A resource server for `settings`, serving the MCP endpoint at `path`.
     /// No key is fetched yet: see [`Auth::keep_keys_current`].
     pub fn new(settings: AuthSettings, path: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        ring_crypto::install();
         let accepted = settings
             .algorithms
             .iter()
@@ -157,6 +189,7 @@ impl Auth {
             keys,
             accepted,
             settings,
+            verified: Default::default(),
             metrics,
         })
     }
@@ -223,7 +256,7 @@ impl Auth {
     }
 
     /// Verifies the request's bearer token. The outcome is counted.
-    pub async fn authenticate(&self, parts: &http::request::Parts) -> Result<Identity, Denied> {
+    pub async fn authenticate(&self, parts: &http::request::Parts) -> Result<Arc<Identity>, Denied> {
         let result = self.verify_request(parts).await;
         let outcome = match &result {
             Ok(_) => "ok",
@@ -239,7 +272,7 @@ impl Auth {
         result
     }
 
-    async fn verify_request(&self, parts: &http::request::Parts) -> Result<Identity, Denied> {
+    async fn verify_request(&self, parts: &http::request::Parts) -> Result<Arc<Identity>, Denied> {
         let query_token = parts
             .uri
             .query()
@@ -273,7 +306,7 @@ impl Auth {
         if !well_formed {
             return Err(self.bad_request("bad_header", "the Authorization header is not a Bearer token"));
         }
-        self.verify_token(token)
+        self.verify_cached(token)
             .await
             .map_err(|Invalid(outcome, why)| match outcome {
                 "keys_unavailable" => Denied {
@@ -286,7 +319,48 @@ impl Auth {
             })
     }
 
-    async fn verify_token(&self, token: &str) -> Result<Identity, Invalid> {
+    /// [`Auth::verify_token`], skipped for a token that verified before
+    /// under the same keys and is still within its validity (with leeway).
+    async fn verify_cached(&self, token: &str) -> Result<Arc<Identity>, Invalid> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let leeway = self.settings.leeway.as_secs();
+        let now = now_secs();
+        let generation = self.keys.generation();
+        {
+            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(v) = cache.get(&digest)
+                && v.generation == generation
+                && now <= v.exp.saturating_add(leeway)
+                && now.saturating_add(leeway) >= v.nbf
+            {
+                return Ok(v.identity.clone());
+            }
+        }
+        let (identity, exp, nbf) = self.verify_token(token).await?;
+        let identity = Arc::new(identity);
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_VERIFIED {
+            cache.retain(|_, v| now <= v.exp.saturating_add(leeway) && v.generation == generation);
+            if cache.len() >= MAX_VERIFIED {
+                // Still full of live tokens: start over rather than grow.
+                cache.clear();
+            }
+        }
+        cache.insert(
+            digest,
+            Verified {
+                identity: identity.clone(),
+                exp,
+                nbf,
+                generation,
+            },
+        );
+        Ok(identity)
+    }
+
+    /// Verifies a token: its identity, `exp` and `nbf` (0 when absent).
+    async fn verify_token(&self, token: &str) -> Result<(Identity, u64, u64), Invalid> {
         let (alg, kid) = peek_header(token)?;
         let Some(alg) = Algorithm::from_str(&alg)
             .ok()
@@ -321,7 +395,11 @@ impl Auth {
         let mut last = None;
         for key in keys {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation) {
-                Ok(data) => return self.identity(data.claims),
+                Ok(data) => {
+                    let time = |claim: &str| data.claims.get(claim).and_then(Value::as_u64).unwrap_or(0);
+                    let (exp, nbf) = (time("exp"), time("nbf"));
+                    return Ok((self.identity(data.claims)?, exp, nbf));
+                }
                 Err(e) => last = Some(e),
             }
         }

@@ -46,11 +46,10 @@ async fn authenticate(app: &App, req: Request<Body>) -> Result<Request<Body>, cr
     let (mut parts, body) = req.into_parts();
     let identity = match parts.extensions.get::<Arc<Identity>>() {
         Some(forwarded) => forwarded.clone(),
-        None => Arc::new(
-            auth.authenticate(&parts)
-                .await
-                .map_err(crate::error::Error::Auth)?,
-        ),
+        None => auth
+            .authenticate(&parts)
+            .await
+            .map_err(crate::error::Error::Auth)?,
     };
     if parts.method != http::Method::POST {
         auth.authorize(&identity, None)
