@@ -43,6 +43,18 @@ pub async fn get_status(http: &Http, url: &Uri) -> Result<StatusCode, CallError>
     Ok(response.status())
 }
 
+/// `Authorization` of every MCP request this process sends, once set: all
+/// targets get the same bytes, and those that do not check it ignore it.
+static BEARER: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+
+/// Sends `token` as a bearer token on every MCP request from now on.
+pub fn set_bearer(token: &str) -> anyhow::Result<()> {
+    let value = HeaderValue::from_str(&format!("Bearer {token}"))?;
+    BEARER
+        .set(value)
+        .map_err(|_| anyhow::anyhow!("a bearer token is already set"))
+}
+
 /// What carries a session's requests.
 pub trait Transport: Send {
     /// Sends one request; resolves when the response headers arrive.
@@ -199,12 +211,17 @@ impl<T: Transport> Session<T> {
         self.next_id
     }
 
-    /// A request to the endpoint with the version header.
+    /// A request to the endpoint with the version header (and the bearer
+    /// token, once [`set_bearer`] gave one).
     fn request(&self, method: Method) -> http::request::Builder {
-        Request::builder()
+        let builder = Request::builder()
             .method(method)
             .uri(self.url.clone())
-            .header("mcp-protocol-version", self.version.header())
+            .header("mcp-protocol-version", self.version.header());
+        match BEARER.get() {
+            Some(bearer) => builder.header(http::header::AUTHORIZATION, bearer.clone()),
+            None => builder,
+        }
     }
 
     /// POSTs a message with the standard headers and checks the status;

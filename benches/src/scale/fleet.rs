@@ -31,6 +31,8 @@ pub struct Fleet {
     upstream_port: u16,
     entries: Vec<Entry>,
     redis: Option<(Proc, u16)>,
+    /// The authorization server of the auth target, and its issuer.
+    auth: Option<(Proc, String)>,
     /// Where every log (and nginx's files) goes.
     log_dir: PathBuf,
     /// Targets asked for but not run, and why.
@@ -67,10 +69,14 @@ impl Fleet {
             upstream_port,
             entries: Vec::new(),
             redis: None,
+            auth: None,
             log_dir,
             skipped: Vec::new(),
         };
         for &target in &plan.targets {
+            if target == Target::ShadowcatAuth {
+                fleet.auth = Some(start_authorization_server(&fleet.log_dir, http).await?);
+            }
             if target == Target::ShadowcatRedis {
                 let (proc, port) = procs::start_redis(&args.redis_server, &fleet.log_dir).await?;
                 fleet.redis = Some((proc, port));
@@ -98,7 +104,7 @@ impl Fleet {
         let store = match target {
             Target::Direct => return Ok(None),
             Target::Nginx => return self.start_nginx(http).await,
-            Target::ShadowcatMemory => "memory".to_owned(),
+            Target::ShadowcatMemory | Target::ShadowcatAuth => "memory".to_owned(),
             Target::ShadowcatRedis => {
                 let port = self
                     .redis
@@ -158,11 +164,20 @@ impl Fleet {
         http: &Http,
     ) -> anyhow::Result<(Option<Proc>, Uri)> {
         let mut extra = shadowcat_flags(self.nofile);
+        if target == Target::ShadowcatAuth {
+            let (_, issuer) = self.auth.as_ref().context("no authorization server")?;
+            extra.extend([
+                format!("--auth-issuer={issuer}"),
+                format!("--auth-resource={AUTH_RESOURCE}"),
+                "--auth-scopes=mcp".to_owned(),
+            ]);
+        }
         extra.extend(self.args.shadowcat_args.iter().cloned());
         let spec = ShadowcatSpec {
             binary: &self.args.shadowcat,
             name: match target {
                 Target::ShadowcatRedis => "shadowcat-redis",
+                Target::ShadowcatAuth => "shadowcat-auth",
                 _ => "shadowcat-memory",
             },
             store: &store,
@@ -251,4 +266,51 @@ impl Fleet {
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
     }
+}
+
+/// The audience the bench's tokens are issued for (any URL will do: it is
+/// only compared).
+const AUTH_RESOURCE: &str = "http://shadowcat-bench.local/mcp";
+
+/// Starts the test suite's authorization server (`oidc-provider`, from
+/// `tests/peers`), takes one client-credentials token from it for every
+/// request of the run, and returns the process and its issuer.
+async fn start_authorization_server(log_dir: &Path, http: &Http) -> anyhow::Result<(Proc, String)> {
+    let peers = Path::new("tests/peers");
+    anyhow::ensure!(
+        peers.join("node_modules/oidc-provider").exists(),
+        "the shadowcat-auth target needs the test peers: run tests/peers/install.sh"
+    );
+    let port = procs::free_port()?;
+    let issuer = format!("http://127.0.0.1:{port}");
+    let mut cmd = Command::new("node");
+    cmd.arg(peers.join("authorization-server.mjs")).args([
+        "--port",
+        &port.to_string(),
+        "--resource",
+        AUTH_RESOURCE,
+    ]);
+    let mut proc = Proc::spawn("authorization-server", cmd, log_dir)?;
+    proc.wait_until_http(http, &format!("{issuer}/jwks").parse()?)
+        .await?;
+    let form = format!(
+        "grant_type=client_credentials&scope=mcp&resource={}",
+        AUTH_RESOURCE.replace(':', "%3A").replace('/', "%2F")
+    );
+    let request = http::Request::post(format!("{issuer}/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        // alice:alice-secret, the test server's client.
+        .header("authorization", "Basic YWxpY2U6YWxpY2Utc2VjcmV0")
+        .body(http_body_util::Full::new(bytes::Bytes::from(form)))?;
+    let response = http.request(request).await?;
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await?
+        .to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&body)?;
+    let token = answer["access_token"]
+        .as_str()
+        .with_context(|| format!("no token from the authorization server: {answer}"))?;
+    crate::client::set_bearer(token)?;
+    eprintln!("authorization server {issuer}; every request carries its token");
+    Ok((proc, issuer))
 }

@@ -37,6 +37,7 @@ fn colour(target: Target) -> RGBColor {
         Target::Nginx => RGBColor(0, 150, 60),
         Target::ShadowcatMemory => RGBColor(30, 90, 200),
         Target::ShadowcatRedis => RGBColor(210, 40, 40),
+        Target::ShadowcatAuth => RGBColor(140, 60, 200),
     }
 }
 

@@ -13,6 +13,9 @@ pub enum Target {
     ShadowcatMemory,
     /// Through shadowcat with a private redis-server as its store.
     ShadowcatRedis,
+    /// Through shadowcat with the memory store, verifying every request's
+    /// access token (a real authorization server's JWT; keys cached).
+    ShadowcatAuth,
 }
 
 impl Target {
@@ -23,6 +26,7 @@ impl Target {
             Target::Nginx => "nginx",
             Target::ShadowcatMemory => "shadowcat+memory",
             Target::ShadowcatRedis => "shadowcat+redis",
+            Target::ShadowcatAuth => "shadowcat+auth",
         }
     }
 
@@ -33,11 +37,15 @@ impl Target {
             Target::Nginx => "nginx",
             Target::ShadowcatMemory => "shadowcat_memory",
             Target::ShadowcatRedis => "shadowcat_redis",
+            Target::ShadowcatAuth => "shadowcat_auth",
         }
     }
 
     /// Whether it is a shadowcat.
     pub fn is_shadowcat(self) -> bool {
-        matches!(self, Target::ShadowcatMemory | Target::ShadowcatRedis)
+        matches!(
+            self,
+            Target::ShadowcatMemory | Target::ShadowcatRedis | Target::ShadowcatAuth
+        )
     }
 }
