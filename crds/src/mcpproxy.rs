@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
+
+use crate::auth::{DEFAULT_ALGORITHMS, ScopesConfig};
 
 /// Puts Shadowcat in front of an MCP server workload.
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -46,6 +48,14 @@ pub struct McpProxySpec {
     /// Overrides for the sidecar container.
     #[serde(default)]
     pub sidecar: SidecarSpec,
+    /// Verifying clients' access tokens, the sidecar as an OAuth 2.1 resource
+    /// server; off when absent. Every request then needs a bearer token from
+    /// `issuer` issued for `resource`. The protected resource metadata
+    /// (RFC 9728) is served at `/.well-known/oauth-protected-resource` and at
+    /// that path followed by the endpoint path: route both to the sidecar.
+    /// The client's token never reaches the MCP server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
 }
 
 /// The workload the sidecar goes into.
@@ -196,6 +206,75 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// Token verification, rendered into the sidecar's `auth` and `upstreamAuth`
+/// config; Secrets are mounted and the config names their files. Requests
+/// without a good token get 401, those short of a scope 403, both with a
+/// `WWW-Authenticate` challenge; each session is bound to the principal that
+/// created it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// The authorization server's issuer URL, e.g.
+    /// `https://auth.example.com/realms/mcp`. Tokens must carry exactly this
+    /// `iss`; its signing keys are found through its metadata (RFC 8414, then
+    /// OpenID Connect discovery) unless `jwksUrl` is set.
+    #[schemars(length(min = 1))]
+    pub issuer: String,
+    /// The issuer's JWKS URL, to skip discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// The MCP endpoint's URL as clients reach it (the Service's or the
+    /// Ingress's URL and path), e.g. `https://mcp.example.com/mcp`: an
+    /// absolute http(s) URL without a fragment. It is the `resource` of the
+    /// metadata and the audience tokens must be issued for.
+    #[schemars(length(min = 1))]
+    pub resource: String,
+    /// Further accepted audiences: a token needs one of these or `resource`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms; every asymmetric one when absent. HMAC
+    /// algorithms and `none` are never accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "algorithms_schema")]
+    pub algorithms: Option<Vec<String>>,
+    /// Clock skew allowed on `exp` and `nbf`, e.g. `30s` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    pub leeway: Option<String>,
+    /// Scopes each operation needs; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<ScopesConfig>,
+    /// Token claims passed to the MCP server as request headers, claim name
+    /// to header name, e.g. `sub: X-Mcp-Subject`. A client's own header of
+    /// that name is dropped. `Authorization`, `Host`, `Cookie` and `Mcp-*`
+    /// cannot carry a claim.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub claim_headers: BTreeMap<String, String>,
+    /// A Secret key holding PEM CAs to trust for the authorization server
+    /// (a private one), beyond the system's roots. Mounted, never copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// The credential the sidecar sends to the MCP server on every request,
+    /// in place of the client's token; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_credential: Option<UpstreamCredentialSpec>,
+}
+
+/// A header the sidecar sends to the MCP server, its value from a Secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamCredentialSpec {
+    /// The header.
+    #[serde(default = "default_credential_header")]
+    #[schemars(regex(pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"))]
+    pub header: String,
+    /// The Secret key holding the header's whole value, e.g.
+    /// `Bearer abc…` (trailing whitespace is dropped). Mounted, never copied:
+    /// a new value is used once the kubelet has updated the mounted file,
+    /// without a restart.
+    pub secret_ref: SecretKeyRef,
+}
+
 /// Replay settings.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -264,4 +343,65 @@ fn default_listen_port() -> u16 {
 
 fn default_path() -> String {
     "/mcp".into()
+}
+
+fn default_credential_header() -> String {
+    "Authorization".into()
+}
+
+/// The algorithm names the sidecar accepts, so the API server refuses any
+/// other (`HS256`, `none`) before the operator sees it.
+fn algorithms_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "items": {"type": "string", "enum": DEFAULT_ALGORITHMS},
+        "minItems": 1,
+        "nullable": true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_spec_reads_as_users_write_it() {
+        let auth: AuthSpec = serde_yaml::from_str(
+            "
+issuer: https://auth.example.com/realms/mcp
+resource: https://mcp.example.com/mcp
+scopes:
+  default: [mcp]
+  tools: {delete_repo: ['mcp:admin']}
+claimHeaders: {sub: X-Mcp-Subject}
+upstreamCredential:
+  secretRef: {name: mcp-credential, key: token}
+",
+        )
+        .unwrap();
+        let credential = auth.upstream_credential.unwrap();
+        assert_eq!(credential.header, "Authorization", "the default header");
+        assert_eq!(credential.secret_ref.key, "token");
+        assert_eq!(auth.scopes.unwrap().tools.unwrap()["delete_repo"], ["mcp:admin"]);
+        assert_eq!(auth.algorithms, None);
+        assert!(auth.audiences.is_empty() && auth.ca_secret_ref.is_none());
+    }
+
+    #[test]
+    fn auth_spec_needs_an_issuer_and_a_resource() {
+        for yaml in ["issuer: https://a.example", "resource: https://mcp.example/mcp"] {
+            assert!(serde_yaml::from_str::<AuthSpec>(yaml).is_err(), "{yaml}");
+        }
+    }
+
+    /// The API server refuses what the sidecar would: the schema's algorithm
+    /// list is the sidecar's own.
+    #[test]
+    fn auth_algorithms_schema_lists_exactly_the_accepted_ones() {
+        let schema = algorithms_schema(&mut SchemaGenerator::default());
+        assert_eq!(
+            schema.get("items").unwrap()["enum"],
+            serde_json::json!(DEFAULT_ALGORITHMS)
+        );
+    }
 }

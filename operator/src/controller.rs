@@ -170,16 +170,11 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     }
     let (yaml, hash) = render::config_yaml(&config)?;
 
-    // 2. Secrets: the Redis URL must exist; the peer secret is made once.
-    if let Some(redis) = proxy
-        .spec
-        .sessions
-        .redis
-        .as_ref()
-        .filter(|_| proxy.spec.sessions.store == StoreKind::Redis)
-    {
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-        let reference = &redis.url_secret_ref;
+    // 2. Secrets: every key the spec names must exist (the Redis URL, the
+    //    authorization server's CAs, the upstream credential), or the pods
+    //    would not start; the peer secret is made once.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for reference in render::secret_refs(proxy) {
         let found = secrets.get_opt(&reference.name).await?;
         if !found
             .as_ref()
@@ -194,6 +189,8 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
             write_status(ctx, proxy, &sets, Some(hash), None).await?;
             return Ok(Action::requeue(MISSING_RETRY));
         }
+    }
+    if render::redis(proxy).is_some() {
         ensure_peer_secret(proxy, &secrets).await?;
     }
 

@@ -57,4 +57,33 @@ mod tests {
         );
         assert!(schema.contains("sessions.redis is required when sessions.store is redis"));
     }
+
+    /// `kubectl explain mcpproxy.spec.auth` shows these, and the API server
+    /// refuses an auth block without an issuer or a resource.
+    #[test]
+    fn crd_spec_auth_needs_an_issuer_and_a_resource() {
+        let crd = McpProxy::crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let auth = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["auth"];
+        assert_eq!(auth["required"], serde_json::json!(["issuer", "resource"]));
+        let fields: Vec<_> = auth["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            [
+                "algorithms",
+                "audiences",
+                "caSecretRef",
+                "claimHeaders",
+                "issuer",
+                "jwksUrl",
+                "leeway",
+                "resource",
+                "scopes",
+                "upstreamCredential"
+            ]
+        );
+        let credential = &auth["properties"]["upstreamCredential"];
+        assert_eq!(credential["required"], serde_json::json!(["secretRef"]));
+        assert_eq!(credential["properties"]["header"]["default"], "Authorization");
+    }
 }

@@ -14,8 +14,8 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use shadowcat_crds::{
-    McpProxy, McpProxySpec, RedisSpec, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, StoreKind,
-    TargetKind, TargetRef,
+    AuthSpec, McpProxy, McpProxySpec, RedisSpec, ScopesConfig, SecretKeyRef, ServiceSpec, ServiceType,
+    SessionsSpec, StoreKind, TargetKind, TargetRef, UpstreamCredentialSpec,
 };
 
 use crate::controller::{Context, FINALIZER};
@@ -43,6 +43,7 @@ impl Proxy {
             sessions: Default::default(),
             replay: Default::default(),
             sidecar: Default::default(),
+            auth: None,
         };
         let mut proxy = McpProxy::new(name, spec);
         proxy.metadata.namespace = Some("tools".into());
@@ -112,6 +113,46 @@ impl Proxy {
         self
     }
 
+    /// Verifying tokens from a private issuer (its CAs in Secret `corp-ca`),
+    /// sending the MCP server a credential from Secret `mcp-credential`.
+    pub fn auth(mut self) -> Self {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        self.0.spec.auth = Some(AuthSpec {
+            issuer: "https://auth.example.com/realms/mcp".into(),
+            jwks_url: None,
+            resource: "https://mcp.example.com/mcp".into(),
+            audiences: strings(&["mcp-gateway"]),
+            algorithms: Some(strings(&["RS256", "ES256"])),
+            leeway: Some("1m".into()),
+            scopes: Some(ScopesConfig {
+                default: Some(strings(&["mcp"])),
+                tools: Some([("delete_repo".to_owned(), strings(&["mcp:admin"]))].into()),
+                ..Default::default()
+            }),
+            claim_headers: [("sub".to_owned(), "X-Mcp-Subject".to_owned())].into(),
+            ca_secret_ref: Some(SecretKeyRef {
+                name: "corp-ca".into(),
+                key: "root-bundle.pem".into(),
+            }),
+            upstream_credential: Some(UpstreamCredentialSpec {
+                header: "X-Api-Key".into(),
+                secret_ref: SecretKeyRef {
+                    name: "mcp-credential".into(),
+                    key: "api-key".into(),
+                },
+            }),
+        });
+        self
+    }
+
+    /// With `spec.auth.resource` set to `resource` (call after `auth`).
+    pub fn resource(mut self, resource: &str) -> Self {
+        if let Some(auth) = &mut self.0.spec.auth {
+            auth.resource = resource.into();
+        }
+        self
+    }
+
     /// With another replay retention (another config hash).
     pub fn retention(mut self, retention: &str) -> Self {
         self.0.spec.replay.retention = Some(retention.into());
@@ -157,21 +198,20 @@ pub fn deployment(ready: i32) -> Value {
     serde_json::to_value(d).unwrap()
 }
 
-/// A Secret with `key`.
+/// A Secret with `key` (a Redis URL).
 pub fn secret(name: &str, key: &str) -> Value {
+    secret_holding(name, key, "redis://r:6379")
+}
+
+/// A Secret whose `key` holds `value`.
+pub fn secret_holding(name: &str, key: &str, value: &str) -> Value {
     let s = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("tools".into()),
             ..Default::default()
         },
-        data: Some(
-            [(
-                key.to_owned(),
-                k8s_openapi::ByteString(b"redis://r:6379".to_vec()),
-            )]
-            .into(),
-        ),
+        data: Some([(key.to_owned(), k8s_openapi::ByteString(value.as_bytes().to_vec()))].into()),
         ..Default::default()
     };
     serde_json::to_value(s).unwrap()
@@ -237,6 +277,10 @@ pub mod path {
     pub const REDIS_SECRET: &str = "/api/v1/namespaces/tools/secrets/redis";
     /// The peer Secret.
     pub const PEER_SECRET: &str = "/api/v1/namespaces/tools/secrets/weather-shadowcat-peer";
+    /// The authorization server's CA Secret (`Proxy::auth`).
+    pub const CA_SECRET: &str = "/api/v1/namespaces/tools/secrets/corp-ca";
+    /// The upstream credential's Secret (`Proxy::auth`).
+    pub const CREDENTIAL_SECRET: &str = "/api/v1/namespaces/tools/secrets/mcp-credential";
     /// Secrets (create).
     pub const SECRETS: &str = "/api/v1/namespaces/tools/secrets";
 }

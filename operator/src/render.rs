@@ -6,9 +6,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-    Service, ServicePort, ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
+    ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -16,7 +17,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use shadowcat_crds::{LogFormat, McpProxy, SidecarConfig, SseConfig, StoreKind, TargetKind};
+use shadowcat_crds::{
+    AuthConfig, AuthSpec, LogFormat, McpProxy, RedisSpec, SecretKeyRef, SidecarConfig, SseConfig, StoreKind,
+    TargetKind, UpstreamAuthConfig,
+};
 
 /// Name of the sidecar container.
 pub const CONTAINER: &str = "shadowcat";
@@ -36,6 +40,14 @@ const CONFIG_DIR: &str = "/etc/shadowcat";
 /// How long a terminating sidecar serves on before it drains.
 const SHUTDOWN_DELAY: &str = "5s";
 const PEER_DIR: &str = "/etc/shadowcat-peer";
+/// Where the authorization server's CA bundle (`spec.auth.caSecretRef`) is
+/// mounted, and its file name there.
+const AUTH_CA_DIR: &str = "/etc/shadowcat-auth-ca";
+const AUTH_CA_FILE: &str = "ca.crt";
+/// Where the upstream credential (`spec.auth.upstreamCredential`) is
+/// mounted, and its file name there.
+const UPSTREAM_CREDENTIAL_DIR: &str = "/etc/shadowcat-upstream-credential";
+const UPSTREAM_CREDENTIAL_FILE: &str = "value";
 
 /// Operator-wide defaults for what an McpProxy does not say.
 #[derive(Clone, Debug, PartialEq)]
@@ -88,8 +100,18 @@ pub fn service_name(proxy: &McpProxy) -> String {
         .unwrap_or_else(|| proxy.name_any())
 }
 
-/// The sidecar config for `proxy`. The Redis URL is not in it (it is a
-/// secret): the sidecar gets it from the environment, which overrides the file.
+/// The Redis settings, when `proxy` keeps sessions in Redis.
+pub fn redis(proxy: &McpProxy) -> Option<&RedisSpec> {
+    let sessions = &proxy.spec.sessions;
+    (sessions.store == StoreKind::Redis)
+        .then_some(sessions.redis.as_ref())
+        .flatten()
+}
+
+/// The sidecar config for `proxy`. No secret is in it: the Redis URL comes
+/// from the environment (which overrides the file), the peer secret, the
+/// authorization server's CAs and the upstream credential from mounted
+/// files the config names.
 pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
     let spec = &proxy.spec;
     let sse = SseConfig {
@@ -98,9 +120,7 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
         response_retention: spec.replay.response_retention.clone(),
         ..Default::default()
     };
-    let redis = (spec.sessions.store == StoreKind::Redis)
-        .then_some(spec.sessions.redis.as_ref())
-        .flatten();
+    let redis = redis(proxy);
     SidecarConfig {
         listen: Some(format!("0.0.0.0:{}", spec.listen.port)),
         admin_listen: Some(format!("0.0.0.0:{ADMIN_PORT}")),
@@ -120,8 +140,89 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
         peer_listen: redis.map(|_| format!("0.0.0.0:{PEER_PORT}")),
         peer_secret_file: redis.map(|_| format!("{PEER_DIR}/{PEER_SECRET_KEY}")),
         sse: (sse != SseConfig::default()).then_some(sse),
+        auth: spec.auth.as_ref().map(auth_config),
+        upstream_auth: spec
+            .auth
+            .as_ref()
+            .and_then(|a| a.upstream_credential.as_ref())
+            .map(|credential| UpstreamAuthConfig {
+                header: Some(credential.header.clone()),
+                value_file: Some(format!("{UPSTREAM_CREDENTIAL_DIR}/{UPSTREAM_CREDENTIAL_FILE}")),
+            }),
         ..Default::default()
     }
+}
+
+/// `spec.auth` as the sidecar's `auth`; the CA bundle by its mounted path.
+fn auth_config(auth: &AuthSpec) -> AuthConfig {
+    AuthConfig {
+        issuer: Some(auth.issuer.clone()),
+        jwks_url: auth.jwks_url.clone(),
+        resource: Some(auth.resource.clone()),
+        audiences: (!auth.audiences.is_empty()).then(|| auth.audiences.clone()),
+        algorithms: auth.algorithms.clone(),
+        leeway: auth.leeway.clone(),
+        ca_file: auth
+            .ca_secret_ref
+            .as_ref()
+            .map(|_| format!("{AUTH_CA_DIR}/{AUTH_CA_FILE}")),
+        scopes: auth.scopes.clone(),
+        claim_headers: (!auth.claim_headers.is_empty()).then(|| auth.claim_headers.clone()),
+        ..Default::default()
+    }
+}
+
+/// Every Secret key `proxy` names, which must exist before the sidecar goes
+/// in (a pod whose Secret is missing never starts).
+pub fn secret_refs(proxy: &McpProxy) -> Vec<&SecretKeyRef> {
+    let redis = redis(proxy).map(|r| &r.url_secret_ref);
+    let auth = proxy.spec.auth.as_ref();
+    let ca = auth.and_then(|a| a.ca_secret_ref.as_ref());
+    let credential = auth
+        .and_then(|a| a.upstream_credential.as_ref())
+        .map(|c| &c.secret_ref);
+    [redis, ca, credential].into_iter().flatten().collect()
+}
+
+/// A Secret the sidecar reads as files, never through the ConfigMap or the
+/// environment: one volume, mounted read-only at `dir`.
+struct SecretFiles {
+    volume: &'static str,
+    dir: &'static str,
+    secret: String,
+    /// The one key mounted and the file it becomes; every key when `None`.
+    item: Option<(String, &'static str)>,
+}
+
+fn secret_files(proxy: &McpProxy) -> Vec<SecretFiles> {
+    let mut files = Vec::new();
+    if redis(proxy).is_some() {
+        files.push(SecretFiles {
+            volume: "shadowcat-peer",
+            dir: PEER_DIR,
+            secret: peer_secret_name(proxy),
+            item: None,
+        });
+    }
+    let auth = proxy.spec.auth.as_ref();
+    let one_key = |volume, dir, file, reference: &SecretKeyRef| SecretFiles {
+        volume,
+        dir,
+        secret: reference.name.clone(),
+        item: Some((reference.key.clone(), file)),
+    };
+    if let Some(ca) = auth.and_then(|a| a.ca_secret_ref.as_ref()) {
+        files.push(one_key("shadowcat-auth-ca", AUTH_CA_DIR, AUTH_CA_FILE, ca));
+    }
+    if let Some(credential) = auth.and_then(|a| a.upstream_credential.as_ref()) {
+        files.push(one_key(
+            "shadowcat-upstream-credential",
+            UPSTREAM_CREDENTIAL_DIR,
+            UPSTREAM_CREDENTIAL_FILE,
+            &credential.secret_ref,
+        ));
+    }
+    files
 }
 
 /// The config as the file the sidecar reads, and its hash.
@@ -188,9 +289,7 @@ pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
             ..Default::default()
         },
     ];
-    let redis = (spec.sessions.store == StoreKind::Redis)
-        .then_some(spec.sessions.redis.as_ref())
-        .flatten();
+    let redis = redis(proxy);
     if let Some(redis) = redis {
         env.push(EnvVar {
             name: "SHADOWCAT_STORE".into(),
@@ -224,21 +323,21 @@ pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
         ..Default::default()
     };
     let mut ports = vec![port("mcp", spec.listen.port), port("admin", ADMIN_PORT)];
-    let mut mounts = vec![VolumeMount {
-        name: "shadowcat-config".into(),
-        mount_path: CONFIG_DIR.into(),
-        read_only: Some(true),
-        ..Default::default()
-    }];
     if redis.is_some() {
         ports.push(port("peer", PEER_PORT));
-        mounts.push(VolumeMount {
-            name: "shadowcat-peer".into(),
-            mount_path: PEER_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
     }
+    let mount = |name: &str, dir: &str| VolumeMount {
+        name: name.to_owned(),
+        mount_path: dir.to_owned(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    // Whole directories, never `subPath`: the kubelet updates a mounted
+    // Secret in place only then, and the sidecar picks a new upstream
+    // credential up from the file.
+    let mounts = std::iter::once(mount("shadowcat-config", CONFIG_DIR))
+        .chain(secret_files(proxy).iter().map(|f| mount(f.volume, f.dir)))
+        .collect();
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -287,27 +386,34 @@ pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
     }
 }
 
-/// The volumes the sidecar needs.
+/// The volumes the sidecar needs. Secret files keep the default mode
+/// (0644): they are root's, and the sidecar runs as uid 65532 in a pod whose
+/// `fsGroup` the operator does not set, so 0400 would lock it out.
 pub fn sidecar_volumes(proxy: &McpProxy) -> Vec<Volume> {
-    let mut volumes = vec![Volume {
+    let config = Volume {
         name: "shadowcat-config".into(),
-        config_map: Some(k8s_openapi::api::core::v1::ConfigMapVolumeSource {
+        config_map: Some(ConfigMapVolumeSource {
             name: config_map_name(proxy),
             ..Default::default()
         }),
         ..Default::default()
-    }];
-    if proxy.spec.sessions.store == StoreKind::Redis {
-        volumes.push(Volume {
-            name: "shadowcat-peer".into(),
-            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
-                secret_name: Some(peer_secret_name(proxy)),
-                ..Default::default()
+    };
+    let secrets = secret_files(proxy).into_iter().map(|f| Volume {
+        name: f.volume.into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(f.secret),
+            items: f.item.map(|(key, path)| {
+                vec![KeyToPath {
+                    key,
+                    path: path.into(),
+                    ..Default::default()
+                }]
             }),
             ..Default::default()
-        });
-    }
-    volumes
+        }),
+        ..Default::default()
+    });
+    std::iter::once(config).chain(secrets).collect()
 }
 
 /// The server-side-apply patch for the target workload: only the fields the

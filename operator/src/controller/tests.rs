@@ -7,7 +7,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use super::reconcile;
-use crate::fixtures::{Call, Proxy, deployment, not_found, path, scenario, secret, verify};
+use crate::fixtures::{Call, Proxy, deployment, not_found, path, scenario, secret, secret_holding, verify};
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["status"]["conditions"]
@@ -200,6 +200,104 @@ async fn redis_store_makes_a_peer_secret_and_wires_the_url_from_its_secret() {
         Call::new("PATCH", path::STATUS, answer_proxy()),
     ]);
     reconcile(Proxy::new().redis().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn auth_checks_its_secrets_then_mounts_them_without_copying_them() {
+    let (ctx, server) = scenario(vec![
+        Call::new(
+            "GET",
+            path::CA_SECRET,
+            secret_holding("corp-ca", "root-bundle.pem", "-----BEGIN CERTIFICATE-----"),
+        ),
+        Call::new(
+            "GET",
+            path::CREDENTIAL_SECRET,
+            secret_holding("mcp-credential", "api-key", "k-5ecret-upstream"),
+        ),
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+            let config = cm["data"]["config.yaml"].as_str().unwrap();
+            assert!(
+                config.contains("issuer: https://auth.example.com/realms/mcp"),
+                "{config}"
+            );
+            assert!(
+                config.contains("caFile: /etc/shadowcat-auth-ca/ca.crt"),
+                "{config}"
+            );
+            assert!(
+                config.contains("valueFile: /etc/shadowcat-upstream-credential/value"),
+                "{config}"
+            );
+            for secret in [
+                "BEGIN CERTIFICATE",
+                "k-5ecret-upstream",
+                "corp-ca",
+                "mcp-credential",
+            ] {
+                assert!(!config.contains(secret), "{secret} in the ConfigMap: {config}");
+            }
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
+            let pod = &d["spec"]["template"]["spec"];
+            let volume = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "shadowcat-upstream-credential")
+                .unwrap();
+            assert_eq!(volume["secret"]["secretName"], "mcp-credential");
+            assert_eq!(
+                volume["secret"]["items"],
+                json!([{"key": "api-key", "path": "value"}])
+            );
+            let mounts = pod["containers"][0]["volumeMounts"].to_string();
+            assert!(mounts.contains("/etc/shadowcat-auth-ca"), "{mounts}");
+            assert!(!d.to_string().contains("k-5ecret-upstream"));
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy())
+            .check(|s| assert_eq!(condition(s, "Injected")["status"], "True")),
+    ]);
+    reconcile(Proxy::new().auth().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn auth_secret_without_its_key_is_a_condition_and_nothing_is_applied() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::CA_SECRET, secret_holding("corp-ca", "ca.crt", "x")),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "SecretMissing");
+            assert!(e["note"].as_str().unwrap().contains("root-bundle.pem"), "{e}");
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(condition(s, "ConfigValid")["status"], "True");
+            assert_eq!(condition(s, "Injected")["reason"], "SecretMissing");
+        }),
+    ]);
+    let action = reconcile(Proxy::new().auth().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn auth_resource_that_is_no_url_is_an_invalid_spec() {
+    let (ctx, server) = scenario(vec![
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "InvalidSpec");
+            assert!(e["note"].as_str().unwrap().contains("auth.resource"), "{e}");
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            let valid = condition(s, "ConfigValid");
+            assert_eq!(valid["status"], "False");
+            assert!(valid["message"].as_str().unwrap().contains("mcp.example.com/mcp"));
+        }),
+    ]);
+    let proxy = Proxy::new().auth().resource("mcp.example.com/mcp");
+    let action = reconcile(proxy.arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     verify(server).await;
 }
 

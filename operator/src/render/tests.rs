@@ -80,6 +80,152 @@ fn redis_store_takes_the_url_from_the_secret_and_opens_the_peer_port() {
 }
 
 #[test]
+fn auth_renders_into_the_sidecar_config_with_secrets_as_file_paths() {
+    let proxy = Proxy::named("weather").auth().0;
+    let config = sidecar_config(&proxy, &Defaults::default());
+    let auth = config.auth.clone().unwrap();
+    assert_eq!(
+        auth.issuer.as_deref(),
+        Some("https://auth.example.com/realms/mcp")
+    );
+    assert_eq!(auth.resource.as_deref(), Some("https://mcp.example.com/mcp"));
+    assert_eq!(auth.audiences, Some(vec!["mcp-gateway".to_owned()]));
+    assert_eq!(auth.leeway.as_deref(), Some("1m"));
+    assert_eq!(auth.ca_file.as_deref(), Some("/etc/shadowcat-auth-ca/ca.crt"));
+    let scopes = auth.scopes.unwrap();
+    assert_eq!(scopes.default, Some(vec!["mcp".to_owned()]));
+    assert_eq!(scopes.tools.unwrap()["delete_repo"], ["mcp:admin".to_owned()]);
+    assert_eq!(auth.claim_headers.unwrap()["sub"], "X-Mcp-Subject");
+    let upstream = config.upstream_auth.clone().unwrap();
+    assert_eq!(upstream.header.as_deref(), Some("X-Api-Key"));
+    assert_eq!(
+        upstream.value_file.as_deref(),
+        Some("/etc/shadowcat-upstream-credential/value")
+    );
+    let (yaml, _) = config_yaml(&config).unwrap();
+    let text = config_map(&proxy, &yaml).data.unwrap()[CONFIG_KEY].clone();
+    for secret in ["corp-ca", "root-bundle.pem", "mcp-credential", "api-key"] {
+        assert!(!text.contains(secret), "{secret} in the ConfigMap:\n{text}");
+    }
+}
+
+#[test]
+fn auth_secrets_are_mounted_one_key_each_never_in_the_environment() {
+    let proxy = Proxy::named("weather").auth().0;
+    let volumes = sidecar_volumes(&proxy);
+    let secret_volume = |name: &str| {
+        let volume = volumes.iter().find(|v| v.name == name).unwrap();
+        volume.secret.clone().unwrap()
+    };
+    for (volume, secret, key, file) in [
+        ("shadowcat-auth-ca", "corp-ca", "root-bundle.pem", "ca.crt"),
+        (
+            "shadowcat-upstream-credential",
+            "mcp-credential",
+            "api-key",
+            "value",
+        ),
+    ] {
+        let source = secret_volume(volume);
+        assert_eq!(source.secret_name.as_deref(), Some(secret));
+        let items = source.items.unwrap();
+        assert_eq!(
+            items
+                .iter()
+                .map(|i| (i.key.as_str(), i.path.as_str()))
+                .collect::<Vec<_>>(),
+            [(key, file)],
+            "only the referenced key"
+        );
+        assert_eq!(
+            source.default_mode, None,
+            "readable by the sidecar's uid, like the peer secret"
+        );
+    }
+    let container = sidecar_container(&proxy, &Defaults::default());
+    let mounts: Vec<_> = container
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path, m.read_only, m.sub_path))
+        .collect();
+    let mount = |name: &str, dir: &str| (name.to_owned(), dir.to_owned(), Some(true), None);
+    assert_eq!(
+        mounts,
+        [
+            mount("shadowcat-config", "/etc/shadowcat"),
+            mount("shadowcat-auth-ca", "/etc/shadowcat-auth-ca"),
+            mount(
+                "shadowcat-upstream-credential",
+                "/etc/shadowcat-upstream-credential"
+            ),
+        ]
+    );
+    assert!(
+        container
+            .env
+            .unwrap()
+            .iter()
+            .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())),
+        "no Secret in the environment without Redis"
+    );
+}
+
+#[test]
+fn auth_without_a_ca_or_a_credential_mounts_no_secret() {
+    let mut proxy = Proxy::named("weather").auth().0;
+    if let Some(auth) = &mut proxy.spec.auth {
+        auth.ca_secret_ref = None;
+        auth.upstream_credential = None;
+    }
+    let config = sidecar_config(&proxy, &Defaults::default());
+    assert_eq!(config.auth.unwrap().ca_file, None);
+    assert_eq!(config.upstream_auth, None);
+    assert_eq!(sidecar_volumes(&proxy).len(), 1);
+    assert!(secret_refs(&proxy).is_empty());
+}
+
+#[test]
+fn every_secret_key_the_spec_names_is_checked() {
+    let names = |p: &McpProxy| -> Vec<(String, String)> {
+        secret_refs(p)
+            .into_iter()
+            .map(|r| (r.name.clone(), r.key.clone()))
+            .collect()
+    };
+    let pair = |n: &str, k: &str| (n.to_owned(), k.to_owned());
+    assert!(names(&Proxy::named("w").0).is_empty());
+    assert_eq!(
+        names(&Proxy::named("w").redis().auth().0),
+        [
+            pair("redis", "url"),
+            pair("corp-ca", "root-bundle.pem"),
+            pair("mcp-credential", "api-key")
+        ]
+    );
+}
+
+/// `resource` is checked by the sidecar's own rules (`canonical_uri`), which
+/// the operator runs before applying anything; the message names the key.
+#[test]
+fn auth_resource_that_is_no_absolute_http_url_is_refused() {
+    for resource in [
+        "mcp.example.com/mcp",
+        "/mcp",
+        "ftp://mcp.example.com/mcp",
+        "https://mcp.example.com/mcp#frag",
+        "https://user@mcp.example.com/mcp",
+        "",
+    ] {
+        let proxy = Proxy::named("w").auth().resource(resource).0;
+        let error = sidecar_config(&proxy, &Defaults::default())
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.key, "auth.resource", "{resource:?}");
+    }
+}
+
+#[test]
 fn sidecar_runs_restricted() {
     let container = sidecar_container(&Proxy::named("w").0, &Defaults::default());
     let sc = container.security_context.unwrap();
@@ -169,6 +315,11 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         Proxy::named("w").redis(),
         Proxy::named("w").service().overrides(),
         Proxy::named("w").retention("20m").response_retention("30s"),
+        Proxy::named("w").auth(),
+        Proxy::named("w")
+            .redis()
+            .auth()
+            .resource("http://w.tools.svc/mcp"),
     ] {
         let proxy = fixture.0;
         let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
@@ -180,6 +331,21 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         let settings = env.or(file).validate().unwrap();
         assert_eq!(settings.listen.port(), proxy.spec.listen.port);
         assert_eq!(settings.upstream.port_u16(), Some(proxy.spec.upstream.port));
+        if let Some(auth) = &proxy.spec.auth {
+            let verified = settings.auth.unwrap();
+            assert_eq!(verified.resource, auth.resource);
+            assert_eq!(verified.ca_file.as_deref(), Some("/etc/shadowcat-auth-ca/ca.crt"));
+            assert_eq!(
+                verified.scopes_supported,
+                ["mcp", "mcp:admin"],
+                "every scope named"
+            );
+            let upstream = settings.upstream_auth.unwrap();
+            assert_eq!(
+                (upstream.header.as_str(), upstream.value_file.as_str()),
+                ("x-api-key", "/etc/shadowcat-upstream-credential/value")
+            );
+        }
         if proxy.spec.replay.response_retention.is_some() {
             let secs = std::time::Duration::from_secs;
             assert_eq!(
@@ -190,6 +356,46 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
         let cm = config_map(&proxy, &yaml);
         assert_eq!(cm.data.unwrap()[CONFIG_KEY], yaml);
     }
+}
+
+/// The McpProxies of `examples/` render into configs the sidecar accepts
+/// (the schema check below cannot see the sidecar's own rules).
+#[test]
+fn examples_render_into_configs_the_sidecar_accepts() {
+    use serde::Deserialize;
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut seen = Vec::new();
+    for file in ["mcpproxy.yaml", "mcpproxy-auth.yaml"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = Value::deserialize(doc).unwrap();
+            if value["kind"] != "McpProxy" {
+                continue;
+            }
+            let proxy: McpProxy = serde_json::from_value(value).unwrap();
+            let env = SidecarConfig {
+                store: redis(&proxy).map(|_| "redis://redis:6379".into()),
+                ..Default::default()
+            };
+            let config = sidecar_config(&proxy, &Defaults::default());
+            let settings = env
+                .or(config)
+                .validate()
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            seen.push((proxy.name_any(), settings.auth.map(|a| a.resource)));
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ("everything".to_owned(), None),
+            (
+                "everything-auth".to_owned(),
+                Some("https://mcp.example.com/mcp".to_owned())
+            )
+        ]
+    );
 }
 
 /// Every object the operator renders, on top of a real Deployment as the
@@ -210,6 +416,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
         Proxy::named("w"),
         Proxy::named("r").redis().service(),
         Proxy::named("s").stateful().overrides(),
+        Proxy::named("a").redis().auth(),
     ] {
         let proxy = fixture.0;
         let (yaml, hash) = config_yaml(&sidecar_config(&proxy, &defaults)).unwrap();
@@ -258,6 +465,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
                 "examples/redis.yaml",
                 "examples/mcp-server.yaml",
                 "examples/mcpproxy.yaml",
+                "examples/mcpproxy-auth.yaml",
             ]
             .map(|e| root.join(e)),
         )
