@@ -473,4 +473,22 @@ mod tests {
         let s = c.validate().unwrap().unwrap();
         assert_eq!(s.scopes_supported, ["mcp", "mcp:admin"]);
     }
+
+    #[test]
+    fn a_claim_cannot_ride_in_the_upstream_credential_header() {
+        let config = crate::SidecarConfig {
+            upstream: Some("http://127.0.0.1:3000/mcp".into()),
+            auth: Some(AuthConfig {
+                claim_headers: Some([("sub".to_owned(), "X-Api-Key".to_owned())].into()),
+                ..config()
+            }),
+            upstream_auth: Some(UpstreamAuthConfig {
+                header: Some("x-api-key".into()),
+                value_file: Some("/secret".into()),
+            }),
+            ..Default::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.claimHeaders"), "{err}");
+    }
 }

@@ -178,6 +178,20 @@ impl SidecarConfig {
             auth: self.auth.clone().unwrap_or_default().validate()?,
             upstream_auth: self.upstream_auth.clone().unwrap_or_default().validate()?,
         })
+        .and_then(|settings| {
+            if let (Some(auth), Some(upstream)) = (&settings.auth, &settings.upstream_auth)
+                && auth.claim_headers.values().any(|h| *h == upstream.header)
+            {
+                return Err(ConfigError::new(
+                    "auth.claimHeaders",
+                    format!(
+                        "`{}` carries the upstream credential: a claim cannot go in it too",
+                        upstream.header
+                    ),
+                ));
+            }
+            Ok(settings)
+        })
     }
 }
 

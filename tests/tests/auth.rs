@@ -266,6 +266,16 @@ async fn every_bad_token_gets_its_answer_and_a_good_one_still_works() {
         assert_eq!(outcome(&s, label).await, before + 1, "{row} counted as {label}");
     }
 
+    // Audiences compare as canonical URIs: scheme and host case, and a
+    // trailing slash, do not matter.
+    let loud = s.resource.replace("http://", "HTTP://") + "/";
+    let token = s
+        .issuer
+        .sign(claims(json!({"aud": [loud]})), json!({}), None)
+        .await;
+    let (status, _, body) = post(&s, Some(&token), session, &call("echo"), "").await;
+    assert_eq!(status, 200, "{body}");
+
     // A token in the query string is refused, even a good one.
     let (status, challenge, _) =
         post(&s, None, session, &call("echo"), &format!("?access_token={good}")).await;
@@ -452,6 +462,14 @@ async fn a_rotated_signing_key_is_followed_without_restart() {
     let response = alice.post(&alice.request_body("tools/list", json!({}))).await;
     assert_eq!(response.status(), 401, "a token of the withdrawn key");
     assert!(s.issuer.jwks_fetches().await <= 3, "refetches are rate-limited");
+    let http = shadowcat_tests::client::http();
+    let fetches = metric(
+        &http,
+        &s.proxy.admin,
+        "shadowcat_auth_key_fetches_total{result=\"ok\"}",
+    )
+    .await;
+    assert!((2..=3).contains(&fetches), "{fetches}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -713,4 +731,77 @@ async fn a_token_that_verified_still_expires() {
     .await;
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     assert_eq!(outcome(&s, "expired").await, 1);
+}
+
+#[tokio::test]
+async fn a_configured_jwks_url_needs_no_discovery() {
+    // The issuer names a path with no metadata behind it: only the
+    // configured key URL can make its tokens verify.
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let server = AuthServer::start(&[&resource]).await;
+    let issuer = format!("{}/realms/nowhere", server.issuer);
+    let upstream = Scripted::start().await;
+    let jwks = format!("{}/jwks", server.issuer);
+    let proxy = Shadowcat::start_at(
+        &upstream.url,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--auth-issuer",
+            &issuer,
+            "--auth-resource",
+            &resource,
+            "--auth-jwks-url",
+            &jwks,
+        ],
+    )
+    .await;
+    let claims = json!({"iss": issuer, "sub": "alice", "aud": resource, "exp": now() + 600});
+    let mut mcp = Mcp::new(&proxy.url, VERSION);
+    mcp.token = Some(server.sign(claims, json!({}), None).await);
+    mcp.initialize().await;
+    let answer = mcp
+        .request("tools/call", json!({"name": "echo", "arguments": {}}))
+        .await;
+    assert_eq!(answer["result"]["content"][0]["text"], "ok");
+}
+
+#[tokio::test]
+async fn an_unreachable_authorization_server_is_a_503_not_a_401() {
+    // No keys could be fetched: the client's token is not at fault.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start(
+        &upstream.url,
+        &["--auth-issuer", &dead, "--auth-resource", "http://127.0.0.1/mcp"],
+    )
+    .await;
+    let mut mcp = Mcp::new(&proxy.url, VERSION);
+    let head = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ"; // {"alg":"RS256","kid":"k"}
+    mcp.token = Some(format!("{head}.e30.c2ln"));
+    let response = mcp.post(&mcp.request_body("initialize", json!({}))).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = json_body(response).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be fetched"),
+        "{body}"
+    );
+    assert_eq!(
+        upstream.seen.lock().unwrap().len(),
+        1,
+        "only the readiness probe reached it"
+    );
+    assert!(
+        metric(
+            &mcp.http,
+            &proxy.admin,
+            "shadowcat_auth_key_fetches_total{result=\"error\"}"
+        )
+        .await
+            >= 1
+    );
 }
