@@ -96,14 +96,24 @@ async fn post(
     query: &str,
 ) -> (u16, String, Value) {
     let bearer = token.map(|t| format!("Bearer {t}"));
+    let extra: Vec<(&str, &str)> = bearer.iter().map(|b| ("authorization", b.as_str())).collect();
+    post_with(s, &extra, session, body, query).await
+}
+
+/// [`post`] with these headers instead of a bearer token.
+async fn post_with(
+    s: &Setup,
+    extra: &[(&str, &str)],
+    session: Option<&str>,
+    body: &Value,
+    query: &str,
+) -> (u16, String, Value) {
     let mut headers = vec![
         ("content-type", "application/json"),
         ("accept", "application/json, text/event-stream"),
         ("mcp-protocol-version", VERSION),
     ];
-    if let Some(b) = &bearer {
-        headers.push(("authorization", b));
-    }
+    headers.extend_from_slice(extra);
     if let Some(id) = session {
         headers.push(("mcp-session-id", id));
     }
@@ -276,6 +286,23 @@ async fn every_bad_token_gets_its_answer_and_a_good_one_still_works() {
     let (status, _, body) = post(&s, Some(&token), session, &call("echo"), "").await;
     assert_eq!(status, 200, "{body}");
 
+    // Another scheme is no token; a header that is not a bearer token is malformed.
+    let basic = [("authorization", "Basic YWxpY2U6cHc=")];
+    let (status, challenge, _) = post_with(&s, &basic, session, &call("echo"), "").await;
+    assert_eq!(status, 401, "Basic");
+    assert!(!challenge.contains("error="), "{challenge}");
+    assert_eq!(outcome(&s, "missing").await, 2);
+    let spaced = [("authorization", "Bearer a b")];
+    let (status, challenge, _) = post_with(&s, &spaced, session, &call("echo"), "").await;
+    assert_eq!(status, 400, "a bearer token with a space");
+    assert!(challenge.contains("error=\"invalid_request\""), "{challenge}");
+    assert_eq!(outcome(&s, "bad_header").await, 1);
+    // A client cannot pose as someone else to the upstream through a claim header.
+    let bearer = format!("Bearer {good}");
+    let posing = [("authorization", bearer.as_str()), ("x-mcp-subject", "mallory")];
+    let (status, _, _) = post_with(&s, &posing, session, &call("echo"), "").await;
+    assert_eq!(status, 200);
+
     // A token in the query string is refused, even a good one.
     let (status, challenge, _) =
         post(&s, None, session, &call("echo"), &format!("?access_token={good}")).await;
@@ -329,6 +356,11 @@ async fn every_bad_token_gets_its_answer_and_a_good_one_still_works() {
         posts.iter().all(|r| r.subject.as_deref() == Some("alice")),
         "{posts:?}"
     );
+    assert_eq!(
+        s.upstream.calls("echo"),
+        3,
+        "the canonical audience, the posing client, alice"
+    );
     assert!(
         !s.proxy.proc.output().contains(&good),
         "the token must never be logged"
@@ -372,6 +404,11 @@ async fn a_session_belongs_to_its_principal() {
     );
     assert_eq!(bob.delete().await.status(), 404, "bob ending alice's session");
     assert_eq!(outcome(&s, "wrong_principal").await, 4);
+    let log = s.proxy.proc.output();
+    assert!(
+        log.contains(&format!("bob ({})", s.issuer.issuer)) && log.contains("another principal's session"),
+        "the refusal names the principal: {log}"
+    );
 
     // Alice's session is untouched: her call goes on, she resumes it.
     s.upstream.release(2);
@@ -804,4 +841,32 @@ async fn an_unreachable_authorization_server_is_a_503_not_a_401() {
         .await
             >= 1
     );
+}
+
+#[tokio::test]
+async fn keys_are_taken_only_from_metadata_that_names_the_issuer() {
+    // `localhost` reaches the same authorization server, whose metadata
+    // names it as 127.0.0.1: a mix-up, so no key is taken from it.
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let server = AuthServer::start(&[&resource]).await;
+    let impostor = server.issuer.replace("127.0.0.1", "localhost");
+    let upstream = Scripted::start().await;
+    let proxy = Shadowcat::start_at(
+        &upstream.url,
+        &format!("127.0.0.1:{port}"),
+        &["--auth-issuer", &impostor, "--auth-resource", &resource],
+    )
+    .await;
+    let claims = json!({"iss": impostor, "sub": "alice", "aud": resource, "exp": now() + 600});
+    let mut mcp = Mcp::new(&proxy.url, VERSION);
+    mcp.token = Some(server.sign(claims, json!({}), None).await);
+    let response = mcp.post(&mcp.request_body("initialize", json!({}))).await;
+    assert_eq!(response.status(), 503, "no keys from metadata of another issuer");
+    proxy
+        .proc
+        .wait_line("the mix-up in the log", |l| {
+            l.contains("refusing its keys").then_some(())
+        })
+        .await;
 }

@@ -656,6 +656,65 @@ mod tests {
     }
 
     #[test]
+    fn a_request_needs_every_scope_its_messages_name() {
+        let settings = shadowcat_crds::SidecarConfig::from_yaml(
+            "upstream: http://127.0.0.1:1/mcp
+auth:
+  issuer: https://id.example.com
+  resource: https://mcp.example.com/mcp
+  scopes:
+    default: [mcp]
+    methods: {resources/read: [read]}
+    tools: {rm: [admin, write]}
+    prompts: {secret: [prompts]}
+    resources: {'file:///etc': [admin]}
+",
+        )
+        .unwrap()
+        .validate()
+        .unwrap()
+        .auth
+        .unwrap();
+        let auth = Auth::new(settings, "/mcp", Arc::new(Metrics::new())).unwrap();
+        let who = |scopes: &[&str]| Identity {
+            issuer: "https://id.example.com".into(),
+            subject: "s".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            headers: BTreeMap::new(),
+        };
+        let body = |text: &str| jsonrpc::parse(text.as_bytes()).unwrap();
+        let needs = |scopes: &[&str], text: &str| match auth.authorize(&who(scopes), Some(&body(text))) {
+            Ok(()) => None,
+            Err(denied) => {
+                assert_eq!(denied.status, StatusCode::FORBIDDEN);
+                let challenge = denied.challenge.unwrap();
+                let listed = challenge
+                    .split("scope=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                Some(listed.to_owned())
+            }
+        };
+        let rm = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"rm"}}"#;
+        let read = r#"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///etc"}}"#;
+        let prompt = r#"{"jsonrpc":"2.0","id":3,"method":"prompts/get","params":{"name":"secret"}}"#;
+        assert_eq!(needs(&["mcp"], rm).as_deref(), Some("admin mcp write"));
+        assert_eq!(needs(&["mcp", "admin", "write"], rm), None);
+        assert_eq!(needs(&["mcp", "admin"], read).as_deref(), Some("admin mcp read"));
+        assert_eq!(needs(&["mcp"], prompt).as_deref(), Some("mcp prompts"));
+        // A batch needs what each of its messages needs, all in one challenge.
+        let batch = format!("[{rm},{read}]");
+        assert_eq!(needs(&["mcp"], &batch).as_deref(), Some("admin mcp read write"));
+        // Responses to the server's requests need only the default.
+        let response = r#"{"jsonrpc":"2.0","id":9,"result":{}}"#;
+        assert_eq!(needs(&["mcp"], response), None);
+        assert_eq!(needs(&[], response).as_deref(), Some("mcp"));
+    }
+
+    #[test]
     fn token_headers_are_read_without_trust() {
         let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k"}"#);
         let (alg, kid) = peek_header(&format!("{head}.e30.")).ok().unwrap();
