@@ -63,6 +63,38 @@ pub struct AuthConfig {
     /// that name is dropped. The token itself never goes upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim_headers: Option<BTreeMap<String, String>>,
+    /// Opaque (non-JWT) tokens are checked at the issuer's introspection
+    /// endpoint (RFC 7662) with these client credentials; without this block
+    /// only JWTs are accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// Token introspection (RFC 7662) for opaque tokens.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint. Default: the issuer metadata's
+    /// `introspection_endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Shadowcat's client id at the authorization server. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// File holding that client's secret (a mounted Secret). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+}
+
+/// Validated introspection settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntrospectionSettings {
+    /// The endpoint, if not discovered.
+    pub endpoint: Option<String>,
+    /// Client id.
+    pub client_id: String,
+    /// File with the client secret.
+    pub client_secret_file: String,
 }
 
 /// The scopes a request needs: `default` for every request, plus those of
@@ -100,6 +132,49 @@ pub struct UpstreamAuthConfig {
     /// whitespace is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_file: Option<String>,
+    /// Instead of a file: exchange each principal's token at the
+    /// authorization server (RFC 8693) for a token meant for the upstream,
+    /// sent as `Bearer` in `header`. Needs `auth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_exchange: Option<TokenExchangeConfig>,
+}
+
+/// RFC 8693 token exchange for the upstream's credential.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenExchangeConfig {
+    /// The upstream's audience (sent as `resource` and `audience`). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    /// Shadowcat's client id at the authorization server. Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// File holding that client's secret (a mounted Secret). Required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    /// Scopes to ask for. Default: those of the client's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// The token endpoint. Default: the issuer metadata's `token_endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+}
+
+/// Validated token exchange settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenExchangeSettings {
+    /// Header the exchanged token goes in (lowercase), as `Bearer <token>`.
+    pub header: String,
+    /// Target audience.
+    pub audience: String,
+    /// Client id.
+    pub client_id: String,
+    /// File with the client secret.
+    pub client_secret_file: String,
+    /// Scopes asked for, if any.
+    pub scope: Option<String>,
+    /// The token endpoint, if not discovered.
+    pub token_endpoint: Option<String>,
 }
 
 /// Signature algorithms accepted unless configured otherwise: every
@@ -143,6 +218,8 @@ pub struct AuthSettings {
     pub scopes_supported: Vec<String>,
     /// Claim name to upstream header name (lowercase).
     pub claim_headers: BTreeMap<String, String>,
+    /// Introspection of opaque tokens, if configured.
+    pub introspection: Option<IntrospectionSettings>,
 }
 
 /// Validated upstream credentials.
@@ -233,6 +310,14 @@ impl AuthConfig {
             },
             scopes_supported: self.scopes_supported.or(lower.scopes_supported),
             claim_headers: self.claim_headers.or(lower.claim_headers),
+            introspection: match (self.introspection, lower.introspection) {
+                (Some(upper), Some(lower)) => Some(IntrospectionConfig {
+                    endpoint: upper.endpoint.or(lower.endpoint),
+                    client_id: upper.client_id.or(lower.client_id),
+                    client_secret_file: upper.client_secret_file.or(lower.client_secret_file),
+                }),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 
@@ -357,6 +442,24 @@ impl AuthConfig {
             resource_scopes,
             scopes_supported,
             claim_headers,
+            introspection: match &self.introspection {
+                None => None,
+                Some(i) => Some(IntrospectionSettings {
+                    endpoint: match &i.endpoint {
+                        Some(u) => Some(url("auth.introspection.endpoint", u)?),
+                        None => None,
+                    },
+                    client_id: i.client_id.clone().ok_or_else(|| {
+                        ConfigError::new("auth.introspection.clientId", "required for introspection")
+                    })?,
+                    client_secret_file: i.client_secret_file.clone().ok_or_else(|| {
+                        ConfigError::new(
+                            "auth.introspection.clientSecretFile",
+                            "required for introspection",
+                        )
+                    })?,
+                }),
+            },
         }))
     }
 }
@@ -367,13 +470,68 @@ impl UpstreamAuthConfig {
         Self {
             header: self.header.or(lower.header),
             value_file: self.value_file.or(lower.value_file),
+            token_exchange: match (self.token_exchange, lower.token_exchange) {
+                (Some(upper), Some(lower)) => Some(TokenExchangeConfig {
+                    audience: upper.audience.or(lower.audience),
+                    client_id: upper.client_id.or(lower.client_id),
+                    client_secret_file: upper.client_secret_file.or(lower.client_secret_file),
+                    scope: upper.scope.or(lower.scope),
+                    token_endpoint: upper.token_endpoint.or(lower.token_endpoint),
+                }),
+                (upper, lower) => upper.or(lower),
+            },
         }
     }
 
-    /// Checks the values; `None` when no credential is configured.
+    /// Checks the token exchange; `None` when not configured. `auth_on`:
+    /// whether clients' tokens are verified (there is nothing to exchange
+    /// otherwise).
+    pub fn validate_exchange(&self, auth_on: bool) -> Result<Option<TokenExchangeSettings>, ConfigError> {
+        let Some(exchange) = &self.token_exchange else {
+            return Ok(None);
+        };
+        if !auth_on {
+            return Err(ConfigError::new(
+                "upstreamAuth.tokenExchange",
+                "needs auth.issuer: only a verified token can be exchanged",
+            ));
+        }
+        if self.value_file.is_some() {
+            return Err(ConfigError::new(
+                "upstreamAuth.tokenExchange",
+                "give either upstreamAuth.valueFile or upstreamAuth.tokenExchange, not both",
+            ));
+        }
+        let required = |key: &'static str, value: &Option<String>| {
+            value
+                .clone()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| ConfigError::new(key, "required for a token exchange"))
+        };
+        Ok(Some(TokenExchangeSettings {
+            header: self
+                .header
+                .as_deref()
+                .unwrap_or("authorization")
+                .to_ascii_lowercase(),
+            audience: required("upstreamAuth.tokenExchange.audience", &exchange.audience)?,
+            client_id: required("upstreamAuth.tokenExchange.clientId", &exchange.client_id)?,
+            client_secret_file: required(
+                "upstreamAuth.tokenExchange.clientSecretFile",
+                &exchange.client_secret_file,
+            )?,
+            scope: exchange.scope.clone(),
+            token_endpoint: match &exchange.token_endpoint {
+                Some(u) => Some(url("upstreamAuth.tokenExchange.tokenEndpoint", u)?),
+                None => None,
+            },
+        }))
+    }
+
+    /// Checks the values; `None` when no credential file is configured.
     pub fn validate(&self) -> Result<Option<UpstreamAuthSettings>, ConfigError> {
         let Some(file) = &self.value_file else {
-            if self.header.is_some() {
+            if self.header.is_some() && self.token_exchange.is_none() {
                 return Err(ConfigError::new(
                     "upstreamAuth.valueFile",
                     "required with upstreamAuth.header",
@@ -485,6 +643,7 @@ mod tests {
             upstream_auth: Some(UpstreamAuthConfig {
                 header: Some("x-api-key".into()),
                 value_file: Some("/secret".into()),
+                ..Default::default()
             }),
             ..Default::default()
         };

@@ -13,8 +13,8 @@ mod settings;
 mod store;
 
 pub use auth::{
-    AuthConfig, AuthSettings, DEFAULT_ALGORITHMS, ScopesConfig, UpstreamAuthConfig, UpstreamAuthSettings,
-    canonical_uri,
+    AuthConfig, AuthSettings, DEFAULT_ALGORITHMS, IntrospectionConfig, IntrospectionSettings, ScopesConfig,
+    TokenExchangeConfig, TokenExchangeSettings, UpstreamAuthConfig, UpstreamAuthSettings, canonical_uri,
 };
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{

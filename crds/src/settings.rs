@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Uri;
 
-use crate::auth::{AuthSettings, UpstreamAuthSettings};
+use crate::auth::{AuthSettings, TokenExchangeSettings, UpstreamAuthSettings};
 use crate::config::{LogFormat, SidecarConfig, SseConfig};
 use crate::store::StoreSettings;
 
@@ -117,8 +117,10 @@ pub struct Settings {
     pub sse: SseSettings,
     /// Token verification; `None` when off.
     pub auth: Option<AuthSettings>,
-    /// Credentials for the upstream; `None` for none.
+    /// Credentials for the upstream from a file; `None` for none.
     pub upstream_auth: Option<UpstreamAuthSettings>,
+    /// Credentials for the upstream by token exchange; `None` for none.
+    pub token_exchange: Option<TokenExchangeSettings>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -177,6 +179,11 @@ impl SidecarConfig {
             sse: sse_settings(&sse)?,
             auth: self.auth.clone().unwrap_or_default().validate()?,
             upstream_auth: self.upstream_auth.clone().unwrap_or_default().validate()?,
+            token_exchange: self
+                .upstream_auth
+                .clone()
+                .unwrap_or_default()
+                .validate_exchange(self.auth.as_ref().is_some_and(|a| a.issuer.is_some()))?,
         })
         .and_then(|settings| {
             if let (Some(auth), Some(upstream)) = (&settings.auth, &settings.upstream_auth)

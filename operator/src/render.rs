@@ -148,6 +148,7 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
             .map(|credential| UpstreamAuthConfig {
                 header: Some(credential.header.clone()),
                 value_file: Some(format!("{UPSTREAM_CREDENTIAL_DIR}/{UPSTREAM_CREDENTIAL_FILE}")),
+                ..Default::default()
             }),
         ..Default::default()
     }

@@ -83,6 +83,7 @@ impl App {
         let auth = match &settings.auth {
             Some(auth) => Some(Arc::new(Auth::new(
                 auth.clone(),
+                settings.token_exchange.clone(),
                 &settings.path,
                 metrics.clone(),
             )?)),

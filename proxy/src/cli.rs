@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use shadowcat_crds::{
-    AuthConfig, LogFormat, RedisConfig, ScopesConfig, SidecarConfig, SseConfig, UpstreamAuthConfig,
+    AuthConfig, IntrospectionConfig, LogFormat, RedisConfig, ScopesConfig, SidecarConfig, SseConfig,
+    TokenExchangeConfig, UpstreamAuthConfig,
 };
 
 /// Shadowcat: an MCP Streamable HTTP sidecar with durable sessions and
@@ -163,12 +164,36 @@ pub struct Cli {
     /// PEM CAs to trust for the authorization server, beyond the system's roots.
     #[arg(long, env = "SHADOWCAT_AUTH_CA_FILE")]
     pub auth_ca_file: Option<String>,
+    /// Client id for introspecting opaque tokens (RFC 7662); without it only JWTs are accepted.
+    #[arg(long, env = "SHADOWCAT_AUTH_INTROSPECTION_CLIENT_ID")]
+    pub auth_introspection_client_id: Option<String>,
+    /// File with that client's secret.
+    #[arg(long, env = "SHADOWCAT_AUTH_INTROSPECTION_CLIENT_SECRET_FILE")]
+    pub auth_introspection_client_secret_file: Option<String>,
+    /// The introspection endpoint [default: the issuer metadata's].
+    #[arg(long, env = "SHADOWCAT_AUTH_INTROSPECTION_ENDPOINT")]
+    pub auth_introspection_endpoint: Option<String>,
     /// Header carrying the upstream credential [default: Authorization].
     #[arg(long, env = "SHADOWCAT_UPSTREAM_AUTH_HEADER")]
     pub upstream_auth_header: Option<String>,
     /// File with the upstream credential header's value (a mounted Secret), sent on every upstream request.
     #[arg(long, env = "SHADOWCAT_UPSTREAM_AUTH_FILE")]
     pub upstream_auth_file: Option<String>,
+    /// Exchange each client's token (RFC 8693) for one meant for this upstream audience, sent to the upstream instead.
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TOKEN_EXCHANGE_AUDIENCE")]
+    pub upstream_token_exchange_audience: Option<String>,
+    /// Shadowcat's client id for the token exchange.
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TOKEN_EXCHANGE_CLIENT_ID")]
+    pub upstream_token_exchange_client_id: Option<String>,
+    /// File with that client's secret.
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TOKEN_EXCHANGE_CLIENT_SECRET_FILE")]
+    pub upstream_token_exchange_client_secret_file: Option<String>,
+    /// Scopes to ask for in the exchange [default: those of the client's token].
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TOKEN_EXCHANGE_SCOPE")]
+    pub upstream_token_exchange_scope: Option<String>,
+    /// Token endpoint for the exchange [default: the issuer metadata's].
+    #[arg(long, env = "SHADOWCAT_UPSTREAM_TOKEN_EXCHANGE_ENDPOINT")]
+    pub upstream_token_exchange_endpoint: Option<String>,
     /// This replica's id [default: $POD_NAME, else $HOSTNAME, else "shadowcat"].
     #[arg(long, env = "SHADOWCAT_REPLICA_ID")]
     pub replica_id: Option<String>,
@@ -208,6 +233,11 @@ impl Cli {
             wait_replicas: self.redis_wait_replicas,
             wait_timeout: self.redis_wait_timeout.clone(),
         };
+        let introspection = IntrospectionConfig {
+            endpoint: self.auth_introspection_endpoint.clone(),
+            client_id: self.auth_introspection_client_id.clone(),
+            client_secret_file: self.auth_introspection_client_secret_file.clone(),
+        };
         let auth = AuthConfig {
             issuer: self.auth_issuer.clone(),
             jwks_url: self.auth_jwks_url.clone(),
@@ -222,11 +252,20 @@ impl Cli {
                 default: Some(default),
                 ..Default::default()
             }),
+            introspection: (introspection != IntrospectionConfig::default()).then_some(introspection),
             ..Default::default()
+        };
+        let exchange = TokenExchangeConfig {
+            audience: self.upstream_token_exchange_audience.clone(),
+            client_id: self.upstream_token_exchange_client_id.clone(),
+            client_secret_file: self.upstream_token_exchange_client_secret_file.clone(),
+            scope: self.upstream_token_exchange_scope.clone(),
+            token_endpoint: self.upstream_token_exchange_endpoint.clone(),
         };
         let upstream_auth = UpstreamAuthConfig {
             header: self.upstream_auth_header.clone(),
             value_file: self.upstream_auth_file.clone(),
+            token_exchange: (exchange != TokenExchangeConfig::default()).then_some(exchange),
         };
         SidecarConfig {
             listen: self.listen.clone(),

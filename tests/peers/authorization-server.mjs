@@ -2,13 +2,16 @@
 // built on oidc-provider. See README.md ("authorization-server.mjs") for details.
 //
 //   node tests/peers/authorization-server.mjs --port 0 --resource http://127.0.0.1:P/mcp
-//        [--resource URL]... [--opaque-resource URL]... [--access-token-ttl SECONDS]
+//        [--resource URL]... [--opaque-resource URL]... [--exchange-audience URL]...
+//        [--access-token-ttl SECONDS]
 //
 // Prints exactly one stdout line when listening: `issuer http://127.0.0.1:PORT`.
 // DEBUG=1 prints one stderr line per request (and oidc-provider's own notices).
 //
 // Besides OAuth it serves test-only JSON endpoints under /test/ (rotate the
 // signing key, sign arbitrary claims with the real key, forge tokens, counters).
+// It also implements RFC 8693 token exchange (which oidc-provider lacks) as a
+// custom grant type for the static client `shadowcat`.
 
 import * as crypto from 'node:crypto';
 import * as http from 'node:http';
@@ -35,6 +38,7 @@ const { values: opts } = parseArgs({
     port: { type: 'string', default: process.env.PORT ?? '0' },
     resource: { type: 'string', multiple: true, default: [] },
     'opaque-resource': { type: 'string', multiple: true, default: [] },
+    'exchange-audience': { type: 'string', multiple: true, default: [] },
     'access-token-ttl': { type: 'string', default: '600' },
   },
 });
@@ -47,6 +51,11 @@ const RESOURCE_SCOPES = 'mcp mcp:tools mcp:admin mcp:write';
 const FOREIGN_RESOURCE = 'http://other.example/mcp';
 const jwtResources = new Set([...opts.resource, FOREIGN_RESOURCE]);
 const opaqueResources = new Set(opts['opaque-resource']);
+// Targets (RFC 8693 `resource` or `audience`) a token exchange may ask for.
+const exchangeAudiences = new Set(opts['exchange-audience']);
+
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
 
 // ---------------------------------------------------------------- signing keys
 // keys[0] is the current signing key; the others are only published in the JWKS.
@@ -73,7 +82,8 @@ function newSigningKey() {
 // Static confidential clients. `alice` and `bob` are different principals: a
 // client_credentials token's `sub` is the client id. They may also use the
 // authorization code flow (loopback redirect, any port). `resource-server` is
-// only for token introspection.
+// only for token introspection. `shadowcat` (a resource server that calls an
+// upstream) may only exchange tokens (RFC 8693).
 const STATIC_CLIENTS = [
   ...['alice', 'bob'].map((id) => ({
     client_id: id,
@@ -90,6 +100,14 @@ const STATIC_CLIENTS = [
     grant_types: [],
     response_types: [],
     redirect_uris: [],
+  },
+  {
+    client_id: 'shadowcat',
+    client_secret: 'shadowcat-secret',
+    grant_types: [TOKEN_EXCHANGE],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic', // client_secret_post works too
   },
 ];
 
@@ -209,16 +227,145 @@ function buildProvider(issuer) {
     responseTypes: ['code'], // OAuth 2.1: no implicit or hybrid flows
     clientBasedCORS: () => true,
   });
+  // RFC 8693 token exchange. Registered on every Provider, so it survives /test/rotate.
+  // `resource` and `audience` may repeat (RFC 8693 §2.1); the handler wants one target.
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, EXCHANGE_PARAMS, ['resource', 'audience']);
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route !== 'token' || ctx.oidc.params?.grant_type !== TOKEN_EXCHANGE) return;
+    stats.exchange += 1;
+    // oidc-provider answers a client that may not use a grant type with
+    // invalid_request; RFC 6749 §5.2 says unauthorized_client.
+    if (ctx.status === 400 && ctx.body?.error === 'invalid_request'
+        && ctx.body.error_description === 'requested grant type is not allowed for this client') {
+      ctx.body = { error: 'unauthorized_client', error_description: 'client may not use the token-exchange grant' };
+    }
+  });
   if (DEBUG) {
     // Note the OAuth parameters of each request for the DEBUG line (no secrets).
     provider.use(async (ctx, next) => {
       await next();
       const p = ctx.oidc?.params ?? {};
-      const shown = ['grant_type', 'client_id', 'resource', 'scope'].filter((k) => p[k] !== undefined);
+      const shown = ['grant_type', 'client_id', 'resource', 'audience', 'scope'].filter((k) => p[k] !== undefined);
       if (shown.length) ctx.req.debugNote = shown.map((k) => `${k}=${p[k]}`).join(' ');
     });
   }
   return provider;
+}
+
+// ---------------------------------------------------------------- token exchange (RFC 8693)
+const EXCHANGE_PARAMS = [
+  'subject_token', 'subject_token_type', 'actor_token', 'actor_token_type',
+  'requested_token_type', 'resource', 'audience', 'scope',
+];
+const invalidGrant = (description) => new errors.CustomOIDCProviderError('invalid_grant', description);
+const epoch = () => Math.floor(Date.now() / 1000);
+
+// A JWT access token issued here: RS256 with a key now in /jwks, typ at+jwt,
+// `iss` = issuer, not expired, a `sub`. Tokens from /test/sign pass too.
+function verifyJwtSubject(value) {
+  const [h, p, sig] = value.split('.');
+  // Node's decoder ignores stray characters and trailing bits; insist on the one encoding.
+  if (![h, p, sig].every((part) => part !== undefined && Buffer.from(part, 'base64url').toString('base64url') === part)) {
+    throw invalidGrant('subject_token is not a well-formed JWT');
+  }
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(Buffer.from(h, 'base64url'));
+    claims = JSON.parse(Buffer.from(p, 'base64url'));
+  } catch {
+    throw invalidGrant('subject_token is not a well-formed JWT');
+  }
+  if (header?.alg !== 'RS256') throw invalidGrant('subject_token must be signed with RS256');
+  if (!/^(application\/)?at\+jwt$/i.test(header.typ ?? '')) throw invalidGrant('subject_token is not an access token (typ at+jwt)');
+  const candidates = header.kid === undefined ? keys : keys.filter((k) => k.kid === header.kid);
+  const signature = Buffer.from(sig, 'base64url');
+  const signed = Buffer.from(`${h}.${p}`);
+  if (!candidates.some((k) => crypto.verify('sha256', signed, k.publicKey, signature))) {
+    throw invalidGrant('subject_token signature is invalid (unknown key or bad signature)');
+  }
+  if (!claims || typeof claims !== 'object') throw invalidGrant('subject_token claims are not an object');
+  if (claims.iss !== issuer) throw invalidGrant('subject_token was not issued by this server');
+  if (typeof claims.exp !== 'number' || claims.exp <= epoch()) throw invalidGrant('subject_token is expired');
+  if (typeof claims.nbf === 'number' && claims.nbf > epoch()) throw invalidGrant('subject_token is not valid yet');
+  if (typeof claims.sub !== 'string' || !claims.sub) throw invalidGrant('subject_token has no sub');
+  if (claims.scope !== undefined && typeof claims.scope !== 'string') throw invalidGrant('subject_token scope is not a string');
+  return { sub: claims.sub, scope: claims.scope, exp: claims.exp, act: claims.act };
+}
+
+// An opaque access token issued here (oidc-provider's store), still valid.
+async function findOpaqueSubject(provider, value) {
+  const token = await provider.AccessToken.find(value) ?? await provider.ClientCredentials.find(value);
+  if (!token?.isValid) throw invalidGrant('subject_token is unknown, revoked or expired');
+  if (token.grantId) { // revoked with its grant (as introspection checks)
+    const grant = await provider.Grant.find(token.grantId);
+    if (!grant || grant.isExpired) throw invalidGrant('subject_token is unknown, revoked or expired');
+  }
+  return { sub: token.extra?.sub ?? token.accountId ?? token.clientId, scope: token.scope, exp: token.exp };
+}
+
+async function tokenExchange(ctx) {
+  const { params, client, provider } = ctx.oidc;
+  // The token endpoint only lets through clients whose grant_types list this grant;
+  // this is a second line in case a registered client lists it.
+  if (client.clientId !== 'shadowcat') throw new errors.UnauthorizedClient('client may not use the token-exchange grant');
+
+  if (!params.subject_token) throw new errors.InvalidRequest('missing required parameter(s) (subject_token)');
+  if (params.subject_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`subject_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  }
+  if (params.requested_token_type !== undefined && params.requested_token_type !== ACCESS_TOKEN_TYPE) {
+    throw new errors.InvalidRequest(`requested_token_type must be ${ACCESS_TOKEN_TYPE}`);
+  }
+  if (params.actor_token !== undefined || params.actor_token_type !== undefined) {
+    throw new errors.InvalidRequest('actor_token is not supported (the client is the actor)');
+  }
+
+  const targets = [...new Set([params.resource, params.audience].flat().filter((t) => t !== undefined))];
+  if (targets.length === 0) throw new errors.InvalidRequest('resource or audience is required');
+  if (targets.length > 1) throw new errors.InvalidTarget('only one target (resource or audience) per exchange');
+  const [target] = targets;
+  if (!exchangeAudiences.has(target)) throw new errors.InvalidTarget(`unknown exchange target ${target}`);
+
+  const subject = params.subject_token.split('.').length === 3
+    ? verifyJwtSubject(params.subject_token)
+    : await findOpaqueSubject(provider, params.subject_token);
+
+  const held = new Set(subject.scope ? subject.scope.split(' ') : []);
+  let scope = subject.scope || undefined;
+  if (params.scope !== undefined) {
+    const asked = [...new Set(params.scope.split(' ').filter(Boolean))];
+    const extra = asked.filter((s) => !held.has(s));
+    if (extra.length) throw new errors.InvalidScope(`scope exceeds the subject token's: ${extra.join(' ')}`);
+    scope = asked.join(' ') || undefined;
+  }
+
+  const iat = epoch();
+  const exp = Math.min(subject.exp, iat + ACCESS_TOKEN_TTL);
+  const key = keys[0];
+  const claims = {
+    sub: subject.sub,
+    jti: crypto.randomBytes(32).toString('base64url'),
+    iat,
+    exp,
+    ...(scope ? { scope } : undefined),
+    client_id: client.clientId,
+    iss: issuer,
+    aud: target,
+    // RFC 8693 §4.1: the client is the current actor; an earlier actor nests.
+    act: { sub: client.clientId, ...(subject.act ? { act: subject.act } : undefined) },
+  };
+  const accessToken = signJwt({ alg: 'RS256', typ: 'at+jwt', kid: key.kid }, claims, (input) =>
+    crypto.sign('sha256', Buffer.from(input), key.privateKey).toString('base64url'));
+
+  ctx.body = {
+    access_token: accessToken,
+    issued_token_type: ACCESS_TOKEN_TYPE,
+    token_type: 'Bearer',
+    expires_in: exp - iat,
+    ...(scope ? { scope } : undefined),
+  };
 }
 
 // ---------------------------------------------------------------- JWT helpers
@@ -259,7 +406,7 @@ function testSign({ claims, header = {}, forge }) {
 }
 
 // ---------------------------------------------------------------- HTTP server
-const stats = { jwks: 0, token: 0, introspection: 0, registration: 0, authorization: 0 };
+const stats = { jwks: 0, token: 0, introspection: 0, registration: 0, authorization: 0, exchange: 0 };
 let issuer; // fixed once listening
 let provider; // swapped by /test/rotate
 let providerHandler;

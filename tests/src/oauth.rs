@@ -22,6 +22,11 @@ pub struct AuthServer {
 impl AuthServer {
     /// Starts one issuing JWT access tokens for each of `resources`.
     pub async fn start(resources: &[&str]) -> AuthServer {
+        Self::start_with(resources, &[]).await
+    }
+
+    /// [`AuthServer::start`] with more arguments for the script.
+    pub async fn start_with(resources: &[&str], extra: &[&str]) -> AuthServer {
         let script = root().join("tests/peers/authorization-server.mjs");
         assert!(
             root().join("tests/peers/node_modules/oidc-provider").exists(),
@@ -32,6 +37,7 @@ impl AuthServer {
         for resource in resources {
             cmd.args(["--resource", resource]);
         }
+        cmd.args(extra);
         let proc = Proc::spawn(cmd);
         let issuer = proc
             .wait_line("the authorization server to listen", |l| {
@@ -115,9 +121,14 @@ impl AuthServer {
 
     /// How often its JWKS was fetched.
     pub async fn jwks_fetches(&self) -> u64 {
+        self.stat("jwks").await
+    }
+
+    /// One of its counters (`jwks`, `token`, `exchange`, ...).
+    pub async fn stat(&self, name: &str) -> u64 {
         let url = format!("{}/test/stats", self.issuer);
         let response = send(&self.http, Method::GET, &url, &[], Bytes::new()).await;
-        json_body(response).await["jwks"].as_u64().unwrap()
+        json_body(response).await[name].as_u64().unwrap()
     }
 }
 
@@ -137,4 +148,12 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// A JWT's claims, read without verifying it (for assertions on tokens the
+/// tests were handed).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
 }

@@ -870,3 +870,64 @@ async fn keys_are_taken_only_from_metadata_that_names_the_issuer() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn the_upstream_credential_can_be_a_token_exchanged_for_its_audience() {
+    // RFC 8693: Shadowcat trades the client's token for one meant for the
+    // upstream, acting for the same subject, once per principal.
+    let upstream_audience = "http://upstream.internal/mcp";
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let server = AuthServer::start_with(&[&resource], &["--exchange-audience", upstream_audience]).await;
+    let upstream = Scripted::start().await;
+    let secret = temp_file("exchange-secret", "shadowcat-secret\n");
+    let proxy = Shadowcat::start_at(
+        &upstream.url,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--auth-issuer",
+            &server.issuer,
+            "--auth-resource",
+            &resource,
+            "--upstream-token-exchange-audience",
+            upstream_audience,
+            "--upstream-token-exchange-client-id",
+            "shadowcat",
+            "--upstream-token-exchange-client-secret-file",
+            &secret,
+        ],
+    )
+    .await;
+    let mut alice = Mcp::new(&proxy.url, VERSION);
+    alice.token = Some(server.token("alice", &resource, "mcp mcp:tools").await);
+    alice.initialize().await;
+    for _ in 0..3 {
+        alice
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+    }
+    let mut bob = Mcp::new(&proxy.url, VERSION);
+    bob.token = Some(server.token("bob", &resource, "mcp").await);
+    bob.initialize().await;
+
+    let seen = upstream.seen.lock().unwrap().clone();
+    let posts: Vec<_> = seen.iter().filter(|r| r.method == "POST").collect();
+    assert_eq!(posts.len(), 7, "{posts:?}");
+    let mut subjects = std::collections::BTreeSet::new();
+    for request in &posts {
+        let bearer = request.authorization.as_deref().unwrap();
+        let token = bearer.strip_prefix("Bearer ").unwrap();
+        assert_ne!(Some(token), alice.token.as_deref(), "never the client's token");
+        assert_ne!(Some(token), bob.token.as_deref(), "never the client's token");
+        let claims = shadowcat_tests::oauth::claims(token);
+        assert_eq!(claims["aud"], upstream_audience, "{claims}");
+        assert_eq!(claims["act"]["sub"], "shadowcat", "{claims}");
+        subjects.insert(claims["sub"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(subjects, ["alice".to_owned(), "bob".to_owned()].into());
+    assert_eq!(
+        server.stat("exchange").await,
+        2,
+        "one exchange per principal, kept for its lifetime"
+    );
+}

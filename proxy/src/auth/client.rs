@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -20,7 +20,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// Talks to the authorization server.
 #[derive(Clone, Debug)]
 pub struct AsClient {
-    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl AsClient {
@@ -69,8 +69,48 @@ impl AsClient {
     pub async fn get_json(&self, url: &str) -> Result<Option<Value>, String> {
         let request = Request::get(url)
             .header(header::ACCEPT, "application/json")
-            .body(Empty::new())
+            .body(Full::default())
             .map_err(|e| format!("bad URL {url}: {e}"))?;
+        match self.send(request).await {
+            Ok((StatusCode::NOT_FOUND, _)) => Ok(None),
+            Ok((status, _)) if !status.is_success() => Err(format!("GET {url}: answered {status}")),
+            Ok((_, body)) => serde_json::from_slice(&body)
+                .map(Some)
+                .map_err(|e| format!("GET {url}: not JSON: {e}")),
+            Err(e) => Err(format!("GET {url}: {e}")),
+        }
+    }
+
+    /// POSTs a form with HTTP basic client authentication (RFC 6749 §2.3.1)
+    /// and returns the status and the JSON answer (`Null` when not JSON).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        client: (&str, &str),
+        form: &[(&str, &str)],
+    ) -> Result<(StatusCode, Value), String> {
+        use base64::Engine;
+        // RFC 6749 §2.3.1: the id and secret are form-encoded first.
+        let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            encode(client.0),
+            encode(client.1)
+        ));
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let request = Request::post(url)
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| format!("bad URL {url}: {e}"))?;
+        let (status, body) = self.send(request).await.map_err(|e| format!("POST {url}: {e}"))?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
             let response = self
                 .client
@@ -78,24 +118,15 @@ impl AsClient {
                 .await
                 .map_err(|e| crate::upstream::describe(&e))?;
             let status = response.status();
-            if status == StatusCode::NOT_FOUND {
-                return Ok(None);
-            }
-            if !status.is_success() {
-                return Err(format!("answered {status}"));
-            }
             let body = Limited::new(response.into_body(), MAX_DOCUMENT)
                 .collect()
                 .await
                 .map_err(|e| format!("reading the answer: {e}"))?
                 .to_bytes();
-            serde_json::from_slice(&body)
-                .map(Some)
-                .map_err(|e| format!("not JSON: {e}"))
+            Ok((status, body))
         };
-        match tokio::time::timeout(TIMEOUT, exchange).await {
-            Ok(result) => result.map_err(|e| format!("GET {url}: {e}")),
-            Err(_) => Err(format!("GET {url}: no answer within {TIMEOUT:?}")),
-        }
+        tokio::time::timeout(TIMEOUT, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {TIMEOUT:?}")))
     }
 }

@@ -254,41 +254,48 @@ impl Keys {
         Ok(set)
     }
 
-    /// The JWKS URL from the issuer's metadata: RFC 8414 first (its
-    /// well-known segment goes before the issuer's path), then OpenID
-    /// Connect discovery (appended). The metadata must name this issuer.
+    /// The JWKS URL from the issuer's metadata.
     async fn discover(&self) -> Result<String, String> {
-        let issuer = self.issuer.trim_end_matches('/');
-        let (origin, path) = split_origin(issuer);
-        let locations = [
-            format!("{origin}/.well-known/oauth-authorization-server{path}"),
-            format!("{issuer}/.well-known/openid-configuration"),
-        ];
-        let mut tried = Vec::new();
-        for location in locations {
-            match self.client.get_json(&location).await {
-                Ok(Some(metadata)) => {
-                    let named = metadata.get("issuer").and_then(Value::as_str);
-                    if named.map(|n| n.trim_end_matches('/')) != Some(issuer) {
-                        return Err(format!(
-                            "{location} names issuer {named:?}, not {issuer:?}: refusing its keys"
-                        ));
-                    }
-                    return metadata
-                        .get("jwks_uri")
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{location} has no jwks_uri"));
-                }
-                Ok(None) => tried.push(format!("{location}: 404")),
-                Err(e) => tried.push(e),
-            }
-        }
-        Err(format!(
-            "no authorization server metadata found ({})",
-            tried.join("; ")
-        ))
+        let (location, metadata) = discover(&self.client, &self.issuer).await?;
+        metadata
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{location} has no jwks_uri"))
     }
+}
+
+/// The issuer's metadata and where it was found: RFC 8414 first (its
+/// well-known segment goes before the issuer's path), then OpenID Connect
+/// discovery (appended). The metadata must name this very issuer, or it is
+/// refused (a mix-up).
+pub async fn discover(client: &AsClient, issuer: &str) -> Result<(String, Value), String> {
+    let issuer = issuer.trim_end_matches('/');
+    let (origin, path) = split_origin(issuer);
+    let locations = [
+        format!("{origin}/.well-known/oauth-authorization-server{path}"),
+        format!("{issuer}/.well-known/openid-configuration"),
+    ];
+    let mut tried = Vec::new();
+    for location in locations {
+        match client.get_json(&location).await {
+            Ok(Some(metadata)) => {
+                let named = metadata.get("issuer").and_then(Value::as_str);
+                if named.map(|n| n.trim_end_matches('/')) != Some(issuer) {
+                    return Err(format!(
+                        "{location} names issuer {named:?}, not {issuer:?}: refusing its keys"
+                    ));
+                }
+                return Ok((location, metadata));
+            }
+            Ok(None) => tried.push(format!("{location}: 404")),
+            Err(e) => tried.push(e),
+        }
+    }
+    Err(format!(
+        "no authorization server metadata found ({})",
+        tried.join("; ")
+    ))
 }
 
 /// What the key set holds for a token.

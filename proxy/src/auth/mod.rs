@@ -12,6 +12,7 @@
 //!   creates; the token itself goes no further than this module.
 
 mod client;
+mod exchange;
 mod keys;
 mod ring_crypto;
 
@@ -26,7 +27,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, hea
 use jsonwebtoken::{Algorithm, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use shadowcat_crds::{AuthSettings, canonical_uri};
+use shadowcat_crds::{AuthSettings, TokenExchangeSettings, canonical_uri};
 
 pub use self::keys::{Candidates, KeySet, Keys};
 use crate::body::{self, Body};
@@ -38,7 +39,7 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
 
 /// Who made a request, as verified from its token: what the session record
 /// and the peer channel carry, and what policy sees.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
     /// The token's `iss`.
     #[serde(rename = "iss")]
@@ -52,6 +53,25 @@ pub struct Identity {
     /// Claims to pass upstream: header name to value.
     #[serde(rename = "h", default)]
     pub headers: BTreeMap<String, String>,
+    /// The token for the upstream that a token exchange gave, if one is
+    /// configured (never the client's own token).
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub upstream_token: Option<String>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("issuer", &self.issuer)
+            .field("subject", &self.subject)
+            .field("scopes", &self.scopes)
+            .field("headers", &self.headers)
+            .field(
+                "upstream_token",
+                &self.upstream_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Identity {
@@ -136,6 +156,7 @@ pub struct Auth {
     metadata_paths: Vec<String>,
     claim_headers: Vec<(String, HeaderName)>,
     verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+    exchange: Option<exchange::Exchanger>,
     metrics: Arc<Metrics>,
 }
 
@@ -152,7 +173,12 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// A resource server for `settings`, serving the MCP endpoint at `path`.
     /// No key is fetched yet: see [`Auth::keep_keys_current`].
-    pub fn new(settings: AuthSettings, path: &str, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub fn new(
+        settings: AuthSettings,
+        exchange: Option<TokenExchangeSettings>,
+        path: &str,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Self> {
         ring_crypto::install();
         let accepted = settings
             .algorithms
@@ -160,6 +186,14 @@ impl Auth {
             .filter_map(|a| Algorithm::from_str(a).ok())
             .collect();
         let client = client::AsClient::new(settings.ca_file.as_deref())?;
+        let exchange = match exchange {
+            Some(exchange) => Some(exchange::Exchanger::new(
+                exchange,
+                &settings.issuer,
+                client.clone(),
+            )?),
+            None => None,
+        };
         let keys = Keys::new(&settings, Vec::clone(&accepted), client, metrics.clone());
         let (origin, resource_path) = keys::split_origin(&settings.resource);
         let metadata_url = format!("{origin}{METADATA_PATH}{resource_path}");
@@ -190,6 +224,7 @@ impl Auth {
             accepted,
             settings,
             verified: Default::default(),
+            exchange,
             metrics,
         })
     }
@@ -306,7 +341,8 @@ impl Auth {
         if !well_formed {
             return Err(self.bad_request("bad_header", "the Authorization header is not a Bearer token"));
         }
-        self.verify_cached(token)
+        let identity = self
+            .verify_cached(token)
             .await
             .map_err(|Invalid(outcome, why)| match outcome {
                 "keys_unavailable" => Denied {
@@ -316,7 +352,15 @@ impl Auth {
                     message: why,
                 },
                 _ => self.unauthorized(outcome, Some("invalid_token"), &why),
-            })
+            })?;
+        let Some(exchange) = &self.exchange else {
+            return Ok(identity);
+        };
+        let upstream_token = exchange.token_for(&identity.principal(), token).await?;
+        Ok(Arc::new(Identity {
+            upstream_token: Some(upstream_token),
+            ..Identity::clone(&identity)
+        }))
     }
 
     /// [`Auth::verify_token`], skipped for a token that verified before
@@ -479,6 +523,7 @@ impl Auth {
             subject,
             scopes,
             headers,
+            upstream_token: None,
         })
     }
 
@@ -555,6 +600,15 @@ impl Auth {
             ) {
                 headers.insert(name, value);
             }
+        }
+        if let (Some(exchange), Some(token)) = (&self.exchange, &identity.upstream_token)
+            && let (Ok(name), Ok(mut value)) = (
+                HeaderName::from_bytes(exchange.header().as_bytes()),
+                HeaderValue::from_str(&format!("Bearer {token}")),
+            )
+        {
+            value.set_sensitive(true);
+            headers.insert(name, value);
         }
     }
 
@@ -642,6 +696,7 @@ mod tests {
             subject: "ünïcode|sub".into(),
             scopes: ["a".to_owned(), "b".to_owned()].into(),
             headers: [("x-mcp-subject".to_owned(), "s".to_owned())].into(),
+            upstream_token: None,
         };
         let wire = identity.to_wire();
         assert!(HeaderValue::from_str(&wire).is_ok());
@@ -675,12 +730,13 @@ auth:
         .unwrap()
         .auth
         .unwrap();
-        let auth = Auth::new(settings, "/mcp", Arc::new(Metrics::new())).unwrap();
+        let auth = Auth::new(settings, None, "/mcp", Arc::new(Metrics::new())).unwrap();
         let who = |scopes: &[&str]| Identity {
             issuer: "https://id.example.com".into(),
             subject: "s".into(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             headers: BTreeMap::new(),
+            upstream_token: None,
         };
         let body = |text: &str| jsonrpc::parse(text.as_bytes()).unwrap();
         let needs = |scopes: &[&str], text: &str| match auth.authorize(&who(scopes), Some(&body(text))) {
