@@ -930,4 +930,128 @@ async fn the_upstream_credential_can_be_a_token_exchanged_for_its_audience() {
         2,
         "one exchange per principal, kept for its lifetime"
     );
+
+    // An exchange the server refuses (an audience it does not serve) is a
+    // 403; one that cannot be made (nothing at the endpoint) a 503.
+    let dead = format!("http://127.0.0.1:{}/token", free_port());
+    for (flag, value, status, outcome) in [
+        (
+            "--upstream-token-exchange-audience",
+            "http://unknown.example/mcp",
+            403,
+            "exchange_refused",
+        ),
+        (
+            "--upstream-token-exchange-endpoint",
+            dead.as_str(),
+            503,
+            "exchange_unavailable",
+        ),
+    ] {
+        let port = free_port();
+        let mut flags = vec![
+            "--auth-issuer",
+            &server.issuer,
+            "--auth-resource",
+            &resource,
+            "--upstream-token-exchange-client-id",
+            "shadowcat",
+            "--upstream-token-exchange-client-secret-file",
+            &secret,
+            flag,
+            value,
+        ];
+        if flag != "--upstream-token-exchange-audience" {
+            flags.extend(["--upstream-token-exchange-audience", upstream_audience]);
+        }
+        let other = Shadowcat::start_at(&upstream.url, &format!("127.0.0.1:{port}"), &flags).await;
+        let mut carol = Mcp::new(&other.url, VERSION);
+        carol.token = alice.token.clone();
+        let response = carol.post(&carol.request_body("initialize", json!({}))).await;
+        assert_eq!(response.status(), status, "{outcome}");
+        let counted = metric(
+            &carol.http,
+            &other.admin,
+            &format!("shadowcat_auth_checks_total{{outcome=\"{outcome}\"}}"),
+        )
+        .await;
+        assert_eq!(counted, 1, "{outcome}");
+    }
+    let seen = upstream.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().filter(|r| r.method == "POST").count(),
+        7,
+        "nothing more went upstream"
+    );
+}
+
+#[tokio::test]
+async fn opaque_tokens_are_introspected_and_held_to_the_same_rules() {
+    let port = free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    let server = AuthServer::start_with(&[], &["--opaque-resource", &resource]).await;
+    let upstream = Scripted::start().await;
+    let secret = temp_file("introspection-secret", "resource-server-secret\n");
+    let proxy = Shadowcat::start_at(
+        &upstream.url,
+        &format!("127.0.0.1:{port}"),
+        &[
+            "--auth-issuer",
+            &server.issuer,
+            "--auth-resource",
+            &resource,
+            "--auth-scopes",
+            "mcp",
+            "--auth-introspection-client-id",
+            "resource-server",
+            "--auth-introspection-client-secret-file",
+            &secret,
+        ],
+    )
+    .await;
+    let token = server.token("alice", &resource, "mcp").await;
+    assert_ne!(token.split('.').count(), 3, "an opaque token: {token}");
+    let mut alice = Mcp::new(&proxy.url, VERSION);
+    alice.token = Some(token);
+    alice.initialize().await;
+    for _ in 0..3 {
+        alice
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
+    }
+    assert_eq!(
+        server.stat("introspection").await,
+        1,
+        "answers are kept until the token's exp"
+    );
+
+    // Not active, or short of scope: the same answers as for a JWT.
+    let mut stranger = Mcp::new(&proxy.url, VERSION);
+    stranger.token = Some("not-a-token-the-server-issued".into());
+    let response = stranger
+        .post(&stranger.request_body("initialize", json!({})))
+        .await;
+    assert_eq!(response.status(), 401);
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let http = shadowcat_tests::client::http();
+    let inactive = metric(
+        &http,
+        &proxy.admin,
+        "shadowcat_auth_checks_total{outcome=\"inactive\"}",
+    )
+    .await;
+    assert_eq!(inactive, 1);
+    let mut narrow = Mcp::new(&proxy.url, VERSION);
+    narrow.token = Some(server.token("bob", &resource, "mcp:tools").await);
+    let response = narrow.post(&narrow.request_body("initialize", json!({}))).await;
+    assert_eq!(response.status(), 403, "bob's token lacks mcp");
+    // Sessions stay bound: bob's opaque token on alice's session.
+    narrow.token = Some(server.token("bob", &resource, "mcp").await);
+    narrow.session = alice.session.clone();
+    let response = narrow.post(&narrow.request_body("tools/list", json!({}))).await;
+    assert_eq!(response.status(), 404);
 }
