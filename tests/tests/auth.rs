@@ -552,6 +552,10 @@ async fn replicas_carry_the_principal_and_reinitialize_with_the_upstream_credent
         .await;
     assert_eq!(response.status(), 404);
     assert_eq!(bob.get(None).await.status(), 404);
+    // Resumption is served by any replica from the store: checked there too
+    // (alice learns the stream is unknown, bob that the session is).
+    assert_eq!(via.get(Some("0123abcd.1")).await.status(), 410);
+    assert_eq!(bob.get(Some("0123abcd.1")).await.status(), 404);
     assert_eq!(cluster.upstreams[0].calls("echo"), 1, "bob's call never ran");
 
     // The owner dies; the other replica adopts the session, re-initializing
