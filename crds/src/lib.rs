@@ -18,9 +18,9 @@ pub use auth::{
 };
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
-    AuthSpec, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef,
-    ServiceSpec, ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef,
-    UpstreamCredentialSpec, UpstreamSpec,
+    AuthSpec, IntrospectionSpec, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec,
+    SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef,
+    TokenExchangeSpec, UpstreamCredentialSpec, UpstreamSpec,
 };
 pub use settings::{Allow, ConfigError, Settings, SseSettings};
 pub use store::{RedisSettings, RedisTopology, RedisUrl, StoreSettings};

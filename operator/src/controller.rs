@@ -18,7 +18,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use shadowcat_crds::{McpProxy, McpProxyStatus, SidecarConfig, StoreKind, TargetKind};
+use shadowcat_crds::{
+    McpProxy, McpProxyStatus, SidecarConfig, StoreKind, TargetKind, UpstreamCredentialSpec,
+};
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
@@ -149,13 +151,23 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let client = &ctx.client;
     let config = render::sidecar_config(proxy, &ctx.defaults);
 
-    // 1. Validate with the sidecar's own rules (the Redis URL comes from a
-    //    Secret at run time, so a stand-in is layered in its place).
+    // 1. Validate the spec's own rule (one source of the upstream
+    //    credential), then the config with the sidecar's rules (the Redis URL
+    //    comes from a Secret at run time, so a stand-in is layered in its
+    //    place).
     let env = SidecarConfig {
         store: (proxy.spec.sessions.store == StoreKind::Redis).then(|| "redis://from-secret".into()),
         ..Default::default()
     };
-    if let Err(e) = env.or(config.clone()).validate() {
+    let credential = proxy
+        .spec
+        .auth
+        .as_ref()
+        .and_then(|a| a.upstream_credential.as_ref());
+    let checked = credential
+        .map_or(Ok(()), UpstreamCredentialSpec::validate)
+        .and_then(|()| env.or(config.clone()).validate().map(drop));
+    if let Err(e) = checked {
         let message = e.to_string();
         warn(ctx, proxy, "InvalidSpec", &message).await;
         write_status(
@@ -171,8 +183,9 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let (yaml, hash) = render::config_yaml(&config)?;
 
     // 2. Secrets: every key the spec names must exist (the Redis URL, the
-    //    authorization server's CAs, the upstream credential), or the pods
-    //    would not start; the peer secret is made once.
+    //    authorization server's CAs, the upstream credential, the client
+    //    secrets for introspection and token exchange), or the pods would
+    //    not start; the peer secret is made once.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for reference in render::secret_refs(proxy) {
         let found = secrets.get_opt(&reference.name).await?;

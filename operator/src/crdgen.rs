@@ -74,6 +74,7 @@ mod tests {
                 "audiences",
                 "caSecretRef",
                 "claimHeaders",
+                "introspection",
                 "issuer",
                 "jwksUrl",
                 "leeway",
@@ -82,8 +83,47 @@ mod tests {
                 "upstreamCredential"
             ]
         );
+        let introspection = &auth["properties"]["introspection"];
+        assert_eq!(
+            introspection["required"],
+            serde_json::json!(["clientId", "clientSecretRef"])
+        );
         let credential = &auth["properties"]["upstreamCredential"];
-        assert_eq!(credential["required"], serde_json::json!(["secretRef"]));
         assert_eq!(credential["properties"]["header"]["default"], "Authorization");
+    }
+
+    /// The API server refuses an upstream credential with both a Secret and
+    /// a token exchange, or with neither (a CEL rule, as for
+    /// `sessions.redis`), and a token exchange without its client.
+    #[test]
+    fn crd_upstream_credential_takes_exactly_one_source() {
+        let crd = McpProxy::crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let credential = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["auth"]["properties"]
+            ["upstreamCredential"];
+        assert_eq!(credential.get("required"), None, "either source alone will do");
+        assert_eq!(
+            credential["x-kubernetes-validations"],
+            serde_json::json!([{
+                "rule": "has(self.secretRef) != has(self.tokenExchange)",
+                "message": "upstreamCredential needs exactly one of secretRef and tokenExchange"
+            }])
+        );
+        let exchange = &credential["properties"]["tokenExchange"];
+        assert_eq!(
+            exchange["required"],
+            serde_json::json!(["audience", "clientId", "clientSecretRef"])
+        );
+        let fields: Vec<_> = exchange["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            [
+                "audience",
+                "clientId",
+                "clientSecretRef",
+                "scope",
+                "tokenEndpoint"
+            ]
+        );
     }
 }

@@ -14,8 +14,8 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use shadowcat_crds::{
-    AuthSpec, McpProxy, McpProxySpec, RedisSpec, ScopesConfig, SecretKeyRef, ServiceSpec, ServiceType,
-    SessionsSpec, StoreKind, TargetKind, TargetRef, UpstreamCredentialSpec,
+    AuthSpec, IntrospectionSpec, McpProxy, McpProxySpec, RedisSpec, ScopesConfig, SecretKeyRef, ServiceSpec,
+    ServiceType, SessionsSpec, StoreKind, TargetKind, TargetRef, TokenExchangeSpec, UpstreamCredentialSpec,
 };
 
 use crate::controller::{Context, FINALIZER};
@@ -134,15 +134,84 @@ impl Proxy {
                 name: "corp-ca".into(),
                 key: "root-bundle.pem".into(),
             }),
+            introspection: None,
             upstream_credential: Some(UpstreamCredentialSpec {
                 header: "X-Api-Key".into(),
-                secret_ref: SecretKeyRef {
+                secret_ref: Some(SecretKeyRef {
                     name: "mcp-credential".into(),
                     key: "api-key".into(),
-                },
+                }),
+                token_exchange: None,
             }),
         });
         self
+    }
+
+    /// Checking opaque tokens by introspection, the client's secret in
+    /// Secret `introspection-client` (call after `auth`).
+    pub fn introspection(mut self) -> Self {
+        if let Some(auth) = &mut self.0.spec.auth {
+            auth.introspection = Some(IntrospectionSpec {
+                client_id: "shadowcat".into(),
+                client_secret_ref: SecretKeyRef {
+                    name: "introspection-client".into(),
+                    key: "idp-secret".into(),
+                },
+                endpoint: Some("https://auth.example.com/realms/mcp/introspect".into()),
+            });
+        }
+        self
+    }
+
+    /// With the upstream credential by token exchange instead of from
+    /// Secret `mcp-credential`, the client's secret in Secret
+    /// `exchange-client` (call after `auth`).
+    pub fn token_exchange(mut self) -> Self {
+        if let Some(credential) = self.credential_mut() {
+            credential.header = "Authorization".into();
+            credential.secret_ref = None;
+            credential.token_exchange = Some(TokenExchangeSpec {
+                audience: "https://tools.internal/mcp".into(),
+                client_id: "shadowcat".into(),
+                client_secret_ref: SecretKeyRef {
+                    name: "exchange-client".into(),
+                    key: "exchange-secret".into(),
+                },
+                scope: Some("tools:read".into()),
+                token_endpoint: None,
+            });
+        }
+        self
+    }
+
+    /// With the upstream credential from Secret `mcp-credential` and by
+    /// token exchange at once, which the spec's rule refuses (call after
+    /// `auth`).
+    pub fn both_credential_sources(self) -> Self {
+        let secret_ref = self.credential().and_then(|c| c.secret_ref.clone());
+        let mut both = self.token_exchange();
+        if let Some(credential) = both.credential_mut() {
+            credential.secret_ref = secret_ref;
+        }
+        both
+    }
+
+    /// With an upstream credential header but no source for its value,
+    /// which the spec's rule refuses (call after `auth`).
+    pub fn no_credential_source(mut self) -> Self {
+        if let Some(credential) = self.credential_mut() {
+            credential.secret_ref = None;
+            credential.token_exchange = None;
+        }
+        self
+    }
+
+    fn credential(&self) -> Option<&UpstreamCredentialSpec> {
+        self.0.spec.auth.as_ref()?.upstream_credential.as_ref()
+    }
+
+    fn credential_mut(&mut self) -> Option<&mut UpstreamCredentialSpec> {
+        self.0.spec.auth.as_mut()?.upstream_credential.as_mut()
     }
 
     /// With `spec.auth.resource` set to `resource` (call after `auth`).
@@ -281,6 +350,10 @@ pub mod path {
     pub const CA_SECRET: &str = "/api/v1/namespaces/tools/secrets/corp-ca";
     /// The upstream credential's Secret (`Proxy::auth`).
     pub const CREDENTIAL_SECRET: &str = "/api/v1/namespaces/tools/secrets/mcp-credential";
+    /// The introspection client's Secret (`Proxy::introspection`).
+    pub const INTROSPECTION_SECRET: &str = "/api/v1/namespaces/tools/secrets/introspection-client";
+    /// The token exchange client's Secret (`Proxy::token_exchange`).
+    pub const EXCHANGE_SECRET: &str = "/api/v1/namespaces/tools/secrets/exchange-client";
     /// Secrets (create).
     pub const SECRETS: &str = "/api/v1/namespaces/tools/secrets";
 }

@@ -18,8 +18,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use shadowcat_crds::{
-    AuthConfig, AuthSpec, LogFormat, McpProxy, RedisSpec, SecretKeyRef, SidecarConfig, SseConfig, StoreKind,
-    TargetKind, UpstreamAuthConfig,
+    AuthConfig, AuthSpec, IntrospectionConfig, LogFormat, McpProxy, RedisSpec, SecretKeyRef, SidecarConfig,
+    SseConfig, StoreKind, TargetKind, TokenExchangeConfig, UpstreamAuthConfig, UpstreamCredentialSpec,
 };
 
 /// Name of the sidecar container.
@@ -48,6 +48,14 @@ const AUTH_CA_FILE: &str = "ca.crt";
 /// mounted, and its file name there.
 const UPSTREAM_CREDENTIAL_DIR: &str = "/etc/shadowcat-upstream-credential";
 const UPSTREAM_CREDENTIAL_FILE: &str = "value";
+/// Where the introspection client's secret (`spec.auth.introspection`) is
+/// mounted.
+const INTROSPECTION_DIR: &str = "/etc/shadowcat-introspection";
+/// Where the token exchange client's secret
+/// (`spec.auth.upstreamCredential.tokenExchange`) is mounted.
+const TOKEN_EXCHANGE_DIR: &str = "/etc/shadowcat-token-exchange";
+/// The file name of a client secret in its directory.
+const CLIENT_SECRET_FILE: &str = "client-secret";
 
 /// Operator-wide defaults for what an McpProxy does not say.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,8 +118,9 @@ pub fn redis(proxy: &McpProxy) -> Option<&RedisSpec> {
 
 /// The sidecar config for `proxy`. No secret is in it: the Redis URL comes
 /// from the environment (which overrides the file), the peer secret, the
-/// authorization server's CAs and the upstream credential from mounted
-/// files the config names.
+/// authorization server's CAs, the upstream credential and the client
+/// secrets for introspection and token exchange from mounted files the
+/// config names.
 pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
     let spec = &proxy.spec;
     let sse = SseConfig {
@@ -145,16 +154,13 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
             .auth
             .as_ref()
             .and_then(|a| a.upstream_credential.as_ref())
-            .map(|credential| UpstreamAuthConfig {
-                header: Some(credential.header.clone()),
-                value_file: Some(format!("{UPSTREAM_CREDENTIAL_DIR}/{UPSTREAM_CREDENTIAL_FILE}")),
-                ..Default::default()
-            }),
+            .map(upstream_auth_config),
         ..Default::default()
     }
 }
 
-/// `spec.auth` as the sidecar's `auth`; the CA bundle by its mounted path.
+/// `spec.auth` as the sidecar's `auth`; the CA bundle and the introspection
+/// client's secret by their mounted paths.
 fn auth_config(auth: &AuthSpec) -> AuthConfig {
     AuthConfig {
         issuer: Some(auth.issuer.clone()),
@@ -169,7 +175,39 @@ fn auth_config(auth: &AuthSpec) -> AuthConfig {
             .map(|_| format!("{AUTH_CA_DIR}/{AUTH_CA_FILE}")),
         scopes: auth.scopes.clone(),
         claim_headers: (!auth.claim_headers.is_empty()).then(|| auth.claim_headers.clone()),
+        introspection: auth
+            .introspection
+            .as_ref()
+            .map(|introspection| IntrospectionConfig {
+                endpoint: introspection.endpoint.clone(),
+                client_id: Some(introspection.client_id.clone()),
+                client_secret_file: Some(format!("{INTROSPECTION_DIR}/{CLIENT_SECRET_FILE}")),
+            }),
         ..Default::default()
+    }
+}
+
+/// `spec.auth.upstreamCredential` as the sidecar's `upstreamAuth`: the
+/// credential's file or the token exchange, its client secret by its
+/// mounted path. Rendered as written, so a spec naming both (or neither) is
+/// refused by the validation, never quietly narrowed to one.
+fn upstream_auth_config(credential: &UpstreamCredentialSpec) -> UpstreamAuthConfig {
+    UpstreamAuthConfig {
+        header: Some(credential.header.clone()),
+        value_file: credential
+            .secret_ref
+            .as_ref()
+            .map(|_| format!("{UPSTREAM_CREDENTIAL_DIR}/{UPSTREAM_CREDENTIAL_FILE}")),
+        token_exchange: credential
+            .token_exchange
+            .as_ref()
+            .map(|exchange| TokenExchangeConfig {
+                audience: Some(exchange.audience.clone()),
+                client_id: Some(exchange.client_id.clone()),
+                client_secret_file: Some(format!("{TOKEN_EXCHANGE_DIR}/{CLIENT_SECRET_FILE}")),
+                scope: exchange.scope.clone(),
+                token_endpoint: exchange.token_endpoint.clone(),
+            }),
     }
 }
 
@@ -179,10 +217,18 @@ pub fn secret_refs(proxy: &McpProxy) -> Vec<&SecretKeyRef> {
     let redis = redis(proxy).map(|r| &r.url_secret_ref);
     let auth = proxy.spec.auth.as_ref();
     let ca = auth.and_then(|a| a.ca_secret_ref.as_ref());
-    let credential = auth
-        .and_then(|a| a.upstream_credential.as_ref())
-        .map(|c| &c.secret_ref);
-    [redis, ca, credential].into_iter().flatten().collect()
+    let introspection = auth
+        .and_then(|a| a.introspection.as_ref())
+        .map(|i| &i.client_secret_ref);
+    let credential = auth.and_then(|a| a.upstream_credential.as_ref());
+    let value = credential.and_then(|c| c.secret_ref.as_ref());
+    let exchange = credential
+        .and_then(|c| c.token_exchange.as_ref())
+        .map(|t| &t.client_secret_ref);
+    [redis, ca, introspection, value, exchange]
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// A Secret the sidecar reads as files, never through the ConfigMap or the
@@ -215,12 +261,29 @@ fn secret_files(proxy: &McpProxy) -> Vec<SecretFiles> {
     if let Some(ca) = auth.and_then(|a| a.ca_secret_ref.as_ref()) {
         files.push(one_key("shadowcat-auth-ca", AUTH_CA_DIR, AUTH_CA_FILE, ca));
     }
-    if let Some(credential) = auth.and_then(|a| a.upstream_credential.as_ref()) {
+    if let Some(introspection) = auth.and_then(|a| a.introspection.as_ref()) {
+        files.push(one_key(
+            "shadowcat-introspection",
+            INTROSPECTION_DIR,
+            CLIENT_SECRET_FILE,
+            &introspection.client_secret_ref,
+        ));
+    }
+    let credential = auth.and_then(|a| a.upstream_credential.as_ref());
+    if let Some(value) = credential.and_then(|c| c.secret_ref.as_ref()) {
         files.push(one_key(
             "shadowcat-upstream-credential",
             UPSTREAM_CREDENTIAL_DIR,
             UPSTREAM_CREDENTIAL_FILE,
-            &credential.secret_ref,
+            value,
+        ));
+    }
+    if let Some(exchange) = credential.and_then(|c| c.token_exchange.as_ref()) {
+        files.push(one_key(
+            "shadowcat-token-exchange",
+            TOKEN_EXCHANGE_DIR,
+            CLIENT_SECRET_FILE,
+            &exchange.client_secret_ref,
         ));
     }
     files

@@ -265,6 +265,110 @@ async fn auth_checks_its_secrets_then_mounts_them_without_copying_them() {
 }
 
 #[tokio::test]
+async fn introspection_and_token_exchange_check_their_client_secrets_then_mount_them() {
+    let (ctx, server) = scenario(vec![
+        Call::new(
+            "GET",
+            path::CA_SECRET,
+            secret_holding("corp-ca", "root-bundle.pem", "-----BEGIN CERTIFICATE-----"),
+        ),
+        Call::new(
+            "GET",
+            path::INTROSPECTION_SECRET,
+            secret_holding("introspection-client", "idp-secret", "1ntrospection-5ecret"),
+        ),
+        Call::new(
+            "GET",
+            path::EXCHANGE_SECRET,
+            secret_holding("exchange-client", "exchange-secret", "exch4nge-5ecret"),
+        ),
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+            let config = cm["data"]["config.yaml"].as_str().unwrap();
+            for line in [
+                "clientSecretFile: /etc/shadowcat-introspection/client-secret",
+                "clientSecretFile: /etc/shadowcat-token-exchange/client-secret",
+                "audience: https://tools.internal/mcp",
+            ] {
+                assert!(config.contains(line), "{line} not in {config}");
+            }
+            assert!(!config.contains("valueFile"), "{config}");
+            for secret in [
+                "1ntrospection-5ecret",
+                "exch4nge-5ecret",
+                "introspection-client",
+                "exchange-client",
+            ] {
+                assert!(!config.contains(secret), "{secret} in the ConfigMap: {config}");
+            }
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
+            let pod = &d["spec"]["template"]["spec"];
+            let volumes = pod["volumes"].as_array().unwrap();
+            for (name, secret, key) in [
+                ("shadowcat-introspection", "introspection-client", "idp-secret"),
+                ("shadowcat-token-exchange", "exchange-client", "exchange-secret"),
+            ] {
+                let volume = volumes.iter().find(|v| v["name"] == name).unwrap();
+                assert_eq!(volume["secret"]["secretName"], secret);
+                assert_eq!(
+                    volume["secret"]["items"],
+                    json!([{"key": key, "path": "client-secret"}])
+                );
+            }
+            assert!(
+                volumes
+                    .iter()
+                    .all(|v| v["name"] != "shadowcat-upstream-credential"),
+                "{volumes:?}"
+            );
+            let mounts = pod["containers"][0]["volumeMounts"].to_string();
+            for dir in ["/etc/shadowcat-introspection", "/etc/shadowcat-token-exchange"] {
+                assert!(mounts.contains(dir), "{mounts}");
+            }
+            assert!(!d.to_string().contains("5ecret"));
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy())
+            .check(|s| assert_eq!(condition(s, "Injected")["status"], "True")),
+    ]);
+    let proxy = Proxy::new().auth().introspection().token_exchange();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// The API server's CEL rule says the same; this is for a spec it did not
+/// check. Nothing is read or applied, and the message names the spec's field.
+#[tokio::test]
+async fn upstream_credential_with_both_or_neither_source_is_an_invalid_spec() {
+    for proxy in [
+        Proxy::new().auth().both_credential_sources(),
+        Proxy::new().auth().no_credential_source(),
+    ] {
+        let (ctx, server) = scenario(vec![
+            Call::new("POST", path::EVENTS, json!({})).check(|e| {
+                assert_eq!(e["reason"], "InvalidSpec");
+                let note = e["note"].as_str().unwrap();
+                assert!(note.contains("spec.auth.upstreamCredential"), "{e}");
+                assert!(
+                    note.contains("secretRef") && note.contains("tokenExchange"),
+                    "{e}"
+                );
+            }),
+            Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+                let valid = condition(s, "ConfigValid");
+                assert_eq!(
+                    (valid["status"].as_str(), valid["reason"].as_str()),
+                    (Some("False"), Some("InvalidSpec"))
+                );
+            }),
+        ]);
+        let action = reconcile(proxy.arc(), ctx).await.unwrap();
+        assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+        verify(server).await;
+    }
+}
+
+#[tokio::test]
 async fn auth_secret_without_its_key_is_a_condition_and_nothing_is_applied() {
     let (ctx, server) = scenario(vec![
         Call::new("GET", path::CA_SECRET, secret_holding("corp-ca", "ca.crt", "x")),

@@ -1,7 +1,7 @@
 //! Render functions over a matrix of specs.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use shadowcat_crds::{McpProxy, SidecarConfig, StoreKind};
+use shadowcat_crds::{IntrospectionConfig, McpProxy, SidecarConfig, StoreKind, TokenExchangeConfig};
 
 use super::*;
 use crate::fixtures::Proxy;
@@ -186,6 +186,142 @@ fn auth_without_a_ca_or_a_credential_mounts_no_secret() {
 }
 
 #[test]
+fn introspection_and_token_exchange_render_with_client_secrets_as_file_paths() {
+    let proxy = Proxy::named("weather").auth().introspection().token_exchange().0;
+    let config = sidecar_config(&proxy, &Defaults::default());
+    let introspection = config.auth.clone().unwrap().introspection.unwrap();
+    assert_eq!(
+        introspection,
+        IntrospectionConfig {
+            endpoint: Some("https://auth.example.com/realms/mcp/introspect".into()),
+            client_id: Some("shadowcat".into()),
+            client_secret_file: Some("/etc/shadowcat-introspection/client-secret".into()),
+        }
+    );
+    let upstream = config.upstream_auth.clone().unwrap();
+    assert_eq!(upstream.header.as_deref(), Some("Authorization"));
+    assert_eq!(
+        upstream.value_file, None,
+        "no static credential beside the exchange"
+    );
+    assert_eq!(
+        upstream.token_exchange,
+        Some(TokenExchangeConfig {
+            audience: Some("https://tools.internal/mcp".into()),
+            client_id: Some("shadowcat".into()),
+            client_secret_file: Some("/etc/shadowcat-token-exchange/client-secret".into()),
+            scope: Some("tools:read".into()),
+            token_endpoint: None,
+        })
+    );
+    let (yaml, _) = config_yaml(&config).unwrap();
+    let text = config_map(&proxy, &yaml).data.unwrap()[CONFIG_KEY].clone();
+    for secret in [
+        "introspection-client",
+        "idp-secret",
+        "exchange-client",
+        "exchange-secret",
+    ] {
+        assert!(!text.contains(secret), "{secret} in the ConfigMap:\n{text}");
+    }
+}
+
+#[test]
+fn client_secrets_are_mounted_one_key_each_in_volumes_of_their_own() {
+    let proxy = Proxy::named("weather").auth().introspection().token_exchange().0;
+    let volumes = sidecar_volumes(&proxy);
+    for (volume, secret, key) in [
+        ("shadowcat-introspection", "introspection-client", "idp-secret"),
+        ("shadowcat-token-exchange", "exchange-client", "exchange-secret"),
+    ] {
+        let source = volumes
+            .iter()
+            .find(|v| v.name == volume)
+            .unwrap()
+            .secret
+            .clone()
+            .unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some(secret));
+        let items: Vec<_> = source
+            .items
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key, i.path))
+            .collect();
+        assert_eq!(
+            items,
+            [(key.to_owned(), "client-secret".to_owned())],
+            "only the referenced key"
+        );
+        assert_eq!(source.default_mode, None);
+    }
+    let container = sidecar_container(&proxy, &Defaults::default());
+    let mounts: Vec<_> = container
+        .volume_mounts
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path, m.read_only, m.sub_path))
+        .collect();
+    let mount = |name: &str, dir: &str| (name.to_owned(), dir.to_owned(), Some(true), None);
+    assert_eq!(
+        mounts,
+        [
+            mount("shadowcat-config", "/etc/shadowcat"),
+            mount("shadowcat-auth-ca", "/etc/shadowcat-auth-ca"),
+            mount("shadowcat-introspection", "/etc/shadowcat-introspection"),
+            mount("shadowcat-token-exchange", "/etc/shadowcat-token-exchange"),
+        ],
+        "no upstream credential volume with a token exchange"
+    );
+    assert!(
+        container
+            .env
+            .unwrap()
+            .iter()
+            .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())),
+        "no Secret in the environment"
+    );
+}
+
+/// An upstream credential naming both sources, or neither, is refused by
+/// the spec's own rule, and by the sidecar's too: the render keeps what the
+/// spec says, so neither source is dropped in silence.
+#[test]
+fn upstream_credential_with_both_or_neither_source_is_refused() {
+    let both = Proxy::named("w").auth().both_credential_sources().0;
+    let neither = Proxy::named("w").auth().no_credential_source().0;
+    for (proxy, spec_reason, sidecar_key) in [
+        (&both, "not both", "upstreamAuth.tokenExchange"),
+        (
+            &neither,
+            "needs secretRef or tokenExchange",
+            "upstreamAuth.valueFile",
+        ),
+    ] {
+        let credential = proxy
+            .spec
+            .auth
+            .as_ref()
+            .unwrap()
+            .upstream_credential
+            .as_ref()
+            .unwrap();
+        let error = credential.validate().unwrap_err();
+        assert_eq!(error.key, "spec.auth.upstreamCredential");
+        assert!(error.reason.contains(spec_reason), "{error}");
+        let error = sidecar_config(proxy, &Defaults::default())
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.key, sidecar_key);
+    }
+    assert_eq!(
+        secret_refs(&both).len(),
+        3,
+        "both sources' Secrets checked: CA, credential, exchange client"
+    );
+}
+
+#[test]
 fn every_secret_key_the_spec_names_is_checked() {
     let names = |p: &McpProxy| -> Vec<(String, String)> {
         secret_refs(p)
@@ -201,6 +337,14 @@ fn every_secret_key_the_spec_names_is_checked() {
             pair("redis", "url"),
             pair("corp-ca", "root-bundle.pem"),
             pair("mcp-credential", "api-key")
+        ]
+    );
+    assert_eq!(
+        names(&Proxy::named("w").auth().introspection().token_exchange().0),
+        [
+            pair("corp-ca", "root-bundle.pem"),
+            pair("introspection-client", "idp-secret"),
+            pair("exchange-client", "exchange-secret")
         ]
     );
 }
@@ -320,6 +464,8 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
             .redis()
             .auth()
             .resource("http://w.tools.svc/mcp"),
+        Proxy::named("w").auth().introspection(),
+        Proxy::named("w").redis().auth().introspection().token_exchange(),
     ] {
         let proxy = fixture.0;
         let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
@@ -340,11 +486,28 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
                 ["mcp", "mcp:admin"],
                 "every scope named"
             );
-            let upstream = settings.upstream_auth.unwrap();
             assert_eq!(
-                (upstream.header.as_str(), upstream.value_file.as_str()),
-                ("x-api-key", "/etc/shadowcat-upstream-credential/value")
+                verified.introspection.map(|i| i.client_secret_file),
+                auth.introspection
+                    .as_ref()
+                    .map(|_| "/etc/shadowcat-introspection/client-secret".to_owned())
             );
+            let credential = auth.upstream_credential.as_ref().unwrap();
+            match (settings.upstream_auth, settings.token_exchange) {
+                (Some(upstream), None) => assert_eq!(
+                    (upstream.header.as_str(), upstream.value_file.as_str()),
+                    ("x-api-key", "/etc/shadowcat-upstream-credential/value")
+                ),
+                (None, Some(exchange)) => {
+                    assert!(credential.token_exchange.is_some());
+                    assert_eq!(
+                        (exchange.header.as_str(), exchange.client_secret_file.as_str()),
+                        ("authorization", "/etc/shadowcat-token-exchange/client-secret")
+                    );
+                    assert_eq!(exchange.audience, "https://tools.internal/mcp");
+                }
+                other => panic!("one upstream credential, not {other:?}"),
+            }
         }
         if proxy.spec.replay.response_retention.is_some() {
             let secs = std::time::Duration::from_secs;
@@ -366,7 +529,11 @@ fn examples_render_into_configs_the_sidecar_accepts() {
 
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
     let mut seen = Vec::new();
-    for file in ["mcpproxy.yaml", "mcpproxy-auth.yaml"] {
+    for file in [
+        "mcpproxy.yaml",
+        "mcpproxy-auth.yaml",
+        "mcpproxy-token-exchange.yaml",
+    ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = Value::deserialize(doc).unwrap();
@@ -393,6 +560,10 @@ fn examples_render_into_configs_the_sidecar_accepts() {
             (
                 "everything-auth".to_owned(),
                 Some("https://mcp.example.com/mcp".to_owned())
+            ),
+            (
+                "everything-token-exchange".to_owned(),
+                Some("https://mcp.example.com/mcp".to_owned())
             )
         ]
     );
@@ -417,6 +588,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
         Proxy::named("r").redis().service(),
         Proxy::named("s").stateful().overrides(),
         Proxy::named("a").redis().auth(),
+        Proxy::named("x").auth().introspection().token_exchange(),
     ] {
         let proxy = fixture.0;
         let (yaml, hash) = config_yaml(&sidecar_config(&proxy, &defaults)).unwrap();
@@ -466,6 +638,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
                 "examples/mcp-server.yaml",
                 "examples/mcpproxy.yaml",
                 "examples/mcpproxy-auth.yaml",
+                "examples/mcpproxy-token-exchange.yaml",
             ]
             .map(|e| root.join(e)),
         )
