@@ -584,23 +584,25 @@ async fn replicas_carry_the_principal_and_reinitialize_with_the_upstream_credent
     assert_eq!(response.status(), 404);
 }
 
-/// Runs a client from `tests/peers` and reads its one JSON line.
-async fn run_client(program: &std::path::Path, args: &[&str]) -> Value {
+/// Runs a client from `tests/peers` and reads its one JSON line; also what
+/// it traced on stderr.
+async fn run_client(program: &std::path::Path, args: &[&str]) -> (Value, String) {
     let output = shadowcat_tests::within(
         "the SDK client",
         Duration::from_secs(90),
-        tokio::process::Command::new(program).args(args).output(),
+        tokio::process::Command::new(program)
+            .args(args)
+            .env("DEBUG", "1")
+            .output(),
     )
     .await
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|_| {
-        panic!(
-            "no JSON line from {program:?} {args:?}: {stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+    let trace = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = serde_json::from_str(line)
+        .unwrap_or_else(|_| panic!("no JSON line from {program:?} {args:?}: {stdout}\n{trace}"));
+    (report, trace)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -657,8 +659,13 @@ async fn sdk_clients_discover_the_authorization_server_through_shadowcat_and_com
     ];
     for (flow, program, mut args) in flows {
         args.extend(["--url", s.proxy.url.as_str()]);
-        let report = run_client(&program, &args).await;
-        assert_eq!(report["ok"], true, "{flow}: {report}");
+        let (report, trace) = run_client(&program, &args).await;
+        assert_eq!(
+            report["ok"],
+            true,
+            "{flow}: {report}\n{trace}\n{}",
+            s.proxy.proc.output()
+        );
         assert!(
             report["tools"].as_array().unwrap().iter().any(|t| t == "echo"),
             "{flow}: {report}"
@@ -1058,4 +1065,49 @@ async fn opaque_tokens_are_introspected_and_held_to_the_same_rules() {
     narrow.session = alice.session.clone();
     let response = narrow.post(&narrow.request_body("tools/list", json!({}))).await;
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn a_refused_request_whose_body_comes_late_still_gets_its_401_and_keeps_the_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup(&[]).await;
+    let addr = s
+        .proxy
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = call("echo").to_string();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         accept: application/json, text/event-stream\r\nmcp-protocol-version: {VERSION}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    // The body follows the headers late, as it may on a busy network.
+    for _ in 0..2 {
+        conn.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        conn.write_all(body.as_bytes()).await.unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        let answer = shadowcat_tests::within("the 401", Duration::from_secs(10), async {
+            loop {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).into_owned();
+                if text.contains("\r\n\r\n") && text.ends_with('}') {
+                    return text;
+                }
+            }
+        })
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+        assert!(
+            !answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
+    }
 }

@@ -46,10 +46,13 @@ async fn authenticate(app: &App, req: Request<Body>) -> Result<Request<Body>, cr
     let (mut parts, body) = req.into_parts();
     let identity = match parts.extensions.get::<Arc<Identity>>() {
         Some(forwarded) => forwarded.clone(),
-        None => auth
-            .authenticate(&parts)
-            .await
-            .map_err(crate::error::Error::Auth)?,
+        None => match auth.authenticate(&parts).await {
+            Ok(identity) => identity,
+            Err(denied) => {
+                discard(body, app.settings.max_body_bytes).await;
+                return Err(crate::error::Error::Auth(denied));
+            }
+        },
     };
     if parts.method != http::Method::POST {
         auth.authorize(&identity, None)
@@ -58,6 +61,26 @@ async fn authenticate(app: &App, req: Request<Body>) -> Result<Request<Body>, cr
     auth.upstream_headers(&mut parts.headers, &identity);
     parts.extensions.insert(identity);
     Ok(Request::from_parts(parts, body))
+}
+
+/// Reads what has come of a refused request's body, and drops it (up to the
+/// body limit, for a moment at most). Every OAuth client's first request is
+/// refused, and its body may still be on the wire: closing the connection
+/// with unread data in it makes the kernel reset it, and the client loses the
+/// 401 it was about to read. Drained, the connection stays usable too.
+async fn discard(body: Body, limit: u64) {
+    use http_body_util::BodyExt;
+    let mut body = std::pin::pin!(body);
+    let mut seen = 0u64;
+    let drain = async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+            if seen > limit {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
 }
 
 async fn dispatch(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>, Failure> {
