@@ -127,10 +127,9 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
                 // A sampling-capable client answers the server's request.
                 let answer = serde_json::json!({"jsonrpc": "2.0", "id": message["id"], "result": {
                     "role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "test"}});
-                if let Err(e) = mcp.try_post(&answer).await {
-                    read.failure = Some(format!("cannot answer the sampling request: {e}"));
-                    return read;
-                }
+                // Whether the answer got through shows on the stream: the
+                // call's result, or (its owner lost) an error for it.
+                let _ = answer_server_request(mcp, &answer).await;
             }
             let done = read.answers(&message);
             read.events.push((event.id, message));
@@ -183,6 +182,29 @@ pub async fn streamed_call(mcp: &Mcp, tool: &str, arguments: Value, resumes: usi
                 .unwrap_or(1u64)
                 .min(2);
             tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+}
+
+/// POSTs a client's answer to a server request until it is accepted (202),
+/// as a client must: while the store is away a replica that does not own the
+/// session answers 503 with `Retry-After`, and nothing listens for a moment
+/// while a replica restarts. Any other answer is final (a 502 from a replica
+/// that died with it: then the call itself is answered with an error).
+async fn answer_server_request(mcp: &Mcp, answer: &Value) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = match mcp.try_post(answer).await {
+            Ok(response) => response.status().as_u16(),
+            Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+            Err(_) => 0,
+        };
+        match status {
+            202 => return Ok(()),
+            0 | 503 if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => return Err(format!("answered {other}")),
         }
     }
 }
