@@ -122,6 +122,8 @@ pub async fn serve(
         Arc::new(GracefulShutdown::new()),
         CancellationToken::new(),
     ));
+    // Peer connections close a moment after the public ones: see `drain`.
+    let peer_graceful = Arc::new(GracefulShutdown::new());
     let peer = listeners.peer.map(|listener| {
         tokio::spawn(accept(
             app.clone(),
@@ -129,7 +131,7 @@ pub async fn serve(
             app.settings.max_connections,
             listener,
             route::peer,
-            graceful.clone(),
+            peer_graceful.clone(),
             accepting.clone(),
         ))
     });
@@ -149,7 +151,7 @@ pub async fn serve(
         () = &mut stop => false,
         () = app.drain_requested.cancelled() => true,
     };
-    drain(&app, accepting, graceful, public, peer).await;
+    drain(&app, accepting, [graceful, peer_graceful], public, peer).await;
     if let Some(heartbeat) = heartbeat {
         // Everything in flight is in the log: hand the sessions over and
         // leave, so other replicas adopt them at once.
@@ -173,14 +175,24 @@ pub async fn serve(
     Ok(())
 }
 
+/// How long peer connections outlive the start of the drain.
+const PEER_GRACE: Duration = Duration::from_secs(1);
+
 /// The drain: not ready at once; serving goes on for the shutdown delay
 /// (while load balancers catch up); then no new connections or sessions,
 /// standalone readers closed with `retry:`, in-flight answers and pumps
 /// given until the drain timeout.
+///
+/// Peer connections are kept a moment longer than public ones. Other
+/// replicas stop forwarding here as soon as the registration says draining,
+/// but one that read it just before may be writing a request on a pooled
+/// connection right now: closing that idle connection under it would leave
+/// the forwarder unable to tell whether the request ran (it answers 502
+/// rather than risk running it twice). Kept open, the request is served.
 async fn drain(
     app: &Arc<App>,
     accepting: CancellationToken,
-    graceful: Arc<GracefulShutdown>,
+    [graceful, peer_graceful]: [Arc<GracefulShutdown>; 2],
     public: tokio::task::JoinHandle<()>,
     peer: Option<tokio::task::JoinHandle<()>>,
 ) {
@@ -206,10 +218,27 @@ async fn drain(
     if let Some(peer) = peer {
         let _ = peer.await;
     }
-    if let Some(graceful) = Arc::into_inner(graceful)
-        && tokio::time::timeout_at(deadline, graceful.shutdown())
-            .await
-            .is_err()
+    let public_closed = async {
+        if let Some(graceful) = Arc::into_inner(graceful) {
+            graceful.shutdown().await;
+        }
+    };
+    let peer_connections = app
+        .metrics
+        .connections_active
+        .get_or_create(&ListenerLabels { listener: "peer" })
+        .get();
+    let peer_closed = async {
+        if let Some(graceful) = Arc::into_inner(peer_graceful) {
+            if peer_connections > 0 {
+                tokio::time::sleep(PEER_GRACE).await;
+            }
+            graceful.shutdown().await;
+        }
+    };
+    if tokio::time::timeout_at(deadline, async { tokio::join!(public_closed, peer_closed) })
+        .await
+        .is_err()
     {
         tracing::warn!("connections still open at the drain timeout");
     }
