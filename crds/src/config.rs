@@ -3,7 +3,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthConfig, UpstreamAuthConfig};
+use crate::auth::AuthConfig;
+use crate::upstream_auth::UpstreamAuthConfig;
 
 /// The sidecar's configuration as written. Every field is optional so layers
 /// (flags over environment over file over defaults) can be merged with

@@ -11,10 +11,11 @@ mod config;
 mod mcpproxy;
 mod settings;
 mod store;
+mod upstream_auth;
 
 pub use auth::{
     AuthConfig, AuthSettings, DEFAULT_ALGORITHMS, IntrospectionConfig, IntrospectionSettings, ScopesConfig,
-    TokenExchangeConfig, TokenExchangeSettings, UpstreamAuthConfig, UpstreamAuthSettings, canonical_uri,
+    canonical_uri,
 };
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
@@ -24,3 +25,6 @@ pub use mcpproxy::{
 };
 pub use settings::{Allow, ConfigError, Settings, SseSettings};
 pub use store::{RedisSettings, RedisTopology, RedisUrl, StoreSettings};
+pub use upstream_auth::{
+    TokenExchangeConfig, TokenExchangeSettings, UpstreamAuthConfig, UpstreamAuthSettings,
+};

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use http::Uri;
 
-use crate::auth::{AuthSettings, TokenExchangeSettings, UpstreamAuthSettings};
+use crate::auth::AuthSettings;
 use crate::config::{LogFormat, SidecarConfig, SseConfig};
 use crate::store::StoreSettings;
+use crate::upstream_auth::{TokenExchangeSettings, UpstreamAuthSettings};
 
 /// A configuration value that cannot be used. The message names the key.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 /// Largest document accepted from the authorization server.
 const MAX_DOCUMENT: usize = 1024 * 1024;
@@ -128,5 +129,77 @@ impl AsClient {
         tokio::time::timeout(TIMEOUT, exchange)
             .await
             .unwrap_or_else(|_| Err(format!("no answer within {TIMEOUT:?}")))
+    }
+}
+
+/// Shadowcat as a confidential client of the authorization server at one of
+/// its endpoints (introspection, token), authenticating with a secret read
+/// from a file at startup. The endpoint is configured or found in the
+/// issuer's metadata under `field` on first use.
+pub struct ClientEndpoint {
+    client: AsClient,
+    issuer: String,
+    field: &'static str,
+    client_id: String,
+    secret: String,
+    endpoint: OnceCell<String>,
+}
+
+impl std::fmt::Debug for ClientEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientEndpoint")
+            .field("endpoint", &self.field)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientEndpoint {
+    /// `config` names the config block, for errors (an unreadable secret
+    /// file is one, at startup).
+    pub fn new(
+        client: AsClient,
+        issuer: &str,
+        field: &'static str,
+        endpoint: Option<&str>,
+        (client_id, secret_file): (&str, &str),
+        config: &str,
+    ) -> anyhow::Result<Self> {
+        let secret = std::fs::read_to_string(secret_file)
+            .map_err(|e| {
+                anyhow::anyhow!("invalid config `{config}.clientSecretFile`: cannot read {secret_file}: {e}")
+            })?
+            .trim_end()
+            .to_owned();
+        let cell = OnceCell::new();
+        if let Some(url) = endpoint {
+            let _ = cell.set(url.to_owned());
+        }
+        Ok(Self {
+            client,
+            issuer: issuer.to_owned(),
+            field,
+            client_id: client_id.to_owned(),
+            secret,
+            endpoint: cell,
+        })
+    }
+
+    /// POSTs `form` to the endpoint, authenticated as the client.
+    pub async fn post(&self, form: &[(&str, &str)]) -> Result<(StatusCode, Value), String> {
+        let endpoint = self
+            .endpoint
+            .get_or_try_init(|| async {
+                let (location, metadata) = super::keys::discover(&self.client, &self.issuer).await?;
+                metadata
+                    .get(self.field)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("{location} has no {}", self.field))
+            })
+            .await?;
+        self.client
+            .post_form(endpoint, (&self.client_id, &self.secret), form)
+            .await
     }
 }

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use serde_json::Value;
 use shadowcat_crds::TokenExchangeSettings;
-use tokio::sync::OnceCell;
 
 use super::Denied;
-use super::client::AsClient;
+use super::client::{AsClient, ClientEndpoint};
 
 const GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -25,48 +24,28 @@ const MARGIN: Duration = Duration::from_secs(30);
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Exchanges tokens for one upstream audience.
+#[derive(Debug)]
 pub struct Exchanger {
     settings: TokenExchangeSettings,
-    issuer: String,
-    client: AsClient,
-    secret: String,
-    endpoint: OnceCell<String>,
+    endpoint: ClientEndpoint,
     kept: Mutex<HashMap<String, (String, Instant)>>,
 }
 
-impl std::fmt::Debug for Exchanger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Exchanger")
-            .field("audience", &self.settings.audience)
-            .field("client_id", &self.settings.client_id)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Exchanger {
-    /// An exchanger; the client secret is read now (an unreadable file is
-    /// an error at startup).
+    /// An exchanger; the client secret is read now.
     pub fn new(settings: TokenExchangeSettings, issuer: &str, client: AsClient) -> anyhow::Result<Self> {
-        let path = &settings.client_secret_file;
-        let secret = std::fs::read_to_string(path)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid config `upstreamAuth.tokenExchange.clientSecretFile`: cannot read {path}: {e}"
-                )
-            })?
-            .trim_end()
-            .to_owned();
-        let endpoint = OnceCell::new();
-        if let Some(url) = &settings.token_endpoint {
-            let _ = endpoint.set(url.clone());
-        }
-        Ok(Self {
-            issuer: issuer.to_owned(),
+        let endpoint = ClientEndpoint::new(
             client,
-            secret,
+            issuer,
+            "token_endpoint",
+            settings.token_endpoint.as_deref(),
+            (&settings.client_id, &settings.client_secret_file),
+            "upstreamAuth.tokenExchange",
+        )?;
+        Ok(Self {
+            settings,
             endpoint,
             kept: Mutex::default(),
-            settings,
         })
     }
 
@@ -83,18 +62,6 @@ impl Exchanger {
         {
             return Ok(token.clone());
         }
-        let endpoint = self
-            .endpoint
-            .get_or_try_init(|| async {
-                let (location, metadata) = super::keys::discover(&self.client, &self.issuer).await?;
-                metadata
-                    .get("token_endpoint")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{location} has no token_endpoint"))
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
         let s = &self.settings;
         let mut form = vec![
             ("grant_type", GRANT),
@@ -107,11 +74,7 @@ impl Exchanger {
         if let Some(scope) = &s.scope {
             form.push(("scope", scope));
         }
-        let (status, answer) = self
-            .client
-            .post_form(endpoint, (&s.client_id, &self.secret), &form)
-            .await
-            .map_err(|e| unavailable(&e))?;
+        let (status, answer) = self.endpoint.post(&form).await.map_err(|e| unavailable(&e))?;
         if status.is_server_error() {
             return Err(unavailable(&format!("the token endpoint answered {status}")));
         }

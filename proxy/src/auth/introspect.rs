@@ -4,51 +4,31 @@
 
 use serde_json::{Map, Value};
 use shadowcat_crds::IntrospectionSettings;
-use tokio::sync::OnceCell;
 
 use super::Invalid;
-use super::client::AsClient;
+use super::client::{AsClient, ClientEndpoint};
 
 /// Asks the authorization server about tokens.
+#[derive(Debug)]
 pub struct Introspector {
-    client: AsClient,
+    endpoint: ClientEndpoint,
     issuer: String,
-    client_id: String,
-    secret: String,
-    endpoint: OnceCell<String>,
-}
-
-impl std::fmt::Debug for Introspector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Introspector")
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Introspector {
-    /// An introspector; the client secret is read now (an unreadable file is
-    /// an error at startup).
+    /// An introspector; the client secret is read now.
     pub fn new(settings: &IntrospectionSettings, issuer: &str, client: AsClient) -> anyhow::Result<Self> {
-        let path = &settings.client_secret_file;
-        let secret = std::fs::read_to_string(path)
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid config `auth.introspection.clientSecretFile`: cannot read {path}: {e}"
-                )
-            })?
-            .trim_end()
-            .to_owned();
-        let endpoint = OnceCell::new();
-        if let Some(url) = &settings.endpoint {
-            let _ = endpoint.set(url.clone());
-        }
-        Ok(Self {
+        let endpoint = ClientEndpoint::new(
             client,
-            issuer: issuer.to_owned(),
-            client_id: settings.client_id.clone(),
-            secret,
+            issuer,
+            "introspection_endpoint",
+            settings.endpoint.as_deref(),
+            (&settings.client_id, &settings.client_secret_file),
+            "auth.introspection",
+        )?;
+        Ok(Self {
             endpoint,
+            issuer: issuer.to_owned(),
         })
     }
 
@@ -62,24 +42,8 @@ impl Introspector {
                 "the authorization server cannot check the token now; retry".into(),
             )
         };
-        let endpoint = self
-            .endpoint
-            .get_or_try_init(|| async {
-                let (location, metadata) = super::keys::discover(&self.client, &self.issuer).await?;
-                metadata
-                    .get("introspection_endpoint")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("{location} has no introspection_endpoint"))
-            })
-            .await
-            .map_err(unavailable)?;
         let form = [("token", token), ("token_type_hint", "access_token")];
-        let (status, answer) = self
-            .client
-            .post_form(endpoint, (&self.client_id, &self.secret), &form)
-            .await
-            .map_err(unavailable)?;
+        let (status, answer) = self.endpoint.post(&form).await.map_err(unavailable)?;
         if !status.is_success() {
             return Err(unavailable(format!("introspection answered {status}")));
         }

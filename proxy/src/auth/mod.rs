@@ -13,96 +13,30 @@
 
 mod client;
 mod exchange;
+mod identity;
 mod introspect;
 mod keys;
 mod ring_crypto;
+mod token;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use jsonwebtoken::{Algorithm, Validation};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use shadowcat_crds::{AuthSettings, TokenExchangeSettings, canonical_uri};
+use jsonwebtoken::Algorithm;
+use shadowcat_crds::{AuthSettings, TokenExchangeSettings};
 
+pub use self::identity::Identity;
 pub use self::keys::{Candidates, KeySet, Keys};
+use self::token::{Invalid, Verified};
 use crate::body::{self, Body};
 use crate::mcp::jsonrpc::{self, Kind};
 use crate::metrics::{AuthLabels, Metrics};
 
 /// The well-known path of the protected resource metadata (RFC 9728).
 pub const METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
-
-/// Who made a request, as verified from its token: what the session record
-/// and the peer channel carry, and what policy sees.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    /// The token's `iss`.
-    #[serde(rename = "iss")]
-    pub issuer: String,
-    /// The token's `sub`.
-    #[serde(rename = "sub")]
-    pub subject: String,
-    /// The scopes the token grants.
-    #[serde(rename = "scope", default)]
-    pub scopes: BTreeSet<String>,
-    /// Claims to pass upstream: header name to value.
-    #[serde(rename = "h", default)]
-    pub headers: BTreeMap<String, String>,
-    /// The token for the upstream that a token exchange gave, if one is
-    /// configured (never the client's own token).
-    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
-    pub upstream_token: Option<String>,
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("issuer", &self.issuer)
-            .field("subject", &self.subject)
-            .field("scopes", &self.scopes)
-            .field("headers", &self.headers)
-            .field(
-                "upstream_token",
-                &self.upstream_token.as_ref().map(|_| "<redacted>"),
-            )
-            .finish()
-    }
-}
-
-impl Identity {
-    /// The principal as the session record keeps it: issuer and subject,
-    /// each base64url-encoded, so no pair of them reads as another.
-    pub fn principal(&self) -> String {
-        format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(&self.issuer),
-            URL_SAFE_NO_PAD.encode(&self.subject)
-        )
-    }
-
-    /// The identity in one header-safe token, for the peer channel (which
-    /// signs it with the rest of the request).
-    pub fn to_wire(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    /// Reads what [`Identity::to_wire`] wrote.
-    pub fn from_wire(text: &str) -> Option<Self> {
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(text).ok()?).ok()
-    }
-}
-
-impl std::fmt::Display for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.subject, self.issuer)
-    }
-}
 
 /// A request refused by the resource server: the status, the challenge and
 /// what to tell the client.
@@ -122,29 +56,6 @@ impl std::fmt::Display for Denied {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
-}
-
-/// Why a token was refused (before it becomes a [`Denied`]).
-struct Invalid(&'static str, String);
-
-/// Verified tokens kept, at most: a client sends the same token with every
-/// request, and checking its signature again is most of the cost.
-const MAX_VERIFIED: usize = 10_000;
-
-/// A token that verified: who it names and how long it is good for.
-struct Verified {
-    identity: Arc<Identity>,
-    /// `exp`, and `nbf` if any, in Unix seconds.
-    exp: u64,
-    nbf: u64,
-    /// The key set it was verified under ([`Keys::generation`]).
-    generation: u64,
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// The resource server.
@@ -367,189 +278,11 @@ impl Auth {
         let Some(exchange) = &self.exchange else {
             return Ok(identity);
         };
-        let upstream_token = exchange.token_for(&identity.principal(), token).await?;
+        let upstream_token = exchange.token_for(identity.principal(), token).await?;
         Ok(Arc::new(Identity {
             upstream_token: Some(upstream_token),
             ..Identity::clone(&identity)
         }))
-    }
-
-    /// [`Auth::verify_token`], skipped for a token that verified before
-    /// under the same keys and is still within its validity (with leeway).
-    async fn verify_cached(&self, token: &str) -> Result<Arc<Identity>, Invalid> {
-        use sha2::Digest;
-        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let leeway = self.settings.leeway.as_secs();
-        let now = now_secs();
-        let generation = self.keys.generation();
-        {
-            let cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(v) = cache.get(&digest)
-                && v.generation == generation
-                && now <= v.exp.saturating_add(leeway)
-                && now.saturating_add(leeway) >= v.nbf
-            {
-                return Ok(v.identity.clone());
-            }
-        }
-        let (identity, exp, nbf) = self.verify_token(token).await?;
-        let identity = Arc::new(identity);
-        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_VERIFIED {
-            cache.retain(|_, v| now <= v.exp.saturating_add(leeway) && v.generation == generation);
-            if cache.len() >= MAX_VERIFIED {
-                // Still full of live tokens: start over rather than grow.
-                cache.clear();
-            }
-        }
-        cache.insert(
-            digest,
-            Verified {
-                identity: identity.clone(),
-                exp,
-                nbf,
-                generation,
-            },
-        );
-        Ok(identity)
-    }
-
-    /// Verifies a token: its identity, `exp` and `nbf` (0 when absent).
-    async fn verify_token(&self, token: &str) -> Result<(Identity, u64, u64), Invalid> {
-        if let Some(introspector) = &self.introspection
-            && token.split('.').count() != 3
-        {
-            let claims = introspector.introspect(token).await?;
-            let time = |claim: &str| claims.get(claim).and_then(Value::as_u64).unwrap_or(0);
-            let (exp, nbf) = (time("exp"), time("nbf"));
-            let leeway = self.settings.leeway.as_secs();
-            if exp != 0 && now_secs() > exp.saturating_add(leeway) {
-                return Err(Invalid("expired", "the token has expired".into()));
-            }
-            // An answer without `exp` is trusted for a minute at most.
-            let exp = if exp == 0 { now_secs() + 60 } else { exp };
-            return Ok((self.identity(claims)?, exp, nbf));
-        }
-        let (alg, kid) = peek_header(token)?;
-        let Some(alg) = Algorithm::from_str(&alg)
-            .ok()
-            .filter(|a| self.accepted.contains(a))
-        else {
-            return Err(Invalid(
-                "algorithm",
-                format!("tokens signed with {alg:?} are not accepted"),
-            ));
-        };
-        let keys = match self.keys.candidates(kid.as_deref(), alg).await {
-            Candidates::Found(keys) => keys,
-            Candidates::Unknown => {
-                return Err(Invalid(
-                    "unknown_key",
-                    "the token is signed with a key the issuer does not publish".into(),
-                ));
-            }
-            Candidates::Unavailable => {
-                return Err(Invalid(
-                    "keys_unavailable",
-                    "the authorization server's keys cannot be fetched now; retry".into(),
-                ));
-            }
-        };
-        let mut validation = Validation::new(alg);
-        validation.leeway = self.settings.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.set_issuer(&[&self.settings.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let mut last = None;
-        for key in keys {
-            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.decoding, &validation) {
-                Ok(data) => {
-                    let time = |claim: &str| data.claims.get(claim).and_then(Value::as_u64).unwrap_or(0);
-                    let (exp, nbf) = (time("exp"), time("nbf"));
-                    return Ok((self.identity(data.claims)?, exp, nbf));
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(match last.as_ref().map(jsonwebtoken::errors::Error::kind) {
-            Some(jsonwebtoken::errors::ErrorKind::ExpiredSignature) => {
-                Invalid("expired", "the token has expired".into())
-            }
-            Some(jsonwebtoken::errors::ErrorKind::ImmatureSignature) => {
-                Invalid("not_yet_valid", "the token is not valid yet (nbf)".into())
-            }
-            Some(jsonwebtoken::errors::ErrorKind::InvalidIssuer) => Invalid(
-                "wrong_issuer",
-                format!("the token was not issued by {}", self.settings.issuer),
-            ),
-            Some(jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim)) => {
-                Invalid("malformed", format!("the token has no `{claim}` claim"))
-            }
-            Some(jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
-                Invalid("bad_signature", "the token's signature does not verify".into())
-            }
-            Some(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm) => {
-                Invalid("algorithm", "the token's algorithm does not fit its key".into())
-            }
-            _ => Invalid("malformed", "the token is not a well-formed JWT".into()),
-        })
-    }
-
-    /// The identity a verified token's claims give, once its audience is
-    /// this resource.
-    fn identity(&self, claims: Map<String, Value>) -> Result<Identity, Invalid> {
-        let audiences: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(one)) => vec![one],
-            Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
-            _ => Vec::new(),
-        };
-        let ours = audiences.iter().any(|aud| {
-            let aud = canonical_uri(aud).unwrap_or_else(|| (*aud).to_owned());
-            self.settings.audiences.contains(&aud)
-        });
-        if !ours {
-            return Err(Invalid(
-                "wrong_audience",
-                format!("the token is not for this resource ({})", self.settings.resource),
-            ));
-        }
-        let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(Invalid("malformed", "the token has no `sub` claim".into())),
-        };
-        let scopes = match (claims.get("scope"), claims.get("scp")) {
-            (Some(Value::String(s)), _) | (None, Some(Value::String(s))) => {
-                s.split_ascii_whitespace().map(str::to_owned).collect()
-            }
-            (None, Some(Value::Array(list))) => {
-                list.iter().filter_map(Value::as_str).map(str::to_owned).collect()
-            }
-            _ => BTreeSet::new(),
-        };
-        let mut headers = BTreeMap::new();
-        for (claim, name) in &self.claim_headers {
-            let value = match claims.get(claim) {
-                Some(Value::String(s)) => s.clone(),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join(","),
-                _ => continue,
-            };
-            if HeaderValue::from_str(&value).is_ok() {
-                headers.insert(name.as_str().to_owned(), value);
-            }
-        }
-        Ok(Identity {
-            issuer: self.settings.issuer.clone(),
-            subject,
-            scopes,
-            headers,
-            upstream_token: None,
-        })
     }
 
     /// Whether `identity` holds every scope the request needs: the default
@@ -691,49 +424,11 @@ impl Auth {
     }
 }
 
-/// The `alg` and `kid` of a token's header, read without trusting it.
-fn peek_header(token: &str) -> Result<(String, Option<String>), Invalid> {
-    let malformed = || Invalid("malformed", "the token is not a well-formed JWT".into());
-    let mut segments = token.split('.');
-    let (Some(head), Some(_), Some(_), None) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return Err(malformed());
-    };
-    let head: Value = URL_SAFE_NO_PAD
-        .decode(head)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(malformed)?;
-    let alg = head.get("alg").and_then(Value::as_str).ok_or_else(malformed)?;
-    let kid = head.get("kid").and_then(Value::as_str).map(str::to_owned);
-    Ok((alg.to_owned(), kid))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeMap;
 
-    #[test]
-    fn identities_cross_the_peer_channel_intact() {
-        let identity = Identity {
-            issuer: "https://id.example.com".into(),
-            subject: "ünïcode|sub".into(),
-            scopes: ["a".to_owned(), "b".to_owned()].into(),
-            headers: [("x-mcp-subject".to_owned(), "s".to_owned())].into(),
-            upstream_token: None,
-        };
-        let wire = identity.to_wire();
-        assert!(HeaderValue::from_str(&wire).is_ok());
-        assert_eq!(Identity::from_wire(&wire), Some(identity.clone()));
-        assert_eq!(Identity::from_wire("!!"), None);
-        let other = Identity {
-            issuer: "https://id.example.com/ünïcode".into(),
-            subject: "|sub".into(),
-            ..identity.clone()
-        };
-        assert_ne!(identity.principal(), other.principal());
-    }
+    use super::*;
 
     #[test]
     fn a_request_needs_every_scope_its_messages_name() {
@@ -762,6 +457,7 @@ auth:
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             headers: BTreeMap::new(),
             upstream_token: None,
+            principal: Default::default(),
         };
         let body = |text: &str| jsonrpc::parse(text.as_bytes()).unwrap();
         let needs = |scopes: &[&str], text: &str| match auth.authorize(&who(scopes), Some(&body(text))) {
@@ -793,14 +489,5 @@ auth:
         let response = r#"{"jsonrpc":"2.0","id":9,"result":{}}"#;
         assert_eq!(needs(&["mcp"], response), None);
         assert_eq!(needs(&[], response).as_deref(), Some("mcp"));
-    }
-
-    #[test]
-    fn token_headers_are_read_without_trust() {
-        let head = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k"}"#);
-        let (alg, kid) = peek_header(&format!("{head}.e30.")).ok().unwrap();
-        assert_eq!((alg.as_str(), kid.as_deref()), ("none", Some("k")));
-        assert!(peek_header("a.b").is_err());
-        assert!(peek_header("!.e30.x").is_err());
     }
 }

@@ -99,7 +99,7 @@ async fn initialize(
     message: &jsonrpc::Body,
     identity: Option<&Identity>,
 ) -> Result<Response<Body>, Error> {
-    let principal = identity.map(Identity::principal);
+    let principal = identity.map(|i| i.principal().to_owned());
     let by = identity.map(ToString::to_string).unwrap_or_default();
     if app.draining() {
         return Err(Error::ShuttingDown);

@@ -115,7 +115,7 @@ async fn place_once(app: &Arc<App>, id: &str, request: &Forwardable<'_>) -> Resu
 pub fn check_principal(app: &App, session: &Session, identity: Option<&Identity>) -> Result<()> {
     let Some(auth) = &app.auth else { return Ok(()) };
     let theirs = identity.map(Identity::principal);
-    if theirs.is_some() && theirs == session.record.principal {
+    if theirs.is_some() && theirs == session.record.principal.as_deref() {
         return Ok(());
     }
     auth.count_wrong_principal(identity, &session.record.id);
