@@ -4,6 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthConfig;
+use crate::policy::PolicyConfig;
 use crate::upstream_auth::UpstreamAuthConfig;
 
 /// The sidecar's configuration as written. Every field is optional so layers
@@ -120,6 +121,10 @@ pub struct SidecarConfig {
     /// Credentials for the upstream, sent in place of the client's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_auth: Option<UpstreamAuthConfig>,
+    /// Rules, tool filtering, rate limits, hooks and audit applied to every
+    /// MCP message (none by default). Reloaded when the config file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyConfig>,
 }
 
 /// Redis settings beyond the `store` URL.
@@ -261,6 +266,8 @@ impl SidecarConfig {
                 (Some(upper), Some(lower)) => Some(upper.or(lower)),
                 (upper, lower) => upper.or(lower),
             },
+            // A policy is one piece: a layer that has one replaces the lower's.
+            policy: self.policy.or(lower.policy),
         }
     }
 }

@@ -9,6 +9,7 @@
 mod auth;
 mod config;
 mod mcpproxy;
+mod policy;
 mod settings;
 mod store;
 mod upstream_auth;
@@ -22,6 +23,10 @@ pub use mcpproxy::{
     AuthSpec, IntrospectionSpec, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec,
     SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef,
     TokenExchangeSpec, UpstreamCredentialSpec, UpstreamSpec,
+};
+pub use policy::{
+    AuditConfig, CEL_VARIABLES, Decision, FailurePolicy, HookConfig, LimitKey, PolicyConfig, PolicyError, RateLimitConfig,
+    Refill, RenameConfig, RuleConfig, ToolsConfig, compile_cel,
 };
 pub use settings::{Allow, ConfigError, Settings, SseSettings};
 pub use store::{RedisSettings, RedisTopology, RedisUrl, StoreSettings};

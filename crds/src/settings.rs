@@ -8,6 +8,7 @@ use http::Uri;
 
 use crate::auth::AuthSettings;
 use crate::config::{LogFormat, SidecarConfig, SseConfig};
+use crate::policy::PolicyConfig;
 use crate::store::StoreSettings;
 use crate::upstream_auth::{TokenExchangeSettings, UpstreamAuthSettings};
 
@@ -122,6 +123,8 @@ pub struct Settings {
     pub upstream_auth: Option<UpstreamAuthSettings>,
     /// Credentials for the upstream by token exchange; `None` for none.
     pub token_exchange: Option<TokenExchangeSettings>,
+    /// The policy, checked; `None` when there is none.
+    pub policy: Option<PolicyConfig>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -185,6 +188,15 @@ impl SidecarConfig {
                 .clone()
                 .unwrap_or_default()
                 .validate_exchange(self.auth.as_ref().is_some_and(|a| a.issuer.is_some()))?,
+            policy: match &self.policy {
+                Some(policy) => {
+                    policy
+                        .check()
+                        .map_err(|e| ConfigError::new("policy", e.to_string()))?;
+                    Some(policy.clone())
+                }
+                None => None,
+            },
         })
         .and_then(|settings| {
             if let (Some(auth), Some(upstream)) = (&settings.auth, &settings.upstream_auth)
@@ -305,7 +317,7 @@ pub(crate) fn duration(
     parse_duration(key, value.as_deref().unwrap_or(default))
 }
 
-fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub(crate) fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     let parsed = parse_duration_or_zero(key, text)?;
     if parsed.is_zero() {
         return Err(ConfigError::new(key, "must be above zero"));

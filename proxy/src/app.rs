@@ -13,6 +13,7 @@ use crate::auth::Auth;
 use crate::endpoint::body::BodyBudget;
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
+use crate::policy::Policies;
 use crate::session::{Admission, SessionManager};
 use crate::store::{Instance, Store};
 use crate::upstream::{Credential, Upstream};
@@ -51,6 +52,8 @@ pub struct App {
     pub peer: Option<PeerClient>,
     /// The resource server verifying clients' tokens; `None` when off.
     pub auth: Option<Arc<Auth>>,
+    /// The policy in force (none unless configured); reloadable.
+    pub policies: Policies,
     terminating: AtomicBool,
     upstream_up: AtomicBool,
     store_health: Mutex<Result<(), String>>,
@@ -89,6 +92,12 @@ impl App {
             )?)),
             None => None,
         };
+        let policies = Policies::default();
+        if let Some(config) = &settings.policy {
+            policies.set(Some(
+                crate::policy::build(config, &store, &metrics).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?,
+            ));
+        }
         let bodies = BodyBudget::new(settings.max_body_bytes_in_flight);
         let app = Arc::new(Self {
             settings,
@@ -104,6 +113,7 @@ impl App {
             bodies,
             peer,
             auth,
+            policies,
             terminating: AtomicBool::new(false),
             upstream_up: AtomicBool::new(false),
             store_health: Mutex::new(Ok(())),

@@ -298,6 +298,8 @@ impl Cli {
             sse: (sse != SseConfig::default()).then_some(sse),
             auth: (auth != AuthConfig::default()).then_some(auth),
             upstream_auth: (upstream_auth != UpstreamAuthConfig::default()).then_some(upstream_auth),
+            // Policy comes from the config file only (and reloads from it).
+            policy: None,
         }
     }
 

@@ -20,6 +20,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod peer;
 pub mod placement;
+pub mod policy;
 pub mod relay;
 pub mod route;
 pub mod server;
@@ -77,7 +78,13 @@ fn peer_client(settings: &Settings) -> anyhow::Result<Option<peer::PeerClient>> 
 
 /// Runs the sidecar until SIGTERM/SIGINT (or until the child exits, when one
 /// was given) and returns the process exit code.
-pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> anyhow::Result<i32> {
+/// `config_file` is watched for policy changes.
+pub async fn run(
+    settings: Settings,
+    replica: String,
+    command: Vec<String>,
+    config_file: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
     let store = build_store(&settings).map_err(anyhow::Error::msg)?;
     let peer = peer_client(&settings)?;
     let peer_listen = peer.as_ref().map(|_| settings.peer_listen);
@@ -93,6 +100,9 @@ pub async fn run(settings: Settings, replica: String, command: Vec<String>) -> a
     if let Some(auth) = &app.auth {
         tracing::info!(issuer = %auth.settings().issuer, resource = %auth.settings().resource, "verifying access tokens");
         tokio::spawn(auth.clone().keep_keys_current());
+    }
+    if let Some(path) = config_file {
+        tokio::spawn(policy::watch_file(app.clone(), path));
     }
     if let Some(addr) = advertised {
         app.sessions.set_addr(addr);

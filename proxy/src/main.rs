@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
         settings,
         cli.replica_id(),
         cli.command.clone(),
+        cli.config.clone(),
     ))?;
     std::process::exit(code);
 }

@@ -52,6 +52,34 @@ pub struct AuthLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a policy decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `client` (client to server) or `server`.
+    pub direction: &'static str,
+    /// `allow`, `deny`, `hidden`, `rate_limited` or `hook_rejected`.
+    pub decision: &'static str,
+    /// The rule, limit or hook that decided; `default` when none did. Ids
+    /// come from the policy, so the set is bounded by it.
+    pub rule: String,
+}
+
+/// Labels naming a policy part (rule, limit or hook) and an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyPartLabels {
+    /// The id from the policy.
+    pub id: String,
+    /// What happened (`pass`, `modify`, `reject`, `error`, `timeout`, ...).
+    pub outcome: &'static str,
+}
+
+/// Labels of a policy reload.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `invalid`.
+    pub result: &'static str,
+}
+
 /// Labels of a key fetch.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JwksLabels {
@@ -111,6 +139,19 @@ pub struct Metrics {
     pub auth_checks: Family<AuthLabels, Counter>,
     /// Fetches of the issuer's signing keys, by result.
     pub auth_key_fetches: Family<JwksLabels, Counter>,
+    /// Policy decisions by direction, decision and deciding rule.
+    pub policy_decisions: Family<DecisionLabels, Counter>,
+    /// Rule expressions that failed to evaluate (they do not match).
+    pub policy_rule_errors: Family<PolicyPartLabels, Counter>,
+    /// Rate-limit checks by limit and outcome (`ok`, `limited`,
+    /// `store_error`).
+    pub policy_rate_limits: Family<PolicyPartLabels, Counter>,
+    /// Hook calls by hook and outcome.
+    pub policy_hook_calls: Family<PolicyPartLabels, Counter>,
+    /// Policy reloads by result.
+    pub policy_reloads: Family<ReloadLabels, Counter>,
+    /// Audit events that could not be written.
+    pub audit_write_errors: Counter,
 }
 
 fn register<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -264,6 +305,42 @@ impl Metrics {
                 "auth_key_fetches",
                 "Fetches of the authorization server's signing keys by result",
                 Family::default(),
+            ),
+            policy_decisions: register(
+                &mut r,
+                "policy_decisions",
+                "Policy decisions on MCP messages by direction, decision and deciding rule",
+                Family::default(),
+            ),
+            policy_rule_errors: register(
+                &mut r,
+                "policy_rule_errors",
+                "Policy expressions that failed to evaluate, by id (they count as not matching)",
+                Family::default(),
+            ),
+            policy_rate_limits: register(
+                &mut r,
+                "policy_rate_limits",
+                "Rate-limit checks by limit and outcome",
+                Family::default(),
+            ),
+            policy_hook_calls: register(
+                &mut r,
+                "policy_hook_calls",
+                "Policy hook calls by hook and outcome",
+                Family::default(),
+            ),
+            policy_reloads: register(
+                &mut r,
+                "policy_reloads",
+                "Policy reloads by result",
+                Family::default(),
+            ),
+            audit_write_errors: register(
+                &mut r,
+                "audit_write_errors",
+                "Audit events that could not be written",
+                Counter::default(),
             ),
             registry: r,
         }

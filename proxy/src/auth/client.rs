@@ -111,7 +111,8 @@ impl AsClient {
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
-    async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
+    /// Sends a request; the answer is bounded in size and time.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), String> {
         let exchange = async {
             let response = self
                 .client

@@ -28,6 +28,9 @@ pub struct Identity {
     /// configured (never the client's own token).
     #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
     pub upstream_token: Option<String>,
+    /// The token's claims, for policy rules (`principal.claims`).
+    #[serde(rename = "c", default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub claims: serde_json::Map<String, serde_json::Value>,
     /// [`Identity::principal`], worked out once (every session request
     /// compares it).
     #[serde(skip)]
@@ -94,6 +97,7 @@ mod tests {
             scopes: ["a".to_owned(), "b".to_owned()].into(),
             headers: [("x-mcp-subject".to_owned(), "s".to_owned())].into(),
             upstream_token: None,
+            claims: serde_json::Map::new(),
             principal: OnceLock::new(),
         };
         let wire = identity.to_wire();

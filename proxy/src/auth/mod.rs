@@ -28,6 +28,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, hea
 use jsonwebtoken::Algorithm;
 use shadowcat_crds::{AuthSettings, TokenExchangeSettings};
 
+pub use self::client::AsClient;
 pub use self::identity::Identity;
 pub use self::keys::{Candidates, KeySet, Keys};
 use self::token::{Invalid, Verified};
@@ -457,6 +458,7 @@ auth:
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             headers: BTreeMap::new(),
             upstream_token: None,
+            claims: Default::default(),
             principal: Default::default(),
         };
         let body = |text: &str| jsonrpc::parse(text.as_bytes()).unwrap();

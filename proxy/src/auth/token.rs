@@ -214,9 +214,19 @@ impl Auth {
             scopes,
             headers,
             upstream_token: None,
+            claims: policy_claims(claims),
             principal: Default::default(),
         })
     }
+}
+
+/// The claims policy rules may read: all of them but the ones that only
+/// serve verification (they stay out of the peer header, too).
+fn policy_claims(mut claims: Map<String, Value>) -> Map<String, Value> {
+    for verification in ["exp", "nbf", "iat", "jti", "active", "token_type"] {
+        claims.remove(verification);
+    }
+    claims
 }
 
 /// The `alg` and `kid` of a token's header, read without trusting it.

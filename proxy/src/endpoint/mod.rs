@@ -4,6 +4,7 @@
 pub mod body;
 pub mod delete;
 pub mod get;
+pub mod policed;
 pub mod post;
 pub mod standalone;
 pub mod validate;

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::policed::{self, Admission};
 use super::{body, standalone, validate, with_session_id};
 use crate::app::App;
 use crate::auth::Identity;
@@ -18,11 +19,12 @@ use crate::error::{Error, Failure};
 use crate::mcp::ProtocolVersion;
 use crate::mcp::jsonrpc::{self, Kind};
 use crate::placement::{self, Forwardable, Located, adopt, reinit};
+use crate::policy::Scope;
 use crate::relay::replay::Reader;
 use crate::relay::sse::Pump;
 use crate::relay::{event_stream_response, is_event_stream, json, stateless};
 use crate::session::{Session, new_id};
-use crate::store::{SessionChange, StreamKind, StreamMeta};
+use crate::store::{SessionChange, StoredEvent, StreamKind, StreamMeta};
 use crate::upstream::{UpstreamRequest, client_headers_for_upstream};
 
 /// Serves a POST.
@@ -56,7 +58,16 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
 
     if version.is_some_and(ProtocolVersion::is_stateless) {
         validate::routing_headers(headers, &message).map_err(with_id)?;
-        return stateless_post(app, headers, bytes, id.clone())
+        let scope = Scope {
+            session: String::new(),
+            version: version.map(|v| v.as_str().to_owned()).unwrap_or_default(),
+            identity: identity.clone(),
+        };
+        let admission = match policed::admit(app, scope, bytes, message.is_batch()).await {
+            Ok(admission) => admission,
+            Err(answer) => return Ok(answer),
+        };
+        return stateless_post(app, headers, admission, id.clone())
             .await
             .map_err(with_id);
     }
@@ -74,7 +85,7 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         }
     }
     if message.messages()[0].is_initialize() {
-        return initialize(app, headers, bytes, &message, identity.as_deref())
+        return initialize(app, headers, bytes, &message, identity)
             .await
             .map_err(with_id);
     }
@@ -85,9 +96,16 @@ pub async fn handle(app: &Arc<App>, req: Request<Body>) -> Result<Response<Body>
         .map_err(with_id)?
     {
         Located::Answered(response) => Ok(response),
-        Located::Here(session) => forward(app, headers, bytes, &message, session)
-            .await
-            .map_err(with_id),
+        Located::Here(session) => {
+            let scope = Scope::for_session(&session, identity);
+            let admission = match policed::admit(app, scope, bytes, message.is_batch()).await {
+                Ok(admission) => admission,
+                Err(answer) => return Ok(answer),
+            };
+            forward(app, headers, admission, &message, session)
+                .await
+                .map_err(with_id)
+        }
     }
 }
 
@@ -97,17 +115,27 @@ async fn initialize(
     headers: &HeaderMap,
     bytes: Bytes,
     message: &jsonrpc::Body,
-    identity: Option<&Identity>,
+    identity: Option<Arc<Identity>>,
 ) -> Result<Response<Body>, Error> {
-    let principal = identity.map(|i| i.principal().to_owned());
-    let by = identity.map(ToString::to_string).unwrap_or_default();
+    let principal = identity.as_ref().map(|i| i.principal().to_owned());
+    let by = identity.as_ref().map(ToString::to_string).unwrap_or_default();
     if app.draining() {
         return Err(Error::ShuttingDown);
     }
     app.sessions.admit()?;
     let recorded = reinit::recorded_initialize(&bytes)?;
     let requested = recorded.version.unwrap_or(ProtocolVersion::ASSUMED);
-    let response = send_upstream(app, headers, &bytes, None).await?;
+    let id = new_id();
+    let scope = Scope {
+        session: id.clone(),
+        version: requested.as_str().to_owned(),
+        identity,
+    };
+    let mut admission = match policed::admit(app, scope, bytes, false).await {
+        Ok(admission) => admission,
+        Err(answer) => return Ok(answer),
+    };
+    let response = send_upstream(app, headers, &admission.bytes, None).await?;
     if !response.status().is_success() {
         return Ok(json::pass_through(response));
     }
@@ -116,7 +144,6 @@ async fn initialize(
         .get(&crate::mcp::headers::MCP_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let id = new_id();
     if is_event_stream(response.headers()) {
         let session = app
             .sessions
@@ -132,12 +159,20 @@ async fn initialize(
             response.into_body(),
             pending,
             Some(session.clone()),
+            admission,
         )
         .await?;
         return Ok(with_session_id(response, &id));
     }
     let (parts, incoming) = response.into_parts();
     let answer = json::collect(incoming, app.settings.max_body_bytes).await?;
+    let answer = match &admission.policy {
+        Some(policy) => policy
+            .server_body(&admission.scope, &mut admission.exchange, &answer)
+            .await
+            .unwrap_or(answer),
+        None => answer,
+    };
     let negotiated = serde_json::from_slice::<Value>(&answer)
         .ok()
         .and_then(|v| v.pointer("/result/protocolVersion")?.as_str().map(str::to_owned));
@@ -158,10 +193,11 @@ async fn initialize(
 async fn forward(
     app: &Arc<App>,
     headers: &HeaderMap,
-    bytes: Bytes,
+    mut admission: Admission,
     message: &jsonrpc::Body,
     mut session: Session,
 ) -> Result<Response<Body>, Error> {
+    let bytes = admission.bytes.clone();
     let mut response = send_upstream(app, headers, &bytes, session.record.upstream_id.clone()).await?;
     if matches!(response.status(), StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST) {
         // Maybe the upstream restarted and forgot the session: then give it a
@@ -180,13 +216,18 @@ async fn forward(
         record_change(app, message, &bytes, &session).await;
     }
     if status.is_success() && is_event_stream(response.headers()) && message.has_requests() {
-        let pending = message
-            .messages()
-            .iter()
-            .filter(|m| m.kind == Kind::Request)
-            .filter_map(|m| m.id.clone())
-            .collect();
-        return start_stream(app, &session, headers, response.into_body(), pending, None).await;
+        // The requests forwarded: without those the policy refused, which
+        // are answered already.
+        let pending = match admission.policy {
+            Some(_) => admission.exchange.iter().map(|p| p.id.clone()).collect(),
+            None => message
+                .messages()
+                .iter()
+                .filter(|m| m.kind == Kind::Request)
+                .filter_map(|m| m.id.clone())
+                .collect(),
+        };
+        return start_stream(app, &session, headers, response.into_body(), pending, None, admission).await;
     }
     let initialized = message
         .messages()
@@ -195,7 +236,7 @@ async fn forward(
     if status.is_success() && initialized {
         standalone::open_in_background(app, &session, headers);
     }
-    Ok(json::pass_through(response))
+    policed::answer(app, response, &mut admission).await
 }
 
 /// POSTs the client's message upstream, in `upstream_session` if any.
@@ -248,6 +289,7 @@ async fn start_stream(
     upstream: Incoming,
     pending: Vec<Value>,
     initialize_of: Option<Session>,
+    admission: Admission,
 ) -> Result<Response<Body>, Error> {
     let meta = StreamMeta {
         id: new_id(),
@@ -264,7 +306,23 @@ async fn start_stream(
             app.clone(),
             upstream,
             pending.into_iter().next(),
+            admission,
         )));
+    }
+    // Answers for the requests the policy refused lead the log.
+    let refusals: Vec<StoredEvent> = admission
+        .refusals
+        .iter()
+        .zip(1..)
+        .map(|(r, seq)| StoredEvent {
+            seq,
+            event: Some("message".into()),
+            data: r.to_string(),
+        })
+        .collect();
+    let next_seq = refusals.len() as u64 + 1;
+    if !refusals.is_empty() {
+        app.store.append(&meta.key(), app.sessions.me(), &refusals).await?;
     }
     let client_gone = CancellationToken::new();
     // The version of a session still initializing is not known yet.
@@ -277,8 +335,10 @@ async fn start_stream(
         headers: standalone::get_headers(headers),
         pending,
         initialize_of,
-        next_seq: 1,
+        next_seq,
         unstored: Vec::new(),
+        policy: admission.scope,
+        exchange: admission.exchange,
     };
     app.pumps.spawn(pump.run_request(upstream, client_gone.clone()));
     let reader = Reader {
@@ -299,16 +359,17 @@ async fn start_stream(
 async fn stateless_post(
     app: &Arc<App>,
     headers: &HeaderMap,
-    bytes: Bytes,
+    mut admission: Admission,
     id: Option<Value>,
 ) -> Result<Response<Body>, Error> {
-    let response = send_upstream(app, headers, &bytes, None).await?;
+    let response = send_upstream(app, headers, &admission.bytes, None).await?;
     if response.status().is_success() && is_event_stream(response.headers()) {
         return Ok(event_stream_response(stateless::relay(
             app.clone(),
             response.into_body(),
             id,
+            admission,
         )));
     }
-    Ok(json::pass_through(response))
+    policed::answer(app, response, &mut admission).await
 }

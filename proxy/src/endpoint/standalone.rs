@@ -73,6 +73,8 @@ pub async fn ensure(app: &Arc<App>, session: &Session, client_headers: &HeaderMa
         initialize_of: None,
         next_seq: app.store.last_seq(&meta.key()).await? + 1,
         unstored: Vec::new(),
+        policy: crate::policy::Scope::for_session(session, None),
+        exchange: Vec::new(),
     };
     *state = Standalone::Pumping(app.pumps.spawn(run(pump, session.clone(), body)));
     Ok(true)

@@ -13,6 +13,14 @@ pub mod code {
     pub const INVALID_REQUEST: i64 = -32600;
     /// Unknown method.
     pub const METHOD_NOT_FOUND: i64 = -32601;
+    /// Invalid parameters; MCP's answer for an unknown tool or prompt.
+    pub const INVALID_PARAMS: i64 = -32602;
+    /// MCP: the resource does not exist.
+    pub const RESOURCE_NOT_FOUND: i64 = -32002;
+    /// Shadowcat: a policy rule or hook refused the message.
+    pub const POLICY_DENIED: i64 = -32003;
+    /// Shadowcat: a rate limit refused the request.
+    pub const RATE_LIMITED: i64 = -32029;
     /// Internal error.
     pub const INTERNAL_ERROR: i64 = -32603;
     /// Server-defined: a failure of the proxy or its upstream.
@@ -68,6 +76,11 @@ impl Body {
             Body::Single(m) => std::slice::from_ref(m),
             Body::Batch(ms) => ms,
         }
+    }
+
+    /// Whether this is a batch.
+    pub fn is_batch(&self) -> bool {
+        matches!(self, Body::Batch(_))
     }
 
     /// Whether any message expects a response.

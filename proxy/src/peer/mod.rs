@@ -2,7 +2,7 @@
 //! forwarded to that replica's peer listener, authenticated with the secret
 //! all replicas share and marked so it is never forwarded twice.
 
-mod auth;
+pub(crate) mod auth;
 mod forward;
 
 pub use auth::{PEER_AUTH, PEER_HOP, PEER_IDENTITY, PeerSecret, Refused, Signed};

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::mcp::ProtocolVersion;
 use crate::mcp::jsonrpc::{self, code};
+use crate::policy::{Exchange, Scope, Verdict};
 use crate::session::Session;
 use crate::sse::Parser;
 use crate::store::{SessionChange, StoreError, StoredEvent, StreamKey, StreamKind};
@@ -62,6 +63,11 @@ pub struct Pump {
     /// request: [`Pump::finish`] appends it (once more: a no-op if it
     /// landed) ahead of any error answers and the end marker.
     pub unstored: Vec<StoredEvent>,
+    /// Who and where, for the policy.
+    pub policy: Scope,
+    /// The requests awaiting responses here, for the policy (list
+    /// filtering, audit); empty without a policy.
+    pub exchange: Exchange,
 }
 
 /// How a body ended.
@@ -157,13 +163,27 @@ impl Pump {
             };
             let mut batch = Vec::new();
             let mut answered = Vec::new();
+            let policy = self.app.policies.current();
             for event in events {
                 if event.id.is_some() {
                     last_upstream_id.clone_from(&event.id);
                 }
-                let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+                let Some(mut data) = event.data.filter(|d| !d.is_empty()) else {
                     continue;
                 };
+                if let Some(policy) = &policy {
+                    // Decided as it comes, before the log: a replay shows
+                    // what the client was shown.
+                    match policy.server_event(&self.policy, &mut self.exchange, &data).await {
+                        Verdict::Same => {}
+                        Verdict::Replace(new) => data = new,
+                        Verdict::Drop => continue,
+                        Verdict::Answer(reply) => {
+                            self.answer_upstream(reply);
+                            continue;
+                        }
+                    }
+                }
                 if !self.pending.is_empty() {
                     answered.extend(jsonrpc::response_ids(&data));
                 }
@@ -270,6 +290,34 @@ impl Pump {
         {
             tracing::warn!(session = %session.record.id, error = %e, "cannot record negotiated version");
         }
+    }
+
+    /// POSTs the answer to a server request the policy withheld, so the
+    /// server does not wait for it; in the background, so the stream goes on.
+    fn answer_upstream(&self, reply: bytes::Bytes) {
+        let mut headers = self.headers.clone();
+        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        let request = UpstreamRequest {
+            method: Method::POST,
+            headers,
+            session: self.upstream_session.clone(),
+            last_event_id: None,
+            body: reply,
+        };
+        let (app, stream) = (self.app.clone(), self.stream.clone());
+        tokio::spawn(async move {
+            match app.upstream.send(request).await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::warn!(stream = %stream, status = %response.status(), "upstream refused the answer to its withheld request")
+                }
+                Err(e) => tracing::warn!(stream = %stream, error = %e, "cannot answer the upstream's withheld request"),
+            }
+        });
     }
 
     async fn resume_upstream(&self, last_id: String) -> Option<Incoming> {

@@ -16,19 +16,32 @@ use tokio::sync::mpsc;
 
 use crate::app::App;
 use crate::body::{self, Body};
+use crate::endpoint::policed::Admission;
 use crate::mcp::jsonrpc::{self, code};
+use crate::policy::Verdict;
 use crate::sse::{Parser, comment, encode_event};
 
 /// Streams an upstream event stream to the client without recording it.
 /// `id` is the request it answers, for an error if the stream breaks.
-pub fn relay(app: Arc<App>, upstream: Incoming, id: Option<Value>) -> Body {
+/// `admission` brings the policy's answers for refused requests, sent
+/// first, and what the policy needs to decide each event.
+pub fn relay(app: Arc<App>, upstream: Incoming, id: Option<Value>, admission: Admission) -> Body {
     let (tx, body) = body::channel(8);
-    tokio::spawn(run(app, upstream, tx, id));
+    tokio::spawn(run(app, upstream, tx, id, admission));
     body
 }
 
-async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>, id: Option<Value>) {
+async fn run(
+    app: Arc<App>,
+    mut upstream: Incoming,
+    tx: mpsc::Sender<Bytes>,
+    id: Option<Value>,
+    mut admission: Admission,
+) {
     app.metrics.sse_streams_active.inc();
+    for refusal in std::mem::take(&mut admission.refusals) {
+        let _ = tx.send(encode_event(None, Some("message"), &refusal.to_string())).await;
+    }
     let mut parser = Parser::with_limit(app.settings.sse.max_event_bytes);
     let keep_alive = app.settings.sse.keep_alive_interval;
     'relay: loop {
@@ -66,9 +79,22 @@ async fn run(app: Arc<App>, mut upstream: Incoming, tx: mpsc::Sender<Bytes>, id:
             }
         };
         for event in events {
-            let Some(data) = event.data.filter(|d| !d.is_empty()) else {
+            let Some(mut data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
             };
+            if let Some(policy) = &admission.policy {
+                match policy.server_event(&admission.scope, &mut admission.exchange, &data).await {
+                    Verdict::Same => {}
+                    Verdict::Replace(new) => data = new,
+                    Verdict::Drop => continue,
+                    Verdict::Answer(_) => {
+                        // Without a session there is nowhere to send the
+                        // answer; the request is withheld all the same.
+                        tracing::info!("server request withheld by policy on a stream without a session");
+                        continue;
+                    }
+                }
+            }
             if tx
                 .send(encode_event(None, event.event.as_deref(), &data))
                 .await

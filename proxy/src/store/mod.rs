@@ -284,6 +284,12 @@ pub trait Store: std::fmt::Debug + Send + Sync + 'static {
     /// Announces that `me` is gone (a newer incarnation's registration stays).
     async fn deregister(&self, me: &Instance) -> Result<()>;
 
+    /// Takes a token from the rate-limit bucket `key` (made full on first
+    /// use: `burst` tokens, refilled at `per_second`). `None` when one was
+    /// taken; else how long until one is back. Every replica sharing the
+    /// store shares the bucket.
+    async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>>;
+
     /// Checks the store answers.
     async fn ping(&self) -> Result<()>;
     /// Bytes of events held, where the store counts them (the memory store).

@@ -34,7 +34,12 @@ pub struct MemoryStore {
     /// Bytes of events held in all logs.
     held: AtomicUsize,
     replicas: Mutex<HashMap<String, (Registration, Instant)>>,
+    /// Rate-limit buckets: tokens, and when they were counted.
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
+
+/// Buckets kept before the full ones (which need no memory) are dropped.
+const MAX_BUCKETS: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Logs {
@@ -130,6 +135,7 @@ impl MemoryStore {
             logs: Mutex::default(),
             held: AtomicUsize::new(0),
             replicas: Mutex::default(),
+            buckets: Mutex::default(),
         });
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
@@ -503,6 +509,25 @@ impl Store for MemoryStore {
             replicas.remove(&me.replica);
         }
         Ok(())
+    }
+
+    async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>> {
+        let now = Instant::now();
+        let burst = f64::from(burst);
+        let refilled = |(tokens, at): (f64, Instant)| (tokens + (now - at).as_secs_f64() * per_second).min(burst);
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
+            // A full bucket is the same as none.
+            buckets.retain(|_, b| refilled(*b) < burst);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert((burst, now));
+        let tokens = refilled(*bucket);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            return Ok(None);
+        }
+        *bucket = (tokens, now);
+        Ok(Some(Duration::from_secs_f64((1.0 - tokens) / per_second)))
     }
 
     async fn ping(&self) -> Result<()> {

@@ -602,6 +602,18 @@ impl Store for RedisStore {
         self.run(invocation).await.map(drop)
     }
 
+    async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>> {
+        use sha2::Digest;
+        // Hashed: a key of any length and any characters (a `{` would pick
+        // the Cluster slot) becomes one of fixed shape.
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let name = format!("{}:ratelimit:{}", self.prefix, crate::peer::auth::hex(&digest));
+        let mut invocation = self.scripts.take_token.key(&name);
+        invocation.arg(burst).arg(per_second / 1000.0);
+        let wait = self.run(invocation).await?;
+        Ok((wait > 0).then(|| Duration::from_millis(u64::try_from(wait).unwrap_or(0))))
+    }
+
     async fn ping(&self) -> Result<()> {
         let pong: Value = redis::cmd("PING")
             .query_async(&mut self.conn().await?)
@@ -613,3 +625,4 @@ impl Store for RedisStore {
         }
     }
 }
+

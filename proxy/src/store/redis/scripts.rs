@@ -67,6 +67,7 @@ pub(super) struct Scripts {
     pub(super) take_stream: Script,
     pub(super) delivered: Script,
     pub(super) deregister: Script,
+    pub(super) take_token: Script,
 }
 
 impl Scripts {
@@ -155,6 +156,22 @@ impl Scripts {
                  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1",
             ),
             // KEYS replica; ARGV incarnation: only its own registration.
+            // KEYS bucket; ARGV burst, tokens per ms. 0 when a token was
+            // taken, else ms until one is back. Redis's clock, so replicas'
+            // clocks need not agree.
+            take_token: Script::new(
+                "local burst = tonumber(ARGV[1]) local rate = tonumber(ARGV[2]) \
+                 local t = redis.call('TIME') \
+                 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+                 local b = redis.call('HMGET', KEYS[1], 't', 'at') \
+                 local tokens = tonumber(b[1]) or burst local at = tonumber(b[2]) or now \
+                 if now > at then tokens = math.min(burst, tokens + (now - at) * rate) else now = at end \
+                 local wait = 0 \
+                 if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end \
+                 redis.call('HSET', KEYS[1], 't', tostring(tokens), 'at', tostring(now)) \
+                 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate) + 1000) \
+                 return wait",
+            ),
             deregister: Script::new(
                 "local v = redis.call('GET', KEYS[1]) \
                  if v and cjson.decode(v)['i'] == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",

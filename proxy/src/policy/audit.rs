@@ -1,0 +1,87 @@
+//! Audit events: one JSON line per request/response pair and per refused
+//! message, written by a thread of its own so a slow disk or a full pipe
+//! never holds a message up. When the queue is full, events are dropped and
+//! counted (`shadowcat_audit_write_errors_total`), never waited for.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+use shadowcat_crds::{AuditConfig, PolicyError};
+use tokio::sync::mpsc;
+
+use super::eval::Expr;
+use crate::metrics::Metrics;
+
+/// Events queued for the writer at most.
+const QUEUE: usize = 8192;
+
+/// Where audit events go.
+#[derive(Debug)]
+pub struct Audit {
+    /// Whether events carry the arguments.
+    pub arguments: bool,
+    /// Where true, the arguments are written as `"[redacted]"`.
+    pub redact: Option<Expr>,
+    queue: mpsc::Sender<Vec<u8>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Audit {
+    /// Opens the sink and starts its writer.
+    pub fn new(config: &AuditConfig, metrics: Arc<Metrics>) -> Result<Self, PolicyError> {
+        let mut sink: Box<dyn Write + Send> = if config.to == "stdout" {
+            Box::new(std::io::stdout())
+        } else {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&config.to)
+                .map_err(|e| PolicyError {
+                    path: "audit.to".into(),
+                    position: None,
+                    message: format!("cannot open {}: {e}", config.to),
+                })?;
+            Box::new(file)
+        };
+        let (queue, mut lines) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let errors = metrics.clone();
+        std::thread::Builder::new()
+            .name("shadowcat-audit".into())
+            .spawn(move || {
+                while let Some(line) = lines.blocking_recv() {
+                    if sink.write_all(&line).and_then(|()| sink.flush()).is_err() {
+                        errors.audit_write_errors.inc();
+                    }
+                }
+            })
+            .map_err(|e| PolicyError {
+                path: "audit".into(),
+                position: None,
+                message: format!("cannot start the audit writer: {e}"),
+            })?;
+        Ok(Self {
+            arguments: config.arguments.unwrap_or(false),
+            redact: config
+                .redact
+                .as_deref()
+                .map(|r| Expr::compile("audit.redact", r))
+                .transpose()?,
+            queue,
+            metrics,
+        })
+    }
+
+    /// Writes one event: `fields` plus the time.
+    pub fn write(&self, mut fields: Map<String, Value>) {
+        let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+        fields.insert("time".into(), json!(time));
+        fields.insert("type".into(), json!("shadowcat.audit"));
+        let mut line = serde_json::to_vec(&Value::Object(fields)).unwrap_or_default();
+        line.push(b'\n');
+        if self.queue.try_send(line).is_err() {
+            self.metrics.audit_write_errors.inc();
+        }
+    }
+}
