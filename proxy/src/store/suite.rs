@@ -138,6 +138,28 @@ where
     a_standalone_stream_goes_on_under_a_new_writer(&*fresh().await).await;
     one_claim_wins_a_race(fresh().await).await;
     replicas_register_and_deregister_by_incarnation(&*fresh().await).await;
+    rate_limit_buckets_hold_their_burst_and_refill(fresh().await).await;
+}
+
+async fn rate_limit_buckets_hold_their_burst_and_refill(store: Arc<dyn Store>) {
+    // 3 tokens, refilled at 20 per second: 50 ms per token.
+    let takes = futures::future::join_all((0..5).map(|_| store.take_token("suite-a", 3, 20.0))).await;
+    let taken = takes.iter().filter(|t| matches!(t, Ok(None))).count();
+    assert_eq!(taken, 3, "concurrent takes share one bucket: {takes:?}");
+    let wait = takes
+        .iter()
+        .find_map(|t| t.as_ref().ok().copied().flatten())
+        .expect("an empty bucket says how long to wait");
+    assert!(wait <= Duration::from_millis(60), "{wait:?}");
+    assert_eq!(store.take_token("suite-b", 1, 20.0).await.unwrap(), None, "each key has its own bucket");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if store.take_token("suite-a", 3, 20.0).await.unwrap().is_none() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the bucket never refilled");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 async fn create_is_exclusive(store: &dyn Store) {
