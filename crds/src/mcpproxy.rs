@@ -10,6 +10,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{DEFAULT_ALGORITHMS, ScopesConfig};
+use crate::policy::PolicyConfig;
 use crate::settings::ConfigError;
 
 /// Puts Shadowcat in front of an MCP server workload.
@@ -57,6 +58,17 @@ pub struct McpProxySpec {
     /// The client's token never reaches the MCP server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
+    /// The sidecar's policy, rendered as written into its config's `policy`:
+    /// rules (CEL expressions over each MCP message, first match decides),
+    /// which tools clients see and under what names, rate limits, HTTP hooks
+    /// and audit events; none when absent. The sidecar reloads it without a
+    /// restart once the kubelet has updated the mounted ConfigMap (within
+    /// about a minute); a change to it does not roll the pods. A policy that
+    /// does not check is not applied (condition `PolicyValid`), and the one
+    /// in force stays. `hooks[].secretFile` is a path inside the sidecar
+    /// container: the operator mounts nothing for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyConfig>,
 }
 
 /// The workload the sidecar goes into.
@@ -397,10 +409,11 @@ pub struct McpProxyStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `ConfigValid`, `Injected`, `Ready`.
+    /// `ConfigValid`, `PolicyValid`, `Injected`, `Ready`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
-    /// Hash of the rendered sidecar config; changes roll the pods.
+    /// Hash of the rendered sidecar config without its `policy` (which the
+    /// sidecar reloads in place); changes roll the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
     /// Ready replicas of the target.
@@ -540,6 +553,42 @@ upstreamCredential:
         for yaml in ["issuer: https://a.example", "resource: https://mcp.example/mcp"] {
             assert!(serde_yaml::from_str::<AuthSpec>(yaml).is_err(), "{yaml}");
         }
+    }
+
+    #[test]
+    fn policy_reads_as_users_write_it() {
+        let spec: McpProxySpec = serde_yaml::from_str(
+            "
+targetRef: {kind: Deployment, name: everything}
+policy:
+  rules:
+    - id: readers-read-only
+      when: \"'mcp-readers' in principal.claims.groups && method == 'tools/call'\"
+      action: deny
+  tools: {exclude: ['admin_*']}
+  rateLimits:
+    - {id: per-user, key: [principal], requests: 60, per: 1m}
+  hooks:
+    - {id: scan, url: 'https://hooks.internal/scan', secretFile: /etc/hooks/secret}
+  audit: {to: stdout}
+",
+        )
+        .unwrap();
+        let policy = spec.policy.unwrap();
+        assert_eq!(policy.rules[0].action, crate::policy::Decision::Deny);
+        assert_eq!(policy.tools.unwrap().exclude, ["admin_*"]);
+        assert_eq!(policy.rate_limits[0].key, [crate::policy::LimitKey::Principal]);
+        assert_eq!(policy.hooks[0].secret_file.as_deref(), Some("/etc/hooks/secret"));
+        assert_eq!(policy.audit.unwrap().to, "stdout");
+        let none: McpProxySpec = serde_yaml::from_str("targetRef: {kind: Deployment, name: e}").unwrap();
+        assert_eq!(none.policy, None);
+        assert!(
+            serde_yaml::from_str::<McpProxySpec>(
+                "{targetRef: {kind: Deployment, name: e}, policy: {rulez: []}}"
+            )
+            .is_err(),
+            "a misspelt key is refused, not ignored"
+        );
     }
 
     /// The API server refuses what the sidecar would: the schema's algorithm

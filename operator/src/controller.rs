@@ -154,7 +154,10 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     // 1. Validate the spec's own rule (one source of the upstream
     //    credential), then the config with the sidecar's rules (the Redis URL
     //    comes from a Secret at run time, so a stand-in is layered in its
-    //    place).
+    //    place). The policy is checked on its own, for a condition of its
+    //    own that says where in it the error is. Either error and nothing is
+    //    applied: the ConfigMap and pods keep what they run (the sidecar
+    //    would refuse an invalid policy on reload, and fail to start on it).
     let env = SidecarConfig {
         store: (proxy.spec.sessions.store == StoreKind::Redis).then(|| "redis://from-secret".into()),
         ..Default::default()
@@ -164,20 +167,26 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         .auth
         .as_ref()
         .and_then(|a| a.upstream_credential.as_ref());
+    let without_policy = SidecarConfig {
+        policy: None,
+        ..config.clone()
+    };
     let checked = credential
         .map_or(Ok(()), UpstreamCredentialSpec::validate)
-        .and_then(|()| env.or(config.clone()).validate().map(drop));
-    if let Err(e) = checked {
-        let message = e.to_string();
-        warn(ctx, proxy, "InvalidSpec", &message).await;
-        write_status(
-            ctx,
-            proxy,
-            &[Set::new(CONFIG_VALID, false, "InvalidSpec", message)],
-            None,
-            None,
-        )
-        .await?;
+        .and_then(|()| env.or(without_policy).validate().map(drop));
+    let policy = status::policy(proxy.spec.policy.as_ref());
+    if checked.is_err() || !policy.ok {
+        let mut valid = None;
+        if let Err(e) = checked {
+            let message = e.to_string();
+            warn(ctx, proxy, "InvalidSpec", &message).await;
+            valid = Some(Set::new(CONFIG_VALID, false, "InvalidSpec", message));
+        }
+        if !policy.ok {
+            warn(ctx, proxy, policy.reason, &policy.message).await;
+        }
+        let valid = valid.unwrap_or_else(|| Set::new(CONFIG_VALID, false, policy.reason, policy.message.clone()));
+        write_status(ctx, proxy, &[valid, policy], None, None).await?;
         return Ok(Action::requeue(INVALID_RETRY));
     }
     let (yaml, hash) = render::config_yaml(&config)?;
@@ -197,6 +206,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
             warn(ctx, proxy, "SecretMissing", &message).await;
             let sets = [
                 Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
+                policy,
                 Set::new(INJECTED, false, "SecretMissing", message),
             ];
             write_status(ctx, proxy, &sets, Some(hash), None).await?;
@@ -227,6 +237,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         warn(ctx, proxy, "TargetNotFound", &message).await;
         let sets = [
             Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
+            policy,
             Set::new(INJECTED, false, "TargetNotFound", message),
         ];
         write_status(ctx, proxy, &sets, Some(hash), None).await?;
@@ -264,6 +275,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let is_ready = ready >= desired && updated >= desired;
     let sets = [
         Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
+        policy,
         Set::new(
             INJECTED,
             true,

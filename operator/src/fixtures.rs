@@ -14,8 +14,9 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 use shadowcat_crds::{
-    AuthSpec, IntrospectionSpec, McpProxy, McpProxySpec, RedisSpec, ScopesConfig, SecretKeyRef, ServiceSpec,
-    ServiceType, SessionsSpec, StoreKind, TargetKind, TargetRef, TokenExchangeSpec, UpstreamCredentialSpec,
+    AuditConfig, AuthSpec, Decision, IntrospectionSpec, LimitKey, McpProxy, McpProxySpec, PolicyConfig,
+    RateLimitConfig, RedisSpec, RuleConfig, ScopesConfig, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec,
+    StoreKind, TargetKind, TargetRef, TokenExchangeSpec, ToolsConfig, UpstreamCredentialSpec,
 };
 
 use crate::controller::{Context, FINALIZER};
@@ -44,6 +45,7 @@ impl Proxy {
             replay: Default::default(),
             sidecar: Default::default(),
             auth: None,
+            policy: None,
         };
         let mut proxy = McpProxy::new(name, spec);
         proxy.metadata.namespace = Some("tools".into());
@@ -231,6 +233,64 @@ impl Proxy {
     /// With another retention for finished response streams.
     pub fn response_retention(mut self, retention: &str) -> Self {
         self.0.spec.replay.response_retention = Some(retention.into());
+        self
+    }
+
+    /// With a policy: members of `mcp-readers` call only `get*` tools,
+    /// `admin_*` tools hidden, 60 tool calls a minute per principal, audit
+    /// events on stdout.
+    pub fn policy(mut self) -> Self {
+        self.0.spec.policy = Some(PolicyConfig {
+            rules: vec![RuleConfig {
+                id: "readers-read-only".into(),
+                when: "method == 'tools/call' && 'mcp-readers' in principal.claims.groups \
+                       && !name.startsWith('get')"
+                    .into(),
+                action: Decision::Deny,
+                message: Some("read-only".into()),
+            }],
+            tools: Some(ToolsConfig {
+                exclude: vec!["admin_*".into()],
+                ..Default::default()
+            }),
+            rate_limits: vec![RateLimitConfig {
+                id: "per-user".into(),
+                key: vec![LimitKey::Principal],
+                when: Some("method == 'tools/call'".into()),
+                requests: 60,
+                per: Some("1m".into()),
+                burst: None,
+            }],
+            audit: Some(AuditConfig {
+                to: "stdout".into(),
+                arguments: None,
+                redact: None,
+            }),
+            ..Default::default()
+        });
+        self
+    }
+
+    /// With the policy's rule limited to `tool` (another policy, the rest of
+    /// the spec the same; call after `policy`).
+    pub fn policy_tool(mut self, tool: &str) -> Self {
+        if let Some(policy) = &mut self.0.spec.policy {
+            policy.rules[0].when = format!("method == 'tools/call' && name == '{tool}'");
+        }
+        self
+    }
+
+    /// With a second rule whose CEL does not parse: `policy.rules[1].when`,
+    /// line 1 (call after `policy`).
+    pub fn invalid_policy(mut self) -> Self {
+        if let Some(policy) = &mut self.0.spec.policy {
+            policy.rules.push(RuleConfig {
+                id: "broken".into(),
+                when: "method == 'tools/call' &&".into(),
+                action: Decision::Deny,
+                message: None,
+            });
+        }
         self
     }
 

@@ -155,6 +155,9 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
             .as_ref()
             .and_then(|a| a.upstream_credential.as_ref())
             .map(upstream_auth_config),
+        // As written: the sidecar checks it with the same `PolicyConfig`
+        // rules the operator ran, and reloads it from the mounted file.
+        policy: spec.policy.clone(),
         ..Default::default()
     }
 }
@@ -289,10 +292,24 @@ fn secret_files(proxy: &McpProxy) -> Vec<SecretFiles> {
     files
 }
 
-/// The config as the file the sidecar reads, and its hash.
+/// The config as the file the sidecar reads, and the hash whose change
+/// rolls the pods (the pod template's [`CONFIG_HASH`] annotation).
+///
+/// The hash leaves `policy` out. The sidecar watches its mounted config file
+/// and reloads `policy` in place (the one section it reloads; anything else
+/// needs a restart, so everything else is hashed): a policy change reaches
+/// the pods through the ConfigMap alone, once the kubelet updates the
+/// mounted file, without a rollout that would drop every client's streams.
+/// Without a policy the hash is what it was before policies existed, so an
+/// operator upgrade rolls nothing.
 pub fn config_yaml(config: &SidecarConfig) -> Result<(String, String), serde_yaml::Error> {
     let yaml = config.to_yaml()?;
-    let digest = Sha256::digest(yaml.as_bytes());
+    let restart_only = SidecarConfig {
+        policy: None,
+        ..config.clone()
+    }
+    .to_yaml()?;
+    let digest = Sha256::digest(restart_only.as_bytes());
     let hash = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     Ok((yaml, hash))
 }

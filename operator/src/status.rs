@@ -4,10 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use shadowcat_crds::McpProxyStatus;
+use shadowcat_crds::{McpProxyStatus, PolicyConfig, PolicyError};
 
 /// The config renders and validates.
 pub const CONFIG_VALID: &str = "ConfigValid";
+/// `spec.policy` checks (or there is none).
+pub const POLICY_VALID: &str = "PolicyValid";
 /// The sidecar is in the target's pod template.
 pub const INJECTED: &str = "Injected";
 /// The target's pods run the current config and are ready.
@@ -35,6 +37,27 @@ impl Set {
             reason,
             message: message.into(),
         }
+    }
+}
+
+/// The `PolicyValid` condition of `policy`, checked with the very rules the
+/// sidecar loads it by; false (reason `InvalidPolicy`) when it would be
+/// refused, the message naming where, e.g.
+/// `policy.rules[2].when at line 1, column 14: <what is wrong>`.
+pub fn policy(policy: Option<&PolicyConfig>) -> Set {
+    match policy.map(PolicyConfig::check) {
+        None => Set::new(POLICY_VALID, true, "NoPolicy", "no spec.policy"),
+        Some(Ok(())) => Set::new(POLICY_VALID, true, "Valid", "the policy is valid"),
+        Some(Err(e)) => Set::new(POLICY_VALID, false, "InvalidPolicy", policy_message(&e)),
+    }
+}
+
+/// Where a policy error is (its path and, in a CEL expression, the line and
+/// column), then what it is.
+pub fn policy_message(e: &PolicyError) -> String {
+    match e.position {
+        Some((line, column)) => format!("policy.{} at line {line}, column {column}: {}", e.path, e.message),
+        None => format!("policy.{}: {}", e.path, e.message),
     }
 }
 
@@ -68,6 +91,38 @@ pub fn conditions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policy_condition_names_the_path_and_position_of_an_error() {
+        use shadowcat_crds::{Decision, RuleConfig};
+
+        let rule = |id: &str, when: &str| RuleConfig {
+            id: id.into(),
+            when: when.into(),
+            action: Decision::Deny,
+            message: None,
+        };
+        assert_eq!(policy(None), Set::new(POLICY_VALID, true, "NoPolicy", "no spec.policy"));
+        let mut config = PolicyConfig {
+            rules: vec![rule("a", "method == 'tools/call'")],
+            ..Default::default()
+        };
+        assert_eq!(policy(Some(&config)).reason, "Valid");
+        config.rules.push(rule("b", "method == 'tools/call' &&"));
+        let invalid = policy(Some(&config));
+        assert_eq!((invalid.ok, invalid.reason), (false, "InvalidPolicy"));
+        assert!(
+            invalid.message.starts_with("policy.rules[1].when at line 1, column "),
+            "{}",
+            invalid.message
+        );
+        config.rules[1] = rule("a", "true");
+        assert_eq!(
+            policy(Some(&config)).message,
+            "policy.rules[1].id: `a` is used twice",
+            "no position outside a CEL expression"
+        );
+    }
 
     #[test]
     fn transition_time_moves_only_with_the_status() {

@@ -21,9 +21,13 @@
 //!     request; once the client answers it, the result echoes the sample;
 //!   - `big` -> an event stream whose one event, the result, carries a text
 //!     of `bytes` bytes;
+//! - `tools/list` -> two pages (`echo`, `stream`, `admin_reset`, then with
+//!   any cursor `sample`, `notify`, `big`);
 //! - GET -> 405, or the session's standalone stream with
 //!   [`Options::standalone`] (503 while [`Scripted::fail_gets`] says so);
 //!   DELETE -> 200.
+//!
+//! A batch gets each of its messages' answers (JSON ones in an array).
 //!
 //! Every message is recorded ([`Scripted::seen`]); with [`Options::log`],
 //! also appended to a file as JSON lines, which outlives the process.
@@ -363,10 +367,33 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             // Never answer, not even with headers.
             std::future::pending().await
         }
-        _ => {
-            let message = message.unwrap_or(Value::Null);
-            post(&state, &message, rpc_method.as_deref(), tool.as_deref(), session).await
-        }
+        _ => match message.unwrap_or(Value::Null) {
+            // A batch (2025-03-26): each message as if alone; a lone message
+            // keeps its kind of answer, several JSON answers make an array.
+            Value::Array(batch) => {
+                let mut answers = Vec::new();
+                let mut last = None;
+                for m in &batch {
+                    let method = m["method"].as_str();
+                    let tool = m.pointer("/params/name").and_then(Value::as_str);
+                    let response = post(&state, m, method, tool, session.clone()).await;
+                    if batch.len() == 1 {
+                        last = Some(response);
+                        break;
+                    }
+                    if response.status() == StatusCode::OK {
+                        let body = response.into_body().collect().await.unwrap().to_bytes();
+                        answers.push(serde_json::from_slice::<Value>(&body).unwrap());
+                    }
+                }
+                match last {
+                    Some(response) => response,
+                    None if answers.is_empty() => status(StatusCode::ACCEPTED),
+                    None => json_response(&Value::Array(answers)),
+                }
+            }
+            message => post(&state, &message, rpc_method.as_deref(), tool.as_deref(), session).await,
+        },
     };
     Ok(response)
 }
@@ -440,6 +467,24 @@ async fn post(
             json_response(&text(format!("notified {delivered}")))
         }
         (Some("tools/call"), Some("sample")) => sample_response(state.clone(), id),
+        (Some("tools/list"), _) => {
+            // Two pages, so filtering can be checked to keep the cursor.
+            let page_two = message.pointer("/params/cursor").is_some();
+            let names: &[&str] = if page_two {
+                &["sample", "notify", "big"]
+            } else {
+                &["echo", "stream", "admin_reset"]
+            };
+            let tools: Vec<Value> = names
+                .iter()
+                .map(|n| json!({"name": n, "description": format!("the {n} tool"), "inputSchema": {"type": "object"}}))
+                .collect();
+            let mut result = json!({"tools": tools});
+            if !page_two {
+                result["nextCursor"] = json!("page-2");
+            }
+            json_response(&json!({"jsonrpc": "2.0", "id": id, "result": result}))
+        }
         (Some("tools/call"), Some("big")) => {
             let bytes = arg("bytes").and_then(|v| v.as_u64()).unwrap_or(1024);
             let big = text("x".repeat(usize::try_from(bytes).unwrap()));

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
+use shadowcat_crds::SidecarConfig;
 
 use super::reconcile;
 use crate::fixtures::{Call, Proxy, deployment, not_found, path, scenario, secret, secret_holding, verify};
@@ -25,11 +26,21 @@ fn answer_proxy() -> Value {
 /// The calls of a successful apply on a memory-store McpProxy; the config
 /// hash each deployment patch carried goes into `hashes`.
 fn apply_calls(ready: i32, hashes: Arc<Mutex<Vec<String>>>) -> Vec<Call> {
+    apply_calls_capturing(ready, hashes, Arc::default())
+}
+
+/// The same, the config each ConfigMap patch carried going into `configs`.
+fn apply_calls_capturing(
+    ready: i32,
+    hashes: Arc<Mutex<Vec<String>>>,
+    configs: Arc<Mutex<Vec<String>>>,
+) -> Vec<Call> {
     vec![
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(move |cm| {
             let config = cm["data"]["config.yaml"].as_str().unwrap();
             assert!(config.contains("upstream: http://127.0.0.1:3000/mcp"), "{config}");
             assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
+            configs.lock().unwrap().push(config.to_owned());
         }),
         Call::new("GET", path::DEPLOYMENT, deployment(ready)),
         Call::new("PATCH", path::DEPLOYMENT, deployment(ready)).check(move |d| {
@@ -48,6 +59,7 @@ fn apply_calls(ready: i32, hashes: Arc<Mutex<Vec<String>>>) -> Vec<Call> {
         Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
             assert_eq!(s["status"]["observedGeneration"], 1);
             assert_eq!(condition(s, "ConfigValid")["status"], "True");
+            assert_eq!(condition(s, "PolicyValid")["status"], "True");
             assert_eq!(condition(s, "Injected")["status"], "True");
             let ready_condition = condition(s, "Ready");
             assert_eq!(
@@ -403,6 +415,136 @@ async fn auth_resource_that_is_no_url_is_an_invalid_spec() {
     let action = reconcile(proxy.arc(), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     verify(server).await;
+}
+
+#[tokio::test]
+async fn policy_lands_as_written_in_the_config_map_and_is_valid() {
+    let proxy = Proxy::new().policy();
+    let written = proxy.0.spec.policy.clone().unwrap();
+    let (ctx, server) = scenario(vec![
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(move |cm| {
+            let text = cm["data"]["config.yaml"].as_str().unwrap();
+            let config = SidecarConfig::from_yaml(text).unwrap();
+            assert_eq!(config.policy.as_ref(), Some(&written), "{text}");
+            assert!(text.contains("- admin_*"), "{text}");
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            let policy = condition(s, "PolicyValid");
+            assert_eq!(
+                (policy["status"].as_str(), policy["reason"].as_str()),
+                (Some("True"), Some("Valid"))
+            );
+            assert_eq!(condition(s, "ConfigValid")["status"], "True");
+            assert_eq!(condition(s, "Injected")["status"], "True");
+        }),
+    ]);
+    let action = reconcile(proxy.arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn no_policy_is_valid_too() {
+    let (ctx, server) = scenario(vec![
+        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
+            let config = cm["data"]["config.yaml"].as_str().unwrap();
+            assert!(!config.contains("policy"), "{config}");
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            let policy = condition(s, "PolicyValid");
+            assert_eq!(
+                (policy["status"].as_str(), policy["reason"].as_str()),
+                (Some("True"), Some("NoPolicy"))
+            );
+        }),
+    ]);
+    reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// Like an invalid spec: an event, a condition that says where the error
+/// is, and nothing read or applied, so the ConfigMap keeps the policy the
+/// sidecars run (the scenario ends with the status; any further call would
+/// fail the reconcile).
+#[tokio::test]
+async fn invalid_policy_is_a_condition_naming_where_and_nothing_is_applied() {
+    let at = "policy.rules[1].when at line 1, column ";
+    let (ctx, server) = scenario(vec![
+        Call::new("POST", path::EVENTS, json!({})).check(move |e| {
+            assert_eq!(e["reason"], "InvalidPolicy");
+            assert!(e["note"].as_str().unwrap().starts_with(at), "{e}");
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
+            let policy = condition(s, "PolicyValid");
+            assert_eq!(
+                (policy["status"].as_str(), policy["reason"].as_str()),
+                (Some("False"), Some("InvalidPolicy"))
+            );
+            let message = policy["message"].as_str().unwrap();
+            assert!(message.starts_with(at), "{message}");
+            let column = message[at.len()..].split(':').next().unwrap();
+            assert!(column.parse::<usize>().unwrap() > 1, "{message}");
+            let valid = condition(s, "ConfigValid");
+            assert_eq!(
+                (valid["status"].as_str(), valid["reason"].as_str()),
+                (Some("False"), Some("InvalidPolicy"))
+            );
+            assert_eq!(valid["message"], policy["message"]);
+            assert!(s["status"].get("configHash").is_none(), "{s}");
+        }),
+    ]);
+    let proxy = Proxy::new().redis().policy().invalid_policy();
+    let action = reconcile(proxy.arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn invalid_spec_and_invalid_policy_are_both_reported() {
+    let (ctx, server) = scenario(vec![
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "InvalidSpec")),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "InvalidPolicy")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            let valid = condition(s, "ConfigValid");
+            assert_eq!(valid["reason"], "InvalidSpec");
+            assert!(valid["message"].as_str().unwrap().contains("sessionIdleTimeout"));
+            assert_eq!(condition(s, "PolicyValid")["reason"], "InvalidPolicy");
+        }),
+    ]);
+    let proxy = Proxy::new().invalid().policy().invalid_policy();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// The sidecar reloads `policy` from the mounted ConfigMap: a new policy
+/// goes into the ConfigMap, and the pod template's hash stays, so the pods
+/// do not roll.
+#[tokio::test]
+async fn policy_change_updates_the_config_map_without_rolling_the_pods() {
+    let hashes = Arc::new(Mutex::new(Vec::new()));
+    let configs = Arc::new(Mutex::new(Vec::new()));
+    for proxy in [
+        Proxy::new(),
+        Proxy::new().policy(),
+        Proxy::new().policy().policy_tool("delete_repo"),
+    ] {
+        let (ctx, server) = scenario(apply_calls_capturing(3, hashes.clone(), configs.clone()));
+        reconcile(proxy.arc(), ctx).await.unwrap();
+        verify(server).await;
+    }
+    let hashes = hashes.lock().unwrap();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    let configs = configs.lock().unwrap();
+    assert!(
+        configs[0] != configs[1] && configs[1] != configs[2],
+        "each policy reaches the ConfigMap: {configs:?}"
+    );
+    assert!(configs[2].contains("delete_repo"), "{}", configs[2]);
 }
 
 #[tokio::test]

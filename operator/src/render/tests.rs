@@ -436,6 +436,29 @@ fn config_hash_follows_the_config() {
 }
 
 #[test]
+fn policy_renders_as_written_and_stays_out_of_the_hash() {
+    let defaults = Defaults::default();
+    let render = |p: &McpProxy| config_yaml(&sidecar_config(p, &defaults)).unwrap();
+    let proxy = Proxy::named("w").policy().0;
+    let config = sidecar_config(&proxy, &defaults);
+    assert_eq!(config.policy, proxy.spec.policy);
+    let (yaml, hash) = render(&proxy);
+    let text = config_map(&proxy, &yaml).data.unwrap()[CONFIG_KEY].clone();
+    assert_eq!(SidecarConfig::from_yaml(&text).unwrap().policy, proxy.spec.policy);
+    // The sidecar reloads `policy` from the mounted file: adding, changing or
+    // removing one leaves the hash (and so the pods) alone.
+    let (none_yaml, none_hash) = render(&Proxy::named("w").0);
+    let (other_yaml, other_hash) = render(&Proxy::named("w").policy().policy_tool("delete_repo").0);
+    assert_eq!((&hash, &other_hash), (&none_hash, &none_hash));
+    assert!(yaml != none_yaml && yaml != other_yaml);
+    assert_ne!(
+        render(&Proxy::named("w").policy().retention("20m").0).1,
+        hash,
+        "everything else still rolls the pods"
+    );
+}
+
+#[test]
 fn service_only_when_asked_and_points_at_the_sidecar() {
     assert!(service(&Proxy::named("w").0, BTreeMap::new()).is_none());
     let selector = BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
@@ -466,6 +489,7 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
             .resource("http://w.tools.svc/mcp"),
         Proxy::named("w").auth().introspection(),
         Proxy::named("w").redis().auth().introspection().token_exchange(),
+        Proxy::named("w").redis().auth().policy(),
     ] {
         let proxy = fixture.0;
         let (yaml, _) = config_yaml(&sidecar_config(&proxy, &Defaults::default())).unwrap();
@@ -475,6 +499,7 @@ fn rendered_config_is_accepted_by_the_sidecar_loader() {
             ..Default::default()
         };
         let settings = env.or(file).validate().unwrap();
+        assert_eq!(settings.policy, proxy.spec.policy);
         assert_eq!(settings.listen.port(), proxy.spec.listen.port);
         assert_eq!(settings.upstream.port_u16(), Some(proxy.spec.upstream.port));
         if let Some(auth) = &proxy.spec.auth {
@@ -533,6 +558,7 @@ fn examples_render_into_configs_the_sidecar_accepts() {
         "mcpproxy.yaml",
         "mcpproxy-auth.yaml",
         "mcpproxy-token-exchange.yaml",
+        "mcpproxy-policy.yaml",
     ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         for doc in serde_yaml::Deserializer::from_str(&text) {
@@ -550,21 +576,22 @@ fn examples_render_into_configs_the_sidecar_accepts() {
                 .or(config)
                 .validate()
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
-            seen.push((proxy.name_any(), settings.auth.map(|a| a.resource)));
+            assert_eq!(settings.policy, proxy.spec.policy, "{file}: the policy as written");
+            seen.push((
+                proxy.name_any(),
+                settings.auth.map(|a| a.resource),
+                settings.policy.is_some(),
+            ));
         }
     }
+    let resource = || Some("https://mcp.example.com/mcp".to_owned());
     assert_eq!(
         seen,
         [
-            ("everything".to_owned(), None),
-            (
-                "everything-auth".to_owned(),
-                Some("https://mcp.example.com/mcp".to_owned())
-            ),
-            (
-                "everything-token-exchange".to_owned(),
-                Some("https://mcp.example.com/mcp".to_owned())
-            )
+            ("everything".to_owned(), None, false),
+            ("everything-auth".to_owned(), resource(), false),
+            ("everything-token-exchange".to_owned(), resource(), false),
+            ("everything-policy".to_owned(), resource(), true)
         ]
     );
 }
@@ -589,6 +616,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
         Proxy::named("s").stateful().overrides(),
         Proxy::named("a").redis().auth(),
         Proxy::named("x").auth().introspection().token_exchange(),
+        Proxy::named("p").redis().auth().policy(),
     ] {
         let proxy = fixture.0;
         let (yaml, hash) = config_yaml(&sidecar_config(&proxy, &defaults)).unwrap();
@@ -639,6 +667,7 @@ fn rendered_objects_and_examples_pass_the_kubernetes_schemas() {
                 "examples/mcpproxy.yaml",
                 "examples/mcpproxy-auth.yaml",
                 "examples/mcpproxy-token-exchange.yaml",
+                "examples/mcpproxy-policy.yaml",
             ]
             .map(|e| root.join(e)),
         )

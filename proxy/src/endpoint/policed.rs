@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::app::App;
 use crate::body::{self, Body};
 use crate::error::Error;
+use crate::mcp::headers::MCP_NAME;
 use crate::mcp::jsonrpc::code;
 use crate::policy::{Exchange, Policy, Scope};
 use crate::relay::json;
@@ -133,6 +134,23 @@ pub async fn answer(app: &App, response: Response<Incoming>, admission: &mut Adm
         bytes = join(&bytes, std::mem::take(&mut admission.refusals));
     }
     Ok(json::buffered(parts, bytes))
+}
+
+/// The client's headers with `Mcp-Name` (2026-07-28) made to agree with a
+/// body the policy rewrote (a renamed tool), as the upstream checks it.
+pub fn routing_headers_for(headers: &http::HeaderMap, admission: &Admission) -> Option<http::HeaderMap> {
+    let sent = headers.get(&MCP_NAME)?;
+    let body: Value = serde_json::from_slice(&admission.bytes).ok()?;
+    let name = body
+        .pointer("/params/name")
+        .or_else(|| body.pointer("/params/uri"))
+        .and_then(Value::as_str)?;
+    if sent.as_bytes() == name.as_bytes() {
+        return None;
+    }
+    let mut headers = headers.clone();
+    headers.insert(MCP_NAME.clone(), HeaderValue::from_str(name).ok()?);
+    Some(headers)
 }
 
 /// A JSON answer (one message or a batch) with `more` responses added: a batch.

@@ -362,6 +362,8 @@ async fn stateless_post(
     mut admission: Admission,
     id: Option<Value>,
 ) -> Result<Response<Body>, Error> {
+    let renamed = policed::routing_headers_for(headers, &admission);
+    let headers = renamed.as_ref().unwrap_or(headers);
     let response = send_upstream(app, headers, &admission.bytes, None).await?;
     if response.status().is_success() && is_event_stream(response.headers()) {
         return Ok(event_stream_response(stateless::relay(
