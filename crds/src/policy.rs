@@ -96,6 +96,13 @@ pub struct ToolsConfig {
     /// Tools shown under another name (and calls to that name mapped back).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rename: Vec<RenameConfig>,
+    /// The error message for a call of a tool the client may not see
+    /// (`{name}` stands for the tool), so it reads exactly as the server's
+    /// own answer for a tool it does not have. Default `Unknown tool:
+    /// {name}` (the MCP specification's wording); servers built on the
+    /// TypeScript SDK say `MCP error -32602: Unknown tool: {name}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unknown_tool_message: Option<String>,
 }
 
 /// One renamed tool.

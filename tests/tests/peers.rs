@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use shadowcat_tests::conformance::{self, failing};
+use serde_json::json;
+use shadowcat_tests::client::Mcp;
 use shadowcat_tests::procs::{NodeServer, Shadowcat, everything, fixture};
 use shadowcat_tests::root;
 
@@ -139,4 +141,58 @@ async fn conformance_and_python_sdk_pass_through_three_replicas_round_robin() {
     let report = python_client(&cluster.front.url).await;
     assert!(report["echo"].as_str().unwrap().contains("shadowcat"), "{report}");
     assert_eq!(report["deleteStatus"], 200, "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conformance_is_unchanged_by_a_permissive_policy_and_a_hidden_tool_reads_as_unknown() {
+    let server = fixture().await;
+    let dir = std::env::temp_dir();
+    let permissive = dir.join(format!("shadowcat-permissive-{}.yaml", std::process::id()));
+    std::fs::write(
+        &permissive,
+        "policy:\n  rules:\n    - {id: everyone, when: 'true', action: allow}\n  \
+         rateLimits:\n    - {id: roomy, key: [session], requests: 100000}\n  audit:\n    to: /dev/null\n    arguments: true\n",
+    )
+    .unwrap();
+    let proxy = Shadowcat::start(&server.url, &["--config", permissive.to_str().unwrap()]).await;
+    let (direct, proxied) = compare(&server, &proxy).await;
+    assert_eq!(direct, proxied, "a permissive policy changes no scenario's outcome");
+
+    let hiding = dir.join(format!("shadowcat-hiding-{}.yaml", std::process::id()));
+    std::fs::write(
+        &hiding,
+        "policy:\n  tools:\n    exclude: [test_simple_text]\n    \
+         unknownToolMessage: 'MCP error -32602: Unknown tool: {name}'\n",
+    )
+    .unwrap();
+    let proxy = Shadowcat::start(&server.url, &["--config", hiding.to_str().unwrap()]).await;
+    let tools = |answer: &serde_json::Value| -> Vec<String> {
+        answer["result"]["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut via_proxy = Mcp::new(&proxy.url, "2025-06-18");
+    via_proxy.initialize().await;
+    let mut direct = Mcp::new(&server.url, "2025-06-18");
+    direct.initialize().await;
+    let all = tools(&direct.request("tools/list", json!({})).await);
+    let shown = tools(&via_proxy.request("tools/list", json!({})).await);
+    assert!(all.contains(&"test_simple_text".to_owned()));
+    let expected: Vec<String> = all.into_iter().filter(|t| t != "test_simple_text").collect();
+    assert_eq!(shown, expected, "only the hidden tool is missing");
+    let hidden = via_proxy
+        .request("tools/call", json!({"name": "test_simple_text", "arguments": {}}))
+        .await;
+    let unknown = direct
+        .request("tools/call", json!({"name": "test_simple_text_", "arguments": {}}))
+        .await;
+    assert_eq!(hidden["error"]["code"], unknown["error"]["code"], "{hidden} vs {unknown}");
+    assert_eq!(
+        hidden["error"]["message"].as_str().unwrap().replace("test_simple_text", "X"),
+        unknown["error"]["message"].as_str().unwrap().replace("test_simple_text_", "X"),
+        "the same words as the server's own answer for a tool it does not have"
+    );
 }

@@ -336,7 +336,10 @@ impl Policy {
         if method == "tools/call" && kind == Kind::Request {
             match self.tools.called(&name) {
                 Called::Hidden => {
-                    let refusal = unknown(&method, &name, "hidden", "tools");
+                    let refusal = Refusal {
+                        message: self.tools.unknown_message(&name),
+                        ..unknown(&method, &name, "hidden", "tools")
+                    };
                     self.refused(scope, Direction::Client, kind, &method, &name, message, &refusal);
                     return Err(refusal);
                 }
@@ -431,7 +434,11 @@ impl Policy {
     /// lists do not show it either.
     fn denial(&self, rule: String, method: &str, name: &str) -> Refusal {
         match method {
-            "tools/call" => Refusal { by: rule, ..unknown(method, name, "deny", "tools") },
+            "tools/call" => Refusal {
+                by: rule,
+                message: self.tools.unknown_message(name),
+                ..unknown(method, name, "deny", "tools")
+            },
             "prompts/get" => Refusal { by: rule, ..unknown(method, name, "deny", "prompts") },
             "resources/read" => Refusal { by: rule, ..unknown(method, name, "deny", "resources") },
             _ => {

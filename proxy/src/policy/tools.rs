@@ -14,6 +14,8 @@ pub struct Tools {
     shown_as: HashMap<String, (String, Option<String>)>,
     /// Client name to upstream name.
     called_as: HashMap<String, String>,
+    /// The unknown-tool message, `{name}` standing for the tool.
+    unknown: Option<String>,
 }
 
 /// What a client's tool name means.
@@ -38,6 +40,15 @@ impl Tools {
                 .map(|r| (r.from.clone(), (r.to.clone(), r.description.clone())))
                 .collect(),
             called_as: config.rename.iter().map(|r| (r.to.clone(), r.from.clone())).collect(),
+            unknown: config.unknown_tool_message.clone(),
+        }
+    }
+
+    /// What a call of a tool the client may not see is told.
+    pub fn unknown_message(&self, name: &str) -> String {
+        match &self.unknown {
+            Some(template) => template.replace("{name}", name),
+            None => format!("Unknown tool: {name}"),
         }
     }
 
