@@ -245,7 +245,7 @@ pub fn compile_cel(path: &str, source: &str) -> Result<cel::Program, PolicyError
             position: first.map(|e| {
                 let line = usize::try_from(e.pos.0).unwrap_or(0);
                 let column = usize::try_from(e.pos.1).unwrap_or(0);
-                (line.max(1), column + 1)
+                (line.max(1), column.max(1))
             }),
             message: first.map_or_else(|| "cannot parse".to_owned(), |e| e.msg.clone()),
         }

@@ -185,7 +185,8 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         if !policy.ok {
             warn(ctx, proxy, policy.reason, &policy.message).await;
         }
-        let valid = valid.unwrap_or_else(|| Set::new(CONFIG_VALID, false, policy.reason, policy.message.clone()));
+        let valid =
+            valid.unwrap_or_else(|| Set::new(CONFIG_VALID, false, policy.reason, policy.message.clone()));
         write_status(ctx, proxy, &[valid, policy], None, None).await?;
         return Ok(Action::requeue(INVALID_RETRY));
     }

@@ -92,6 +92,39 @@ mod tests {
         assert_eq!(credential["properties"]["header"]["default"], "Authorization");
     }
 
+    /// `spec.policy` is the sidecar's `policy` section, field for field, so
+    /// the API server prunes nothing the sidecar reads.
+    #[test]
+    fn crd_spec_policy_is_the_sidecars_policy_section() {
+        let crd = McpProxy::crd();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        let policy = &schema["openAPIV3Schema"]["properties"]["spec"]["properties"]["policy"];
+        let fields: Vec<_> = policy["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            fields,
+            [
+                "audit",
+                "default",
+                "hooks",
+                "rateLimitFailure",
+                "rateLimits",
+                "rules",
+                "tools"
+            ]
+        );
+        let rule = &policy["properties"]["rules"]["items"];
+        assert_eq!(rule["required"], serde_json::json!(["action", "id", "when"]));
+        let key = &policy["properties"]["rateLimits"]["items"]["properties"]["key"]["items"];
+        assert_eq!(
+            key["enum"],
+            serde_json::json!(["principal", "session", "tool", "method", "global"])
+        );
+        assert!(
+            policy["description"].as_str().unwrap().contains("secretFile"),
+            "says where a hook's secret file is"
+        );
+    }
+
     /// The API server refuses an upstream credential with both a Secret and
     /// a token exchange, or with neither (a CEL rule, as for
     /// `sessions.redis`), and a token exchange without its client.

@@ -15,8 +15,8 @@ use kube::client::Body;
 use serde_json::{Value, json};
 use shadowcat_crds::{
     AuditConfig, AuthSpec, Decision, IntrospectionSpec, LimitKey, McpProxy, McpProxySpec, PolicyConfig,
-    RateLimitConfig, RedisSpec, RuleConfig, ScopesConfig, SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec,
-    StoreKind, TargetKind, TargetRef, TokenExchangeSpec, ToolsConfig, UpstreamCredentialSpec,
+    RateLimitConfig, RedisSpec, RuleConfig, ScopesConfig, SecretKeyRef, ServiceSpec, ServiceType,
+    SessionsSpec, StoreKind, TargetKind, TargetRef, TokenExchangeSpec, ToolsConfig, UpstreamCredentialSpec,
 };
 
 use crate::controller::{Context, FINALIZER};

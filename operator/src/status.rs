@@ -102,7 +102,10 @@ mod tests {
             action: Decision::Deny,
             message: None,
         };
-        assert_eq!(policy(None), Set::new(POLICY_VALID, true, "NoPolicy", "no spec.policy"));
+        assert_eq!(
+            policy(None),
+            Set::new(POLICY_VALID, true, "NoPolicy", "no spec.policy")
+        );
         let mut config = PolicyConfig {
             rules: vec![rule("a", "method == 'tools/call'")],
             ..Default::default()
@@ -112,7 +115,9 @@ mod tests {
         let invalid = policy(Some(&config));
         assert_eq!((invalid.ok, invalid.reason), (false, "InvalidPolicy"));
         assert!(
-            invalid.message.starts_with("policy.rules[1].when at line 1, column "),
+            invalid
+                .message
+                .starts_with("policy.rules[1].when at line 1, column "),
             "{}",
             invalid.message
         );

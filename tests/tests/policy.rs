@@ -59,6 +59,9 @@ policy:
     - id: quiet
       when: 'direction == "server" && method == "notifications/message"'
       action: deny
+    - id: no-roots-news
+      when: 'method == "notifications/roots/list_changed"'
+      action: deny
   tools:
     exclude: ["admin_*"]
     rename:
@@ -150,6 +153,12 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         assert_eq!(pinged["error"]["message"], "no pings here");
         assert_eq!(pinged["error"]["data"]["rule"], "no-ping");
         assert!(!upstream.rpc_methods().iter().any(|m| m == "ping"), "{version}");
+        // A denied notification has no id to answer: 403 with the reason.
+        let note = post(&mcp, &json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})).await;
+        assert_eq!(note.status(), 403, "{version}");
+        let note = json_body(note).await;
+        assert_eq!(note["id"], Value::Null);
+        assert_eq!(note["error"]["data"]["rule"], "no-roots-news");
         // filter: both pages of tools/list, the cursor kept.
         let first = request(&mcp, "tools/list", json!({})).await;
         assert_eq!(tool_names(&first), ["say", "stream"], "{version}: {first}");
@@ -248,22 +257,35 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
 struct HookServer {
     url: String,
     calls: Arc<AtomicUsize>,
+    /// Calls whose signature (with the secret `hook-secret`) was right.
+    signed: Arc<AtomicUsize>,
 }
 
 async fn hook_server(delay: Duration, answer: fn(&Value) -> Value) -> HookServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
-    let counted = calls.clone();
+    let signed = Arc::new(AtomicUsize::new(0));
+    let (counted, checked) = (calls.clone(), signed.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
-            let calls = counted.clone();
+            let (calls, signed) = (counted.clone(), checked.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let calls = calls.clone();
+                    let (calls, signed) = (calls.clone(), signed.clone());
                     async move {
+                        let header = |name: &str| {
+                            req.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
+                        };
+                        let (time, signature) = (header("x-shadowcat-timestamp"), header("x-shadowcat-signature"));
                         let body = req.into_body().collect().await.unwrap().to_bytes();
+                        if let (Some(time), Some(signature)) = (time, signature) {
+                            let expected = shadowcat_proxy::policy::hook::sign(b"hook-secret", &time, &body);
+                            if signature == format!("sha256={expected}") {
+                                signed.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
                         let call: Value = serde_json::from_slice(&body).unwrap();
                         calls.fetch_add(1, Ordering::SeqCst);
                         tokio::time::sleep(delay).await;
@@ -276,7 +298,7 @@ async fn hook_server(delay: Duration, answer: fn(&Value) -> Value) -> HookServer
             });
         }
     });
-    HookServer { url, calls }
+    HookServer { url, calls, signed }
 }
 
 /// Uppercases the `message` of progress notifications; passes the rest.
@@ -293,9 +315,12 @@ fn shout(call: &Value) -> Value {
 async fn a_hook_sees_every_sse_event_as_it_comes_in_order() {
     let hook = hook_server(Duration::ZERO, shout).await;
     let upstream = Scripted::start().await;
+    let secret = std::env::temp_dir().join(format!("shadowcat-hook-secret-{}", std::process::id()));
+    std::fs::write(&secret, "hook-secret\n").unwrap();
     let config = config_file(&format!(
-        "policy:\n  hooks:\n    - id: shout\n      url: {}\n      when: 'direction == \"server\"'\n",
-        hook.url
+        "policy:\n  hooks:\n    - id: shout\n      url: {}\n      secretFile: {}\n      when: 'direction == \"server\"'\n",
+        hook.url,
+        secret.display()
     ));
     let proxy = Shadowcat::start(&upstream.url, &["--config", config.to_str().unwrap()]).await;
     let mut mcp = Mcp::new(&proxy.url, "2025-11-25");
@@ -311,7 +336,9 @@ async fn a_hook_sees_every_sse_event_as_it_comes_in_order() {
     let rest = within("the result", Duration::from_secs(10), events.rest()).await;
     assert_eq!(rest.len(), 1);
     assert_eq!(rest[0].1["result"]["content"][0]["text"], "done after 10");
-    assert!(hook.calls.load(Ordering::SeqCst) >= 11, "every server message went to the hook");
+    let calls = hook.calls.load(Ordering::SeqCst);
+    assert!(calls >= 11, "every server message went to the hook");
+    assert_eq!(hook.signed.load(Ordering::SeqCst), calls, "every call was signed with the secret");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -33,6 +33,8 @@ pub struct Fleet {
     redis: Option<(Proc, u16)>,
     /// The authorization server of the auth target, and its issuer.
     auth: Option<(Proc, String)>,
+    /// The policy hook the hook target calls.
+    hook: Option<String>,
     /// Where every log (and nginx's files) goes.
     log_dir: PathBuf,
     /// Targets asked for but not run, and why.
@@ -70,12 +72,16 @@ impl Fleet {
             entries: Vec::new(),
             redis: None,
             auth: None,
+            hook: None,
             log_dir,
             skipped: Vec::new(),
         };
         for &target in &plan.targets {
             if target == Target::ShadowcatAuth {
                 fleet.auth = Some(start_authorization_server(&fleet.log_dir, http).await?);
+            }
+            if target == Target::ShadowcatHook {
+                fleet.hook = Some(start_hook().await?);
             }
             if target == Target::ShadowcatRedis {
                 let (proc, port) = procs::start_redis(&args.redis_server, &fleet.log_dir).await?;
@@ -104,7 +110,12 @@ impl Fleet {
         let store = match target {
             Target::Direct => return Ok(None),
             Target::Nginx => return self.start_nginx(http).await,
-            Target::ShadowcatMemory | Target::ShadowcatAuth => "memory".to_owned(),
+            Target::ShadowcatMemory
+            | Target::ShadowcatAuth
+            | Target::ShadowcatPolicy1
+            | Target::ShadowcatPolicy10
+            | Target::ShadowcatPolicy100
+            | Target::ShadowcatHook => "memory".to_owned(),
             Target::ShadowcatRedis => {
                 let port = self
                     .redis
@@ -172,12 +183,26 @@ impl Fleet {
                 "--auth-scopes=mcp".to_owned(),
             ]);
         }
+        if let Some(rules) = target.policy_rules() {
+            extra.push(format!("--config={}", self.policy_file(target, &policy_with_rules(rules))?.display()));
+        }
+        if target == Target::ShadowcatHook {
+            let url = self.hook.as_ref().context("no hook server")?;
+            let policy = format!(
+                "policy:\n  hooks:\n    - id: bench\n      url: {url}\n      when: 'direction == \"client\" && method == \"tools/call\"'\n"
+            );
+            extra.push(format!("--config={}", self.policy_file(target, &policy)?.display()));
+        }
         extra.extend(self.args.shadowcat_args.iter().cloned());
         let spec = ShadowcatSpec {
             binary: &self.args.shadowcat,
             name: match target {
                 Target::ShadowcatRedis => "shadowcat-redis",
                 Target::ShadowcatAuth => "shadowcat-auth",
+                Target::ShadowcatPolicy1 => "shadowcat-policy1",
+                Target::ShadowcatPolicy10 => "shadowcat-policy10",
+                Target::ShadowcatPolicy100 => "shadowcat-policy100",
+                Target::ShadowcatHook => "shadowcat-hook",
                 _ => "shadowcat-memory",
             },
             store: &store,
@@ -189,6 +214,13 @@ impl Fleet {
             .await
             .with_context(|| format!("starting {}", target.label()))?;
         Ok((Some(proc), url))
+    }
+
+    /// Writes a target's config file into the log directory.
+    fn policy_file(&self, target: Target, yaml: &str) -> anyhow::Result<PathBuf> {
+        let path = self.log_dir.join(format!("{}.yaml", target.key()));
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 
     /// The targets that run, in round-one order.
@@ -266,6 +298,44 @@ impl Fleet {
     pub fn log_dir(&self) -> &Path {
         &self.log_dir
     }
+}
+
+/// A policy of `n` deny rules none of which matches the bench's calls, so
+/// each message is checked against every one before the default lets it
+/// through.
+fn policy_with_rules(n: usize) -> String {
+    let mut yaml = String::from("policy:\n  rules:\n");
+    for i in 0..n {
+        yaml.push_str(&format!(
+            "    - {{id: r{i}, when: 'method == \"tools/call\" && name == \"blocked_{i}\"', action: deny}}\n"
+        ));
+    }
+    yaml
+}
+
+/// A policy hook that lets everything pass, served in this process.
+async fn start_hook() -> anyhow::Result<String> {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let _ = http_body_util::BodyExt::collect(req.into_body()).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(br#"{"action":"pass"}"#),
+                    )))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    eprintln!("policy hook {url}");
+    Ok(url)
 }
 
 /// The audience the bench's tokens are issued for (any URL will do: it is

@@ -16,6 +16,16 @@ pub enum Target {
     /// Through shadowcat with the memory store, verifying every request's
     /// access token (a real authorization server's JWT; keys cached).
     ShadowcatAuth,
+    /// The memory store with a policy of 1 rule (none matches, so every
+    /// message is checked against all of them).
+    ShadowcatPolicy1,
+    /// The same with 10 rules.
+    ShadowcatPolicy10,
+    /// The same with 100 rules.
+    ShadowcatPolicy100,
+    /// The memory store with a policy hook called for every tool call (a
+    /// local HTTP hook that passes everything).
+    ShadowcatHook,
 }
 
 impl Target {
@@ -27,6 +37,10 @@ impl Target {
             Target::ShadowcatMemory => "shadowcat+memory",
             Target::ShadowcatRedis => "shadowcat+redis",
             Target::ShadowcatAuth => "shadowcat+auth",
+            Target::ShadowcatPolicy1 => "shadowcat+policy1",
+            Target::ShadowcatPolicy10 => "shadowcat+policy10",
+            Target::ShadowcatPolicy100 => "shadowcat+policy100",
+            Target::ShadowcatHook => "shadowcat+hook",
         }
     }
 
@@ -38,14 +52,25 @@ impl Target {
             Target::ShadowcatMemory => "shadowcat_memory",
             Target::ShadowcatRedis => "shadowcat_redis",
             Target::ShadowcatAuth => "shadowcat_auth",
+            Target::ShadowcatPolicy1 => "shadowcat_policy1",
+            Target::ShadowcatPolicy10 => "shadowcat_policy10",
+            Target::ShadowcatPolicy100 => "shadowcat_policy100",
+            Target::ShadowcatHook => "shadowcat_hook",
+        }
+    }
+
+    /// The rules of its policy, for the policy targets.
+    pub fn policy_rules(self) -> Option<usize> {
+        match self {
+            Target::ShadowcatPolicy1 => Some(1),
+            Target::ShadowcatPolicy10 => Some(10),
+            Target::ShadowcatPolicy100 => Some(100),
+            _ => None,
         }
     }
 
     /// Whether it is a shadowcat.
     pub fn is_shadowcat(self) -> bool {
-        matches!(
-            self,
-            Target::ShadowcatMemory | Target::ShadowcatRedis | Target::ShadowcatAuth
-        )
+        !matches!(self, Target::Direct | Target::Nginx)
     }
 }

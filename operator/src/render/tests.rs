@@ -576,7 +576,10 @@ fn examples_render_into_configs_the_sidecar_accepts() {
                 .or(config)
                 .validate()
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
-            assert_eq!(settings.policy, proxy.spec.policy, "{file}: the policy as written");
+            assert_eq!(
+                settings.policy, proxy.spec.policy,
+                "{file}: the policy as written"
+            );
             seen.push((
                 proxy.name_any(),
                 settings.auth.map(|a| a.resource),

@@ -261,3 +261,43 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn denied_prompts_and_resources_read_as_missing() {
+    let p = policy("rules: [{id: secret, when: 'name.startsWith(\"secret\")', action: deny}]");
+    let get = Bytes::from(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": "secret-plan"}}).to_string());
+    let refused = p.client(&alice(), &get).await;
+    assert_eq!(refused.refusals[0]["error"]["code"], code::INVALID_PARAMS);
+    assert_eq!(refused.refusals[0]["error"]["message"], "Unknown prompt: secret-plan");
+    let read = Bytes::from(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "secret://x"}}).to_string());
+    let refused = p.client(&alice(), &read).await;
+    assert_eq!(refused.refusals[0]["error"]["code"], code::RESOURCE_NOT_FOUND);
+    assert_eq!(refused.refusals[0]["error"]["data"]["uri"], "secret://x");
+}
+
+#[tokio::test]
+async fn an_unreachable_limit_store_fails_open_or_closed_as_configured() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = format!("upstream: http://127.0.0.1:1/mcp\nstore: redis://127.0.0.1:{port}\n");
+    let settings = shadowcat_crds::SidecarConfig::from_yaml(&yaml).unwrap().validate().unwrap();
+    let shadowcat_crds::StoreSettings::Redis(redis) = settings.store else { unreachable!() };
+    let store: Arc<dyn Store> = Arc::new(crate::store::RedisStore::new(&redis, crate::store::suite::limits()).unwrap());
+    for (failure, forwarded) in [("open", true), ("closed", false)] {
+        let config: PolicyConfig = serde_yaml::from_str(&format!(
+            "rateLimitFailure: {failure}\nrateLimits: [{{id: l, requests: 1}}]"
+        ))
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let p = build(&config, &store, &metrics).unwrap();
+        let admitted = p.client(&alice(), &call(1, "echo")).await;
+        assert_eq!(admitted.forward.is_some(), forwarded, "{failure}");
+        if !forwarded {
+            assert_eq!(admitted.refusals[0]["error"]["code"], code::SERVER_ERROR);
+        }
+        let errors = metrics
+            .policy_rate_limits
+            .get_or_create(&PolicyPartLabels { id: "l".into(), outcome: "store_error" })
+            .get();
+        assert_eq!(errors, 1, "{failure}");
+    }
+}
