@@ -25,8 +25,8 @@ pub use mcpproxy::{
     TokenExchangeSpec, UpstreamCredentialSpec, UpstreamSpec,
 };
 pub use policy::{
-    AuditConfig, CEL_VARIABLES, Decision, FailurePolicy, HookConfig, LimitKey, PolicyConfig, PolicyError, RateLimitConfig,
-    Refill, RenameConfig, RuleConfig, ToolsConfig, compile_cel,
+    AuditConfig, CEL_VARIABLES, Decision, FailurePolicy, HookConfig, LimitKey, PolicyConfig, PolicyError,
+    RateLimitConfig, Refill, RenameConfig, RuleConfig, ToolsConfig, compile_cel,
 };
 pub use settings::{Allow, ConfigError, Settings, SseSettings};
 pub use store::{RedisSettings, RedisTopology, RedisUrl, StoreSettings};

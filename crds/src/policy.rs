@@ -380,11 +380,17 @@ impl PolicyConfig {
                 .parse()
                 .map_err(|e| PolicyError::new(format!("{at}.url"), format!("not a URL: {e}")))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(PolicyError::new(format!("{at}.url"), "must be an http:// or https:// URL"));
+                return Err(PolicyError::new(
+                    format!("{at}.url"),
+                    "must be an http:// or https:// URL",
+                ));
             }
             hook.timeout(&at)?;
             if hook.max_concurrency == Some(0) {
-                return Err(PolicyError::new(format!("{at}.maxConcurrency"), "must be at least 1"));
+                return Err(PolicyError::new(
+                    format!("{at}.maxConcurrency"),
+                    "must be at least 1",
+                ));
             }
             if let Some(when) = &hook.when {
                 compile_cel(&format!("{at}.when"), when)?;
@@ -445,7 +451,11 @@ mod tests {
     fn unknown_variables_are_refused_at_load() {
         let e = rule("methd == 'tools/call'").check().unwrap_err();
         assert!(e.message.contains("unknown variable `methd`"), "{e}");
-        assert!(rule("method == 'tools/call' && principal.claims.group == 'x'").check().is_ok());
+        assert!(
+            rule("method == 'tools/call' && principal.claims.group == 'x'")
+                .check()
+                .is_ok()
+        );
         assert!(rule("principal.scopes.exists(s, s == 'admin')").check().is_ok());
     }
 

@@ -95,7 +95,8 @@ impl App {
         let policies = Policies::default();
         if let Some(config) = &settings.policy {
             policies.set(Some(
-                crate::policy::build(config, &store, &metrics).map_err(|e| anyhow::anyhow!("invalid config: {e}"))?,
+                crate::policy::build(config, &store, &metrics)
+                    .map_err(|e| anyhow::anyhow!("invalid config: {e}"))?,
             ));
         }
         let bodies = BodyBudget::new(settings.max_body_bytes_in_flight);

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use shadowcat_tests::conformance::{self, failing};
 use serde_json::json;
 use shadowcat_tests::client::Mcp;
+use shadowcat_tests::conformance::{self, failing};
 use shadowcat_tests::procs::{NodeServer, Shadowcat, everything, fixture};
 use shadowcat_tests::root;
 
@@ -156,7 +156,10 @@ async fn conformance_is_unchanged_by_a_permissive_policy_and_a_hidden_tool_reads
     .unwrap();
     let proxy = Shadowcat::start(&server.url, &["--config", permissive.to_str().unwrap()]).await;
     let (direct, proxied) = compare(&server, &proxy).await;
-    assert_eq!(direct, proxied, "a permissive policy changes no scenario's outcome");
+    assert_eq!(
+        direct, proxied,
+        "a permissive policy changes no scenario's outcome"
+    );
 
     let hiding = dir.join(format!("shadowcat-hiding-{}.yaml", std::process::id()));
     std::fs::write(
@@ -187,12 +190,24 @@ async fn conformance_is_unchanged_by_a_permissive_policy_and_a_hidden_tool_reads
         .request("tools/call", json!({"name": "test_simple_text", "arguments": {}}))
         .await;
     let unknown = direct
-        .request("tools/call", json!({"name": "test_simple_text_", "arguments": {}}))
+        .request(
+            "tools/call",
+            json!({"name": "test_simple_text_", "arguments": {}}),
+        )
         .await;
-    assert_eq!(hidden["error"]["code"], unknown["error"]["code"], "{hidden} vs {unknown}");
     assert_eq!(
-        hidden["error"]["message"].as_str().unwrap().replace("test_simple_text", "X"),
-        unknown["error"]["message"].as_str().unwrap().replace("test_simple_text_", "X"),
+        hidden["error"]["code"], unknown["error"]["code"],
+        "{hidden} vs {unknown}"
+    );
+    assert_eq!(
+        hidden["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("test_simple_text", "X"),
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("test_simple_text_", "X"),
         "the same words as the server's own answer for a tool it does not have"
     );
 }

@@ -57,7 +57,7 @@ policy:
       when: 'direction == "server" && method == "sampling/createMessage"'
       action: deny
     - id: quiet
-      when: 'direction == "server" && method == "notifications/message"'
+      when: 'direction == "server" && method == "notifications/message" && params.data == "psst"'
       action: deny
     - id: no-roots-news
       when: 'method == "notifications/roots/list_changed"'
@@ -103,7 +103,14 @@ async fn post(mcp: &Mcp, body: &Value) -> Response<Incoming> {
     if !name.is_empty() {
         headers.push(("mcp-name", name.as_str()));
     }
-    send(&mcp.http, Method::POST, &mcp.url, &headers, Bytes::from(body.to_string())).await
+    send(
+        &mcp.http,
+        Method::POST,
+        &mcp.url,
+        &headers,
+        Bytes::from(body.to_string()),
+    )
+    .await
 }
 
 async fn request(mcp: &Mcp, method: &str, params: Value) -> Value {
@@ -137,15 +144,27 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         let echoes = seen_tool("echo");
         let said = request(&mcp, "tools/call", json!({"name": "say", "arguments": {}})).await;
         assert_eq!(said["result"]["content"][0]["text"], "ok", "{version}: {said}");
-        assert_eq!(seen_tool("echo"), echoes + 1, "{version}: mapped back to the upstream's name");
+        assert_eq!(
+            seen_tool("echo"),
+            echoes + 1,
+            "{version}: mapped back to the upstream's name"
+        );
         // The old name of a renamed tool, a hidden tool and a denied one all
         // read as unknown tools, and none reaches the upstream.
         for tool in ["echo", "admin_reset", "sleep"] {
             let before = seen_tool(tool);
             let refused = request(&mcp, "tools/call", json!({"name": tool, "arguments": {"ms": 1}})).await;
             assert_eq!(refused["error"]["code"], -32602, "{version} {tool}: {refused}");
-            assert_eq!(refused["error"]["message"], format!("Unknown tool: {tool}"), "{version}");
-            assert_eq!(seen_tool(tool), before, "{version}: {tool} never reached the upstream");
+            assert_eq!(
+                refused["error"]["message"],
+                format!("Unknown tool: {tool}"),
+                "{version}"
+            );
+            assert_eq!(
+                seen_tool(tool),
+                before,
+                "{version}: {tool} never reached the upstream"
+            );
         }
         // deny with the rule's message and id.
         let pinged = request(&mcp, "ping", json!({})).await;
@@ -154,7 +173,11 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         assert_eq!(pinged["error"]["data"]["rule"], "no-ping");
         assert!(!upstream.rpc_methods().iter().any(|m| m == "ping"), "{version}");
         // A denied notification has no id to answer: 403 with the reason.
-        let note = post(&mcp, &json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"})).await;
+        let note = post(
+            &mcp,
+            &json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}),
+        )
+        .await;
         assert_eq!(note.status(), 403, "{version}");
         let note = json_body(note).await;
         assert_eq!(note["id"], Value::Null);
@@ -169,12 +192,25 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         assert!(second["result"].get("nextCursor").is_none());
         // rate limit: two `big` calls per session per hour, then 429.
         for _ in 0..2 {
-            let big = request(&mcp, "tools/call", json!({"name": "big", "arguments": {"bytes": 10}})).await;
+            let big = request(
+                &mcp,
+                "tools/call",
+                json!({"name": "big", "arguments": {"bytes": 10}}),
+            )
+            .await;
             assert!(big.get("result").is_some(), "{version}: {big}");
         }
-        let limited = post(&mcp, &mcp.request_body("tools/call", json!({"name": "big", "arguments": {}}))).await;
+        let limited = post(
+            &mcp,
+            &mcp.request_body("tools/call", json!({"name": "big", "arguments": {}})),
+        )
+        .await;
         assert_eq!(limited.status(), 429, "{version}");
-        let retry: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let retry: u64 = limited.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=1800).contains(&retry), "{version}: retry after {retry}s");
         let limited = json_body(limited).await;
         assert_eq!(limited["error"]["code"], -32029, "{version}");
@@ -184,32 +220,74 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         }
         // A sampling request from the server is withheld from the client and
         // answered upstream with an error, so the call still completes.
-        let response = post(&mcp, &mcp.request_body("tools/call", json!({"name": "sample", "arguments": {}}))).await;
+        let response = post(
+            &mcp,
+            &mcp.request_body("tools/call", json!({"name": "sample", "arguments": {}})),
+        )
+        .await;
         assert_eq!(response.status(), 200);
-        let messages = within("the sample call", Duration::from_secs(20), Events::new(response).rest()).await;
-        assert_eq!(messages.len(), 1, "{version}: only the result reaches the client: {messages:?}");
+        let messages = within(
+            "the sample call",
+            Duration::from_secs(20),
+            Events::new(response).rest(),
+        )
+        .await;
+        assert_eq!(
+            messages.len(),
+            1,
+            "{version}: only the result reaches the client: {messages:?}"
+        );
         let result = &messages[0].1;
         assert!(result.get("result").is_some(), "{version}: {result}");
         let seen = upstream.seen.lock().unwrap().clone();
         let reply = seen
             .iter()
             .rev()
-            .find(|s| s.rpc_method.is_none() && s.id.as_ref().is_some_and(|id| id.to_string().contains("sample-")))
+            .find(|s| {
+                s.rpc_method.is_none() && s.id.as_ref().is_some_and(|id| id.to_string().contains("sample-"))
+            })
             .expect("the upstream got an answer to its sampling request");
         assert_eq!(reply.method, "POST", "{version}");
-        // A server notification a rule withholds is counted, on the
-        // standalone stream.
+        // A server notification a rule withholds never reaches the
+        // standalone stream; the next one does.
         let quiet = "shadowcat_policy_decisions_total{direction=\"server\",decision=\"deny\",rule=\"quiet\"";
         let before = metric(&mcp.http, &proxy.admin, quiet).await;
-        eventually("a standalone stream", Duration::from_secs(10), || async {
-            (upstream.standalone_streams() > 0).then_some(())
-        })
+        let standalone = mcp.get(None).await;
+        assert_eq!(standalone.status(), 200, "{version}");
+        let mut standalone = Events::new(standalone);
+        // Until the session's upstream stream is open, `notify` reaches no one.
+        eventually(
+            "`psst` to reach the session's stream",
+            Duration::from_secs(10),
+            || async {
+                let sent = request(
+                    &mcp,
+                    "tools/call",
+                    json!({"name": "notify", "arguments": {"text": "psst"}}),
+                )
+                .await;
+                (sent["result"]["content"][0]["text"] != "notified 0").then_some(())
+            },
+        )
         .await;
-        request(&mcp, "tools/call", json!({"name": "notify", "arguments": {"text": "psst"}})).await;
-        eventually("the withheld notification", Duration::from_secs(10), || async {
-            (metric(&mcp.http, &proxy.admin, quiet).await > before).then_some(())
-        })
+        request(
+            &mcp,
+            "tools/call",
+            json!({"name": "notify", "arguments": {"text": "hello"}}),
+        )
         .await;
+        let (_, note) = within(
+            "the next notification",
+            Duration::from_secs(10),
+            standalone.next_message(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            note["params"]["data"], "hello",
+            "{version}: the withheld one never came"
+        );
+        assert!(metric(&mcp.http, &proxy.admin, quiet).await > before, "{version}");
     }
     // 2025-03-26: a batch is decided message by message, and the answer
     // holds the upstream's responses and the refusals.
@@ -269,16 +347,18 @@ async fn hook_server(delay: Duration, answer: fn(&Value) -> Value) -> HookServer
     let (counted, checked) = (calls.clone(), signed.clone());
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (calls, signed) = (counted.clone(), checked.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
                     let (calls, signed) = (calls.clone(), signed.clone());
                     async move {
-                        let header = |name: &str| {
-                            req.headers().get(name).map(|v| v.to_str().unwrap().to_owned())
-                        };
-                        let (time, signature) = (header("x-shadowcat-timestamp"), header("x-shadowcat-signature"));
+                        let header =
+                            |name: &str| req.headers().get(name).map(|v| v.to_str().unwrap().to_owned());
+                        let (time, signature) =
+                            (header("x-shadowcat-timestamp"), header("x-shadowcat-signature"));
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         if let (Some(time), Some(signature)) = (time, signature) {
                             let expected = shadowcat_proxy::policy::hook::sign(b"hook-secret", &time, &body);
@@ -305,7 +385,8 @@ async fn hook_server(delay: Duration, answer: fn(&Value) -> Value) -> HookServer
 fn shout(call: &Value) -> Value {
     let mut message = call["message"].clone();
     if message["method"] == "notifications/progress" {
-        message["params"]["message"] = json!(format!("EVENT {}", message["params"]["progress"]).to_uppercase());
+        message["params"]["message"] =
+            json!(format!("EVENT {}", message["params"]["progress"]).to_uppercase());
         return json!({"action": "modify", "message": message});
     }
     json!({"action": "pass"})
@@ -328,9 +409,20 @@ async fn a_hook_sees_every_sse_event_as_it_comes_in_order() {
     let mut events = mcp.call_stream(10).await;
     for i in 1..=10u64 {
         upstream.release(1);
-        let (_, message) = within("the next event", Duration::from_secs(10), events.next_message()).await.unwrap();
-        assert_eq!(message["params"]["message"], format!("EVENT {i}"), "modified, in order");
-        assert_eq!(upstream.sent(), i as usize, "event {i} reached the client before event {} was sent", i + 1);
+        let (_, message) = within("the next event", Duration::from_secs(10), events.next_message())
+            .await
+            .unwrap();
+        assert_eq!(
+            message["params"]["message"],
+            format!("EVENT {i}"),
+            "modified, in order"
+        );
+        assert_eq!(
+            upstream.sent(),
+            i as usize,
+            "event {i} reached the client before event {} was sent",
+            i + 1
+        );
     }
     upstream.release(1);
     let rest = within("the result", Duration::from_secs(10), events.rest()).await;
@@ -338,7 +430,11 @@ async fn a_hook_sees_every_sse_event_as_it_comes_in_order() {
     assert_eq!(rest[0].1["result"]["content"][0]["text"], "done after 10");
     let calls = hook.calls.load(Ordering::SeqCst);
     assert!(calls >= 11, "every server message went to the hook");
-    assert_eq!(hook.signed.load(Ordering::SeqCst), calls, "every call was signed with the secret");
+    assert_eq!(
+        hook.signed.load(Ordering::SeqCst),
+        calls,
+        "every call was signed with the secret"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -354,13 +450,22 @@ async fn a_hook_that_times_out_follows_its_failure_policy() {
         let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
         mcp.initialize().await;
         let echoes = upstream.calls("echo");
-        let answer = mcp.request("tools/call", json!({"name": "echo", "arguments": {}})).await;
+        let answer = mcp
+            .request("tools/call", json!({"name": "echo", "arguments": {}}))
+            .await;
         if refused {
             assert_eq!(answer["error"]["code"], -32000, "{answer}");
             assert_eq!(answer["error"]["data"]["hook"], "slow");
-            assert_eq!(upstream.calls("echo"), echoes, "fail-closed: nothing reached the upstream");
+            assert_eq!(
+                upstream.calls("echo"),
+                echoes,
+                "fail-closed: nothing reached the upstream"
+            );
         } else {
-            assert_eq!(answer["result"]["content"][0]["text"], "ok", "fail-open: passed unchanged");
+            assert_eq!(
+                answer["result"]["content"][0]["text"], "ok",
+                "fail-open: passed unchanged"
+            );
             assert_eq!(upstream.calls("echo"), echoes + 1);
         }
         let timeouts = metric(
@@ -383,7 +488,11 @@ async fn a_rate_limit_is_shared_by_three_replicas_behind_round_robin() {
     let mut allowed = 0;
     let mut limited = 0;
     for _ in 0..30 {
-        let response = post(&mcp, &mcp.request_body("tools/call", json!({"name": "echo", "arguments": {}}))).await;
+        let response = post(
+            &mcp,
+            &mcp.request_body("tools/call", json!({"name": "echo", "arguments": {}})),
+        )
+        .await;
         match response.status().as_u16() {
             200 => allowed += 1,
             429 => limited += 1,
@@ -394,10 +503,18 @@ async fn a_rate_limit_is_shared_by_three_replicas_behind_round_robin() {
     // seconds is well under one token), not 10 per replica.
     assert_eq!(allowed, 10, "{}", cluster.all_output());
     assert_eq!(limited, 20);
-    assert_eq!(cluster.total("shadowcat_policy_rate_limits_total{id=\"calls\",outcome=\"limited\"").await, 20);
+    assert_eq!(
+        cluster
+            .total("shadowcat_policy_rate_limits_total{id=\"calls\",outcome=\"limited\"")
+            .await,
+        20
+    );
     let served: Vec<usize> = cluster.upstreams.iter().map(|u| u.calls("echo")).collect();
     assert_eq!(served.iter().sum::<usize>(), 10);
-    assert!(served.iter().filter(|&&n| n > 0).count() >= 2, "round robin spread the calls: {served:?}");
+    assert!(
+        served.iter().filter(|&&n| n > 0).count() >= 2,
+        "round robin spread the calls: {served:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -412,18 +529,28 @@ async fn audit_events_pair_requests_with_their_outcomes_and_redact_by_rule() {
     let proxy = Shadowcat::start(&upstream.url, &["--config", config.to_str().unwrap()]).await;
     let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
     mcp.initialize().await;
-    mcp.request("tools/call", json!({"name": "echo", "arguments": {"word": "hi"}})).await;
-    mcp.request("tools/call", json!({"name": "notify", "arguments": {"text": "secret"}})).await;
-    mcp.request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}})).await;
-    let events: Vec<Value> = eventually("three tool-call audit events", Duration::from_secs(10), || async {
-        let text = std::fs::read_to_string(&audit).ok()?;
-        let events: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|e: &Value| e["method"] == "tools/call")
-            .collect();
-        (events.len() >= 3).then_some(events)
-    })
+    mcp.request("tools/call", json!({"name": "echo", "arguments": {"word": "hi"}}))
+        .await;
+    mcp.request(
+        "tools/call",
+        json!({"name": "notify", "arguments": {"text": "secret"}}),
+    )
+    .await;
+    mcp.request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}}))
+        .await;
+    let events: Vec<Value> = eventually(
+        "three tool-call audit events",
+        Duration::from_secs(10),
+        || async {
+            let text = std::fs::read_to_string(&audit).ok()?;
+            let events: Vec<Value> = text
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .filter(|e: &Value| e["method"] == "tools/call")
+                .collect();
+            (events.len() >= 3).then_some(events)
+        },
+    )
     .await;
     let of = |name: &str| events.iter().find(|e| e["name"] == name).unwrap().clone();
     let echo = of("echo");
@@ -444,14 +571,19 @@ async fn audit_events_pair_requests_with_their_outcomes_and_redact_by_rule() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_policy_reloads_under_load_and_an_invalid_one_leaves_the_old_in_force() {
     let upstream = Scripted::start().await;
-    let deny = |tool: &str| format!("policy:\n  rules:\n    - {{id: no-{tool}, when: 'name == \"{tool}\"', action: deny}}\n");
+    let deny = |tool: &str| {
+        format!("policy:\n  rules:\n    - {{id: no-{tool}, when: 'name == \"{tool}\"', action: deny}}\n")
+    };
     let config = config_file(&deny("sleep"));
     let proxy = Shadowcat::start(&upstream.url, &["--config", config.to_str().unwrap()]).await;
     let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
     mcp.initialize().await;
     let mcp = Arc::new(mcp);
     let refused = |answer: &Value| answer["error"]["code"] == -32602;
-    assert!(refused(&mcp.request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}})).await));
+    assert!(refused(
+        &mcp.request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}}))
+            .await
+    ));
     // Load: four clients calling `echo` (which no policy here refuses) all along.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut load = Vec::new();
@@ -480,19 +612,45 @@ async fn the_policy_reloads_under_load_and_an_invalid_one_leaves_the_old_in_forc
     let reloads = |result: &'static str| {
         let (http, admin) = (mcp.http.clone(), proxy.admin.clone());
         async move {
-            metric(&http, &admin, &format!("shadowcat_policy_reloads_total{{result=\"{result}\"")).await
+            metric(
+                &http,
+                &admin,
+                &format!("shadowcat_policy_reloads_total{{result=\"{result}\""),
+            )
+            .await
         }
     };
     rewrite(&config, &deny("notify"));
-    eventually("the reload", Duration::from_secs(10), || async { (reloads("ok").await >= 1).then_some(()) }).await;
-    let slept = mcp.request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}})).await;
+    eventually("the reload", Duration::from_secs(10), || async {
+        (reloads("ok").await >= 1).then_some(())
+    })
+    .await;
+    let slept = mcp
+        .request("tools/call", json!({"name": "sleep", "arguments": {"ms": 1}}))
+        .await;
     assert!(slept.get("result").is_some(), "the old rule is gone: {slept}");
-    assert!(refused(&mcp.request("tools/call", json!({"name": "notify", "arguments": {}})).await));
+    assert!(refused(
+        &mcp.request("tools/call", json!({"name": "notify", "arguments": {}}))
+            .await
+    ));
     // An invalid policy is refused, with where it is wrong; the last good one stays.
-    rewrite(&config, "policy:\n  rules:\n    - {id: broken, when: 'name ==', action: deny}\n");
-    eventually("the refusal", Duration::from_secs(10), || async { (reloads("invalid").await >= 1).then_some(()) }).await;
-    assert!(proxy.proc.output().contains("rules[0].when"), "{}", proxy.proc.output());
-    assert!(refused(&mcp.request("tools/call", json!({"name": "notify", "arguments": {}})).await));
+    rewrite(
+        &config,
+        "policy:\n  rules:\n    - {id: broken, when: 'name ==', action: deny}\n",
+    );
+    eventually("the refusal", Duration::from_secs(10), || async {
+        (reloads("invalid").await >= 1).then_some(())
+    })
+    .await;
+    assert!(
+        proxy.proc.output().contains("rules[0].when"),
+        "{}",
+        proxy.proc.output()
+    );
+    assert!(refused(
+        &mcp.request("tools/call", json!({"name": "notify", "arguments": {}}))
+            .await
+    ));
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for task in load {

@@ -184,14 +184,20 @@ impl Fleet {
             ]);
         }
         if let Some(rules) = target.policy_rules() {
-            extra.push(format!("--config={}", self.policy_file(target, &policy_with_rules(rules))?.display()));
+            extra.push(format!(
+                "--config={}",
+                self.policy_file(target, &policy_with_rules(rules))?.display()
+            ));
         }
         if target == Target::ShadowcatHook {
             let url = self.hook.as_ref().context("no hook server")?;
             let policy = format!(
                 "policy:\n  hooks:\n    - id: bench\n      url: {url}\n      when: 'direction == \"client\" && method == \"tools/call\"'\n"
             );
-            extra.push(format!("--config={}", self.policy_file(target, &policy)?.display()));
+            extra.push(format!(
+                "--config={}",
+                self.policy_file(target, &policy)?.display()
+            ));
         }
         extra.extend(self.args.shadowcat_args.iter().cloned());
         let spec = ShadowcatSpec {

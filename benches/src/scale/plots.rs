@@ -38,7 +38,9 @@ fn colour(target: Target) -> RGBColor {
         Target::ShadowcatMemory => RGBColor(30, 90, 200),
         Target::ShadowcatRedis => RGBColor(210, 40, 40),
         Target::ShadowcatAuth => RGBColor(140, 60, 200),
-        Target::ShadowcatPolicy1 | Target::ShadowcatPolicy10 | Target::ShadowcatPolicy100 => RGBColor(200, 140, 0),
+        Target::ShadowcatPolicy1 | Target::ShadowcatPolicy10 | Target::ShadowcatPolicy100 => {
+            RGBColor(200, 140, 0)
+        }
         Target::ShadowcatHook => RGBColor(0, 160, 160),
     }
 }

@@ -53,7 +53,12 @@ pub async fn admit(app: &App, scope: Scope, bytes: Bytes, batch: bool) -> Result
     };
     let admitted = policy.client(&scope, &bytes).await;
     let Some(forward) = admitted.forward else {
-        return Err(refused(admitted.refusals, admitted.refused_other, admitted.retry_after, batch));
+        return Err(refused(
+            admitted.refusals,
+            admitted.refused_other,
+            admitted.retry_after,
+            batch,
+        ));
     };
     Ok(Admission {
         policy: Some(policy),
@@ -95,7 +100,9 @@ fn refused(
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(body::full(Bytes::from(serde_json::to_vec(value).unwrap_or_default())));
+    let mut response = Response::new(body::full(Bytes::from(
+        serde_json::to_vec(value).unwrap_or_default(),
+    )));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -106,7 +113,11 @@ fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
 /// Passes a non-stream upstream answer on: straight through when nothing
 /// needs to see it, else read whole (one JSON message or batch, bounded like
 /// an event), decided, and joined by the answers for refused requests.
-pub async fn answer(app: &App, response: Response<Incoming>, admission: &mut Admission) -> Result<Response<Body>, Error> {
+pub async fn answer(
+    app: &App,
+    response: Response<Incoming>,
+    admission: &mut Admission,
+) -> Result<Response<Body>, Error> {
     if !admission.reads_answer() {
         return Ok(json::pass_through(response));
     }

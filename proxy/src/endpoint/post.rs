@@ -227,7 +227,16 @@ async fn forward(
                 .filter_map(|m| m.id.clone())
                 .collect(),
         };
-        return start_stream(app, &session, headers, response.into_body(), pending, None, admission).await;
+        return start_stream(
+            app,
+            &session,
+            headers,
+            response.into_body(),
+            pending,
+            None,
+            admission,
+        )
+        .await;
     }
     let initialized = message
         .messages()
@@ -322,7 +331,9 @@ async fn start_stream(
         .collect();
     let next_seq = refusals.len() as u64 + 1;
     if !refusals.is_empty() {
-        app.store.append(&meta.key(), app.sessions.me(), &refusals).await?;
+        app.store
+            .append(&meta.key(), app.sessions.me(), &refusals)
+            .await?;
     }
     let client_gone = CancellationToken::new();
     // The version of a session still initializing is not known yet.

@@ -35,7 +35,11 @@ impl Limit {
     pub fn new(config: &RateLimitConfig, at: &str) -> Result<Self, PolicyError> {
         Ok(Self {
             id: config.id.clone(),
-            keys: if config.key.is_empty() { vec![LimitKey::Global] } else { config.key.clone() },
+            keys: if config.key.is_empty() {
+                vec![LimitKey::Global]
+            } else {
+                config.key.clone()
+            },
             when: config
                 .when
                 .as_deref()

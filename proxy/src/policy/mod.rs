@@ -71,7 +71,9 @@ impl Scope {
         let identity = identity.or_else(|| {
             use base64::Engine;
             let decode = |part: &str| {
-                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).ok()?;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(part)
+                    .ok()?;
                 String::from_utf8(bytes).ok()
             };
             let (issuer, subject) = session.record.principal.as_deref()?.split_once('.')?;
@@ -201,7 +203,12 @@ const LISTS: &[(&str, &str, &str, &str)] = &[
     ("tools/list", "tools", "tools/call", "name"),
     ("prompts/list", "prompts", "prompts/get", "name"),
     ("resources/list", "resources", "resources/read", "uri"),
-    ("resources/templates/list", "resourceTemplates", "resources/read", "uriTemplate"),
+    (
+        "resources/templates/list",
+        "resourceTemplates",
+        "resources/read",
+        "uriTemplate",
+    ),
 ];
 
 impl Policy {
@@ -330,7 +337,11 @@ impl Policy {
         bytes: usize,
     ) -> Result<(Option<Pending>, bool), Refusal> {
         let kind = kind_of(message);
-        let method = message.get("method").and_then(Value::as_str).unwrap_or("").to_owned();
+        let method = message
+            .get("method")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let mut name = named(message).unwrap_or("").to_owned();
         let mut rewritten = false;
         if method == "tools/call" && kind == Kind::Request {
@@ -376,15 +387,24 @@ impl Policy {
             return Err(refusal);
         }
         let arguments = self.audit.as_ref().filter(|a| a.arguments).map(|audit| {
-            let redacted = audit.redact.as_ref().is_some_and(|r| activation.matches(r).unwrap_or(true));
+            let redacted = audit
+                .redact
+                .as_ref()
+                .is_some_and(|r| activation.matches(r).unwrap_or(true));
             if redacted {
                 json!("[redacted]")
             } else {
-                message.pointer("/params/arguments").cloned().unwrap_or(Value::Null)
+                message
+                    .pointer("/params/arguments")
+                    .cloned()
+                    .unwrap_or(Value::Null)
             }
         });
         drop(activation);
-        match self.run_hooks(scope, Direction::Client, kind, &method, &name, message).await {
+        match self
+            .run_hooks(scope, Direction::Client, kind, &method, &name, message)
+            .await
+        {
             Ok(modified) => rewritten |= modified,
             Err(refusal) => {
                 self.refused(scope, Direction::Client, kind, &method, &name, message, &refusal);
@@ -392,6 +412,10 @@ impl Policy {
             }
         }
         self.count(Direction::Client, "allow", &rule);
+        if kind != Kind::Request && self.audit.is_some() {
+            // A notification or a response: its own event, as nothing answers it.
+            self.audit_one(scope, Direction::Client, kind, message, "allow", &rule, None);
+        }
         let pending = (kind == Kind::Request).then(|| Pending {
             id: message.get("id").cloned().unwrap_or(Value::Null),
             method,
@@ -401,10 +425,6 @@ impl Policy {
             bytes,
             arguments,
         });
-        if pending.is_none() && self.audit.is_some() {
-            // A notification or a response: its own event, as nothing answers it.
-            self.audit_one(scope, Direction::Client, kind, message, "allow", "", None);
-        }
         Ok((pending, rewritten))
     }
 
@@ -439,8 +459,14 @@ impl Policy {
                 message: self.tools.unknown_message(name),
                 ..unknown(method, name, "deny", "tools")
             },
-            "prompts/get" => Refusal { by: rule, ..unknown(method, name, "deny", "prompts") },
-            "resources/read" => Refusal { by: rule, ..unknown(method, name, "deny", "resources") },
+            "prompts/get" => Refusal {
+                by: rule,
+                ..unknown(method, name, "deny", "prompts")
+            },
+            "resources/read" => Refusal {
+                by: rule,
+                ..unknown(method, name, "deny", "resources")
+            },
             _ => {
                 let message = self
                     .rules
@@ -461,7 +487,12 @@ impl Policy {
     }
 
     /// Takes a token from every limit that applies.
-    async fn take_tokens(&self, scope: &Scope, facts: &Facts<'_>, activation: &Activation<'_>) -> Result<(), Refusal> {
+    async fn take_tokens(
+        &self,
+        scope: &Scope,
+        facts: &Facts<'_>,
+        activation: &Activation<'_>,
+    ) -> Result<(), Refusal> {
         for limit in &self.limits {
             if let Some(when) = &limit.when
                 && !activation.matches(when).unwrap_or(false)
@@ -586,7 +617,10 @@ impl Policy {
         let mut kept = Vec::with_capacity(messages.len());
         let mut changed = false;
         for mut message in messages {
-            match self.server_message(scope, exchange, &mut message, body.len()).await {
+            match self
+                .server_message(scope, exchange, &mut message, body.len())
+                .await
+            {
                 Verdict::Same => kept.push(message),
                 Verdict::Replace(_) => {
                     changed = true;
@@ -636,18 +670,31 @@ impl Policy {
             return match (changed, kept.is_empty()) {
                 (false, _) => Verdict::Same,
                 (true, true) => Verdict::Drop,
-                (true, false) => Verdict::Replace(String::from_utf8_lossy(&to_bytes(&Value::Array(kept))).into_owned()),
+                (true, false) => {
+                    Verdict::Replace(String::from_utf8_lossy(&to_bytes(&Value::Array(kept))).into_owned())
+                }
             };
         }
-        match self.server_message(scope, exchange, &mut message, data.len()).await {
-            Verdict::Replace(_) => Verdict::Replace(String::from_utf8_lossy(&to_bytes(&message)).into_owned()),
+        match self
+            .server_message(scope, exchange, &mut message, data.len())
+            .await
+        {
+            Verdict::Replace(_) => {
+                Verdict::Replace(String::from_utf8_lossy(&to_bytes(&message)).into_owned())
+            }
             other => other,
         }
     }
 
     /// One message from the server; `message` holds the outcome when the
     /// verdict is [`Verdict::Replace`].
-    async fn server_message(&self, scope: &Scope, exchange: &mut Exchange, message: &mut Value, bytes: usize) -> Verdict {
+    async fn server_message(
+        &self,
+        scope: &Scope,
+        exchange: &mut Exchange,
+        message: &mut Value,
+        bytes: usize,
+    ) -> Verdict {
         let kind = kind_of(message);
         let answered = (kind == Kind::Response)
             .then(|| {
@@ -658,7 +705,11 @@ impl Policy {
             .flatten();
         let method = match &answered {
             Some(p) => p.method.clone(),
-            None => message.get("method").and_then(Value::as_str).unwrap_or("").to_owned(),
+            None => message
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         };
         let name = match &answered {
             Some(p) => p.name.clone(),
@@ -680,7 +731,10 @@ impl Policy {
         drop(activation);
         let refusal = match decision {
             Decision::Deny => Some(self.denial(rule.clone(), "", &name)),
-            Decision::Allow => match self.run_hooks(scope, Direction::Server, kind, &method, &name, message).await {
+            Decision::Allow => match self
+                .run_hooks(scope, Direction::Server, kind, &method, &name, message)
+                .await
+            {
                 Ok(modified) => {
                     changed |= modified;
                     None
@@ -695,7 +749,11 @@ impl Policy {
             } else if self.audit.is_some() {
                 self.audit_one(scope, Direction::Server, kind, message, "allow", &rule, None);
             }
-            return if changed { Verdict::Replace(String::new()) } else { Verdict::Same };
+            return if changed {
+                Verdict::Replace(String::new())
+            } else {
+                Verdict::Same
+            };
         };
         self.refused(scope, Direction::Server, kind, &method, &name, message, &refusal);
         match kind {
@@ -721,7 +779,10 @@ impl Policy {
         let Some(&(_, field, stands_for, key)) = LISTS.iter().find(|(m, ..)| *m == method) else {
             return false;
         };
-        let Some(items) = message.pointer_mut(&format!("/result/{field}")).and_then(Value::as_array_mut) else {
+        let Some(items) = message
+            .pointer_mut(&format!("/result/{field}"))
+            .and_then(Value::as_array_mut)
+        else {
             return false;
         };
         let before = items.len();
@@ -778,7 +839,10 @@ impl Policy {
 
     fn count_part(
         &self,
-        family: &prometheus_client::metrics::family::Family<PolicyPartLabels, prometheus_client::metrics::counter::Counter>,
+        family: &prometheus_client::metrics::family::Family<
+            PolicyPartLabels,
+            prometheus_client::metrics::counter::Counter,
+        >,
         id: &str,
         outcome: &'static str,
     ) {
@@ -816,7 +880,15 @@ impl Policy {
         );
         if self.audit.is_some() {
             let error = json!({ "code": refusal.code });
-            self.audit_one(scope, direction, kind, message, refusal.decision, &refusal.by, Some(error));
+            self.audit_one(
+                scope,
+                direction,
+                kind,
+                message,
+                refusal.decision,
+                &refusal.by,
+                Some(error),
+            );
         }
     }
 
@@ -832,11 +904,17 @@ impl Policy {
         match response.get("error") {
             Some(error) => {
                 event.insert("outcome".into(), json!("error"));
-                event.insert("errorCode".into(), error.get("code").cloned().unwrap_or(Value::Null));
+                event.insert(
+                    "errorCode".into(),
+                    error.get("code").cloned().unwrap_or(Value::Null),
+                );
             }
             None => {
                 let is_error = response.pointer("/result/isError") == Some(&Value::Bool(true));
-                event.insert("outcome".into(), json!(if is_error { "tool_error" } else { "result" }));
+                event.insert(
+                    "outcome".into(),
+                    json!(if is_error { "tool_error" } else { "result" }),
+                );
             }
         }
         event.insert(
@@ -868,11 +946,17 @@ impl Policy {
         if let Some(id) = message.get("id") {
             event.insert("id".into(), id.clone());
         }
-        event.insert("method".into(), message.get("method").cloned().unwrap_or(json!("")));
+        event.insert(
+            "method".into(),
+            message.get("method").cloned().unwrap_or(json!("")),
+        );
         event.insert("name".into(), json!(named(message).unwrap_or("")));
         event.insert("decision".into(), json!(decision));
         event.insert("rule".into(), json!(rule));
-        event.insert("outcome".into(), json!(if error.is_some() { "refused" } else { "passed" }));
+        event.insert(
+            "outcome".into(),
+            json!(if error.is_some() { "refused" } else { "passed" }),
+        );
         if let Some(error) = error {
             event.insert("errorCode".into(), error["code"].clone());
         }
@@ -925,7 +1009,11 @@ fn unknown(method: &str, name: &str, decision: &'static str, what: &str) -> Refu
     };
     Refusal {
         decision,
-        by: if decision == "hidden" { "tools".into() } else { method.to_owned() },
+        by: if decision == "hidden" {
+            "tools".into()
+        } else {
+            method.to_owned()
+        },
         code,
         message,
         data: (what == "resources").then(|| json!({ "uri": name })),
@@ -1008,7 +1096,9 @@ pub async fn watch_file(app: Arc<crate::app::App>, path: std::path::PathBuf) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Ok(text) = tokio::fs::read(&path).await else { continue };
+        let Ok(text) = tokio::fs::read(&path).await else {
+            continue;
+        };
         if last_text.as_deref() == Some(&text[..]) {
             continue;
         }
@@ -1026,8 +1116,13 @@ pub async fn watch_file(app: Arc<crate::app::App>, path: std::path::PathBuf) {
         };
         let unchanged_policy = last.as_ref().is_some_and(|l| l.policy == config.policy);
         let others_changed = last.as_ref().is_some_and(|l| {
-            shadowcat_crds::SidecarConfig { policy: None, ..l.clone() }
-                != shadowcat_crds::SidecarConfig { policy: None, ..config.clone() }
+            shadowcat_crds::SidecarConfig {
+                policy: None,
+                ..l.clone()
+            } != shadowcat_crds::SidecarConfig {
+                policy: None,
+                ..config.clone()
+            }
         });
         if others_changed {
             tracing::warn!(file = %path.display(), "config changed beyond `policy`; those changes take effect on restart");

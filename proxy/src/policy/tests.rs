@@ -26,7 +26,10 @@ fn alice() -> Scope {
             scopes: Default::default(),
             headers: Default::default(),
             upstream_token: None,
-            claims: json!({"groups": ["viewers"]}).as_object().cloned().unwrap_or_default(),
+            claims: json!({"groups": ["viewers"]})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             principal: Default::default(),
         })),
     }
@@ -65,22 +68,39 @@ async fn rules_see_the_principal_and_the_tool() {
     assert!(admitted.forward.is_none());
     let error = &admitted.refusals[0]["error"];
     assert_eq!(admitted.refusals[0]["id"], 2);
-    assert_eq!(error["code"], code::INVALID_PARAMS, "a denied call reads as an unknown tool");
+    assert_eq!(
+        error["code"],
+        code::INVALID_PARAMS,
+        "a denied call reads as an unknown tool"
+    );
     assert_eq!(error["message"], "Unknown tool: add");
-    let nobody = Scope { identity: None, ..alice() };
+    let nobody = Scope {
+        identity: None,
+        ..alice()
+    };
     let admitted = p.client(&nobody, &call(3, "add")).await;
-    assert!(admitted.forward.is_some(), "the rule's claim lookup fails: no match, default allow");
+    assert!(
+        admitted.forward.is_some(),
+        "the rule's claim lookup fails: no match, default allow"
+    );
 }
 
 #[tokio::test]
 async fn hidden_and_renamed_tools() {
     let p = policy("tools: {exclude: [\"admin_*\"], rename: [{from: echo, to: say}]}");
     let admitted = p.client(&alice(), &call(1, "admin_wipe")).await;
-    assert_eq!(admitted.refusals[0]["error"]["message"], "Unknown tool: admin_wipe");
+    assert_eq!(
+        admitted.refusals[0]["error"]["message"],
+        "Unknown tool: admin_wipe"
+    );
     let admitted = p.client(&alice(), &call(2, "echo")).await;
     assert_eq!(admitted.refusals[0]["error"]["message"], "Unknown tool: echo");
     let admitted = p.client(&alice(), &call(3, "say")).await;
-    assert_eq!(body(&admitted.forward)["params"]["name"], "echo", "mapped back to the upstream's name");
+    assert_eq!(
+        body(&admitted.forward)["params"]["name"],
+        "echo",
+        "mapped back to the upstream's name"
+    );
     assert_eq!(body(&admitted.forward)["params"]["arguments"]["x"], 1);
 }
 
@@ -88,7 +108,9 @@ async fn hidden_and_renamed_tools() {
 async fn list_results_are_filtered_and_renamed_keeping_the_cursor() {
     let p = policy(READ_ONLY);
     let scope = alice();
-    let list = Bytes::from(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"cursor": "c1"}}).to_string());
+    let list = Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list", "params": {"cursor": "c1"}}).to_string(),
+    );
     let mut exchange = p.client(&scope, &list).await.pending;
     let answer = json!({"jsonrpc": "2.0", "id": 7, "result": {
         "tools": [{"name": "get_weather"}, {"name": "admin_wipe"}, {"name": "echo", "description": "old"}, {"name": "add"}],
@@ -98,15 +120,26 @@ async fn list_results_are_filtered_and_renamed_keeping_the_cursor() {
         .await
         .expect("changed");
     let out: Value = serde_json::from_slice(&out).unwrap();
-    let names: Vec<&str> = out["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = out["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
     // `echo` is not get_*: alice (a viewer) may not call it, so she does not see it either.
     assert_eq!(names, ["get_weather"]);
     assert_eq!(out["result"]["nextCursor"], "c2");
     assert!(exchange.is_empty(), "the response closed its request");
 
-    let editor = Scope { identity: None, ..alice() };
+    let editor = Scope {
+        identity: None,
+        ..alice()
+    };
     let mut exchange = p.client(&editor, &list).await.pending;
-    let out = p.server_body(&editor, &mut exchange, answer.to_string().as_bytes()).await.expect("changed");
+    let out = p
+        .server_body(&editor, &mut exchange, answer.to_string().as_bytes())
+        .await
+        .expect("changed");
     let out: Value = serde_json::from_slice(&out).unwrap();
     let tools = out["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t["name"].as_str().unwrap()).collect();
@@ -126,7 +159,8 @@ rules:
     );
     let scope = alice();
     let mut exchange = Vec::new();
-    let sampling = json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}).to_string();
+    let sampling =
+        json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}).to_string();
     let Verdict::Answer(reply) = p.server_event(&scope, &mut exchange, &sampling).await else {
         panic!("the server's request is answered upstream");
     };
@@ -134,10 +168,14 @@ rules:
     assert_eq!(reply["id"], "s-1");
     assert_eq!(reply["error"]["code"], code::POLICY_DENIED);
     assert_eq!(reply["error"]["data"]["rule"], "no-sampling");
-    let log = json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info"}}).to_string();
+    let log =
+        json!({"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info"}}).to_string();
     assert_eq!(p.server_event(&scope, &mut exchange, &log).await, Verdict::Drop);
     let progress = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}).to_string();
-    assert_eq!(p.server_event(&scope, &mut exchange, &progress).await, Verdict::Same);
+    assert_eq!(
+        p.server_event(&scope, &mut exchange, &progress).await,
+        Verdict::Same
+    );
 
     let mut exchange = p.client(&scope, &call(9, "secret")).await.pending;
     let answer = json!({"jsonrpc": "2.0", "id": 9, "result": {"content": []}}).to_string();
@@ -172,7 +210,13 @@ async fn batches_are_decided_message_by_message() {
 #[tokio::test]
 async fn rate_limits_refuse_past_the_burst_per_key() {
     let p = policy("rateLimits: [{id: per-user, key: [principal], requests: 2, per: 1m}]");
-    let (a, b) = (alice(), Scope { identity: None, ..alice() });
+    let (a, b) = (
+        alice(),
+        Scope {
+            identity: None,
+            ..alice()
+        },
+    );
     for id in 0..2 {
         assert!(p.client(&a, &call(id, "echo")).await.forward.is_some());
     }
@@ -181,16 +225,26 @@ async fn rate_limits_refuse_past_the_burst_per_key() {
     assert_eq!(refused.refusals[0]["error"]["code"], code::RATE_LIMITED);
     assert_eq!(refused.refusals[0]["error"]["data"]["limit"], "per-user");
     let wait = refused.retry_after.expect("a retry-after");
-    assert!(wait > Duration::from_secs(20) && wait <= Duration::from_secs(30), "{wait:?}");
-    assert!(p.client(&b, &call(4, "echo")).await.forward.is_some(), "another principal has its own bucket");
+    assert!(
+        wait > Duration::from_secs(20) && wait <= Duration::from_secs(30),
+        "{wait:?}"
+    );
+    assert!(
+        p.client(&b, &call(4, "echo")).await.forward.is_some(),
+        "another principal has its own bucket"
+    );
     let note = Bytes::from(json!({"jsonrpc": "2.0", "method": "notifications/progress"}).to_string());
-    assert!(p.client(&a, &note).await.forward.is_some(), "notifications take no token");
+    assert!(
+        p.client(&a, &note).await.forward.is_some(),
+        "notifications take no token"
+    );
 }
 
 #[tokio::test]
 async fn the_default_can_deny() {
     let p = policy("default: deny\nrules: [{id: init, when: 'method == \"initialize\"', action: allow}]");
-    let init = Bytes::from(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string());
+    let init =
+        Bytes::from(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string());
     assert!(p.client(&alice(), &init).await.forward.is_some());
     let ping = Bytes::from(json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string());
     let refused = p.client(&alice(), &ping).await;
@@ -198,7 +252,10 @@ async fn the_default_can_deny() {
     let note = Bytes::from(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string());
     let refused = p.client(&alice(), &note).await;
     assert!(refused.forward.is_none());
-    assert_eq!(refused.refused_other.expect("an error to answer with")["id"], Value::Null);
+    assert_eq!(
+        refused.refused_other.expect("an error to answer with")["id"],
+        Value::Null
+    );
 }
 
 fn json_value() -> impl Strategy<Value = Value> {
@@ -206,10 +263,17 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::from),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        "[a-z/_]{0,12}".prop_map(Value::from),
-        prop_oneof![Just("tools/call"), Just("tools/list"), Just("sampling/createMessage"), Just("initialize")]
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
             .prop_map(Value::from),
+        "[a-z/_]{0,12}".prop_map(Value::from),
+        prop_oneof![
+            Just("tools/call"),
+            Just("tools/list"),
+            Just("sampling/createMessage"),
+            Just("initialize")
+        ]
+        .prop_map(Value::from),
     ];
     leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
@@ -265,11 +329,20 @@ proptest! {
 #[tokio::test]
 async fn denied_prompts_and_resources_read_as_missing() {
     let p = policy("rules: [{id: secret, when: 'name.startsWith(\"secret\")', action: deny}]");
-    let get = Bytes::from(json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": "secret-plan"}}).to_string());
+    let get = Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "prompts/get", "params": {"name": "secret-plan"}})
+            .to_string(),
+    );
     let refused = p.client(&alice(), &get).await;
     assert_eq!(refused.refusals[0]["error"]["code"], code::INVALID_PARAMS);
-    assert_eq!(refused.refusals[0]["error"]["message"], "Unknown prompt: secret-plan");
-    let read = Bytes::from(json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "secret://x"}}).to_string());
+    assert_eq!(
+        refused.refusals[0]["error"]["message"],
+        "Unknown prompt: secret-plan"
+    );
+    let read = Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "resources/read", "params": {"uri": "secret://x"}})
+            .to_string(),
+    );
     let refused = p.client(&alice(), &read).await;
     assert_eq!(refused.refusals[0]["error"]["code"], code::RESOURCE_NOT_FOUND);
     assert_eq!(refused.refusals[0]["error"]["data"]["uri"], "secret://x");
@@ -277,11 +350,21 @@ async fn denied_prompts_and_resources_read_as_missing() {
 
 #[tokio::test]
 async fn an_unreachable_limit_store_fails_open_or_closed_as_configured() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let yaml = format!("upstream: http://127.0.0.1:1/mcp\nstore: redis://127.0.0.1:{port}\n");
-    let settings = shadowcat_crds::SidecarConfig::from_yaml(&yaml).unwrap().validate().unwrap();
-    let shadowcat_crds::StoreSettings::Redis(redis) = settings.store else { unreachable!() };
-    let store: Arc<dyn Store> = Arc::new(crate::store::RedisStore::new(&redis, crate::store::suite::limits()).unwrap());
+    let settings = shadowcat_crds::SidecarConfig::from_yaml(&yaml)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let shadowcat_crds::StoreSettings::Redis(redis) = settings.store else {
+        unreachable!()
+    };
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::RedisStore::new(&redis, crate::store::suite::limits()).unwrap());
     for (failure, forwarded) in [("open", true), ("closed", false)] {
         let config: PolicyConfig = serde_yaml::from_str(&format!(
             "rateLimitFailure: {failure}\nrateLimits: [{{id: l, requests: 1}}]"
@@ -296,7 +379,10 @@ async fn an_unreachable_limit_store_fails_open_or_closed_as_configured() {
         }
         let errors = metrics
             .policy_rate_limits
-            .get_or_create(&PolicyPartLabels { id: "l".into(), outcome: "store_error" })
+            .get_or_create(&PolicyPartLabels {
+                id: "l".into(),
+                outcome: "store_error",
+            })
             .get();
         assert_eq!(errors, 1, "{failure}");
     }

@@ -30,7 +30,9 @@ pub enum Called<'a> {
 impl Tools {
     /// From the config.
     pub fn new(config: Option<&ToolsConfig>) -> Self {
-        let Some(config) = config else { return Self::default() };
+        let Some(config) = config else {
+            return Self::default();
+        };
         Self {
             include: config.include.clone(),
             exclude: config.exclude.clone(),
@@ -39,7 +41,11 @@ impl Tools {
                 .iter()
                 .map(|r| (r.from.clone(), (r.to.clone(), r.description.clone())))
                 .collect(),
-            called_as: config.rename.iter().map(|r| (r.to.clone(), r.from.clone())).collect(),
+            called_as: config
+                .rename
+                .iter()
+                .map(|r| (r.to.clone(), r.from.clone()))
+                .collect(),
             unknown: config.unknown_tool_message.clone(),
         }
     }
@@ -66,7 +72,11 @@ impl Tools {
     /// The upstream tool a client's name stands for.
     pub fn called<'a>(&'a self, name: &'a str) -> Called<'a> {
         if let Some(upstream) = self.called_as.get(name) {
-            return if self.visible(upstream) { Called::Tool(upstream) } else { Called::Hidden };
+            return if self.visible(upstream) {
+                Called::Tool(upstream)
+            } else {
+                Called::Hidden
+            };
         }
         // A renamed tool is reachable only by its new name.
         if self.shown_as.contains_key(name) || !self.visible(name) {
@@ -87,7 +97,9 @@ impl Tools {
 fn glob(pattern: &str, text: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
     let parts: Vec<&str> = parts.collect();
     let Some((last, middle)) = parts.split_last() else {
         return rest.is_empty();
@@ -137,6 +149,7 @@ mod tests {
                     description: None,
                 },
             ],
+            unknown_tool_message: None,
         }));
         assert_eq!(tools.called("say"), Called::Tool("echo"));
         assert_eq!(tools.called("echo"), Called::Hidden);
@@ -144,5 +157,6 @@ mod tests {
         assert_eq!(tools.called("admin_reset"), Called::Hidden);
         assert_eq!(tools.called("wipe"), Called::Hidden, "renaming does not un-hide");
         assert_eq!(tools.shown("echo"), Some(("say", Some("Says it back"))));
+        assert_eq!(tools.unknown_message("x"), "Unknown tool: x");
     }
 }

@@ -296,7 +296,10 @@ impl Pump {
     /// server does not wait for it; in the background, so the stream goes on.
     fn answer_upstream(&self, reply: bytes::Bytes) {
         let mut headers = self.headers.clone();
-        headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
         headers.insert(
             http::header::ACCEPT,
             http::HeaderValue::from_static("application/json, text/event-stream"),
@@ -315,7 +318,9 @@ impl Pump {
                 Ok(response) => {
                     tracing::warn!(stream = %stream, status = %response.status(), "upstream refused the answer to its withheld request")
                 }
-                Err(e) => tracing::warn!(stream = %stream, error = %e, "cannot answer the upstream's withheld request"),
+                Err(e) => {
+                    tracing::warn!(stream = %stream, error = %e, "cannot answer the upstream's withheld request")
+                }
             }
         });
     }

@@ -40,7 +40,9 @@ async fn run(
 ) {
     app.metrics.sse_streams_active.inc();
     for refusal in std::mem::take(&mut admission.refusals) {
-        let _ = tx.send(encode_event(None, Some("message"), &refusal.to_string())).await;
+        let _ = tx
+            .send(encode_event(None, Some("message"), &refusal.to_string()))
+            .await;
     }
     let mut parser = Parser::with_limit(app.settings.sse.max_event_bytes);
     let keep_alive = app.settings.sse.keep_alive_interval;
@@ -83,7 +85,10 @@ async fn run(
                 continue;
             };
             if let Some(policy) = &admission.policy {
-                match policy.server_event(&admission.scope, &mut admission.exchange, &data).await {
+                match policy
+                    .server_event(&admission.scope, &mut admission.exchange, &data)
+                    .await
+                {
                     Verdict::Same => {}
                     Verdict::Replace(new) => data = new,
                     Verdict::Drop => continue,

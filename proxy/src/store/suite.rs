@@ -151,13 +151,20 @@ async fn rate_limit_buckets_hold_their_burst_and_refill(store: Arc<dyn Store>) {
         .find_map(|t| t.as_ref().ok().copied().flatten())
         .expect("an empty bucket says how long to wait");
     assert!(wait <= Duration::from_millis(60), "{wait:?}");
-    assert_eq!(store.take_token("suite-b", 1, 20.0).await.unwrap(), None, "each key has its own bucket");
+    assert_eq!(
+        store.take_token("suite-b", 1, 20.0).await.unwrap(),
+        None,
+        "each key has its own bucket"
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if store.take_token("suite-a", 3, 20.0).await.unwrap().is_none() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the bucket never refilled");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the bucket never refilled"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

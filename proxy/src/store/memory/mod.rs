@@ -514,7 +514,8 @@ impl Store for MemoryStore {
     async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>> {
         let now = Instant::now();
         let burst = f64::from(burst);
-        let refilled = |(tokens, at): (f64, Instant)| (tokens + (now - at).as_secs_f64() * per_second).min(burst);
+        let refilled =
+            |(tokens, at): (f64, Instant)| (tokens + (now - at).as_secs_f64() * per_second).min(burst);
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
             // A full bucket is the same as none.

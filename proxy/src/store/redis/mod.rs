@@ -625,4 +625,3 @@ impl Store for RedisStore {
         }
     }
 }
-
