@@ -123,8 +123,9 @@ async fn initialize(
         return Err(Error::ShuttingDown);
     }
     app.sessions.admit()?;
-    let recorded = reinit::recorded_initialize(&bytes)?;
-    let requested = recorded.version.unwrap_or(ProtocolVersion::ASSUMED);
+    let requested = reinit::recorded_initialize(&bytes)?
+        .version
+        .unwrap_or(ProtocolVersion::ASSUMED);
     let id = new_id();
     let scope = Scope {
         session: id.clone(),
@@ -135,6 +136,9 @@ async fn initialize(
         Ok(admission) => admission,
         Err(answer) => return Ok(answer),
     };
+    // Recorded as the upstream got it: a re-initialization replays what
+    // the policy let through, not what the client sent.
+    let recorded = reinit::recorded_initialize(&admission.bytes)?;
     let response = send_upstream(app, headers, &admission.bytes, None).await?;
     if !response.status().is_success() {
         return Ok(json::pass_through(response));

@@ -143,9 +143,15 @@ pub enum Verdict {
     Replace(String),
     /// Withheld.
     Drop,
-    /// Withheld, and the server's request is answered with `reply` (a
-    /// JSON-RPC error response to POST upstream).
-    Answer(Bytes),
+    /// The server's requests withheld are answered with `replies` (JSON-RPC
+    /// error responses to POST upstream); `rest` is what of the event still
+    /// goes to the client (a batch), if anything.
+    Answer {
+        /// One error response per withheld request.
+        replies: Vec<Bytes>,
+        /// The event's remaining messages.
+        rest: Option<String>,
+    },
 }
 
 /// A refusal.
@@ -308,9 +314,14 @@ impl Policy {
                     if !batch {
                         admitted.retry_after = refusal.retry_after;
                     }
-                    match message.get("id").filter(|_| message.get("method").is_some()) {
-                        Some(id) => admitted.refusals.push(error_response(id, &refusal)),
-                        None => {
+                    match (message.get("id"), message.get("method").is_some()) {
+                        (Some(id), true) => admitted.refusals.push(error_response(id, &refusal)),
+                        (Some(id), false) => {
+                            // The client's answer to a server request: the
+                            // server still gets one, an error, so it never waits.
+                            kept.push(error_response(id, &refusal));
+                        }
+                        (None, _) => {
                             admitted
                                 .refused_other
                                 .get_or_insert_with(|| error_response(&Value::Null, &refusal));
@@ -343,8 +354,9 @@ impl Policy {
             .unwrap_or("")
             .to_owned();
         let mut name = named(message).unwrap_or("").to_owned();
+        let asked = name.clone();
         let mut rewritten = false;
-        if method == "tools/call" && kind == Kind::Request {
+        if method == "tools/call" {
             match self.tools.called(&name) {
                 Called::Hidden => {
                     let refusal = Refusal {
@@ -375,7 +387,9 @@ impl Policy {
         let rule = match self.decide(&activation) {
             (Decision::Allow, rule) => rule,
             (Decision::Deny, rule) => {
-                let refusal = self.denial(rule, &method, &name);
+                // Answered in the client's words: a renamed tool's upstream
+                // name stays hidden.
+                let refusal = self.denial(rule, &method, &asked);
                 self.refused(scope, Direction::Client, kind, &method, &name, message, &refusal);
                 return Err(refusal);
             }
@@ -628,7 +642,7 @@ impl Policy {
                 }
                 // A JSON answer holds responses; a withheld one was
                 // replaced by an error, so these are for stray messages.
-                Verdict::Drop | Verdict::Answer(_) => changed = true,
+                Verdict::Drop | Verdict::Answer { .. } => changed = true,
             }
         }
         if !changed {
@@ -658,21 +672,22 @@ impl Policy {
                         kept.push(m);
                     }
                     Verdict::Drop => changed = true,
-                    Verdict::Answer(reply) => {
+                    Verdict::Answer { replies, .. } => {
                         changed = true;
-                        answers.push(reply);
+                        answers.extend(replies);
                     }
                 }
             }
-            if !answers.is_empty() && kept.is_empty() {
-                return Verdict::Answer(answers.swap_remove(0));
-            }
-            return match (changed, kept.is_empty()) {
-                (false, _) => Verdict::Same,
-                (true, true) => Verdict::Drop,
-                (true, false) => {
-                    Verdict::Replace(String::from_utf8_lossy(&to_bytes(&Value::Array(kept))).into_owned())
-                }
+            let rest = (!kept.is_empty())
+                .then(|| String::from_utf8_lossy(&to_bytes(&Value::Array(kept))).into_owned());
+            return match (changed, answers.is_empty(), rest) {
+                (false, ..) => Verdict::Same,
+                (true, false, rest) => Verdict::Answer {
+                    replies: answers,
+                    rest,
+                },
+                (true, true, None) => Verdict::Drop,
+                (true, true, Some(rest)) => Verdict::Replace(rest),
             };
         }
         match self
@@ -699,7 +714,7 @@ impl Policy {
         let answered = (kind == Kind::Response)
             .then(|| {
                 let id = message.get("id")?;
-                let at = exchange.iter().position(|p| &p.id == id)?;
+                let at = exchange.iter().position(|p| same_id(&p.id, id))?;
                 Some(exchange.swap_remove(at))
             })
             .flatten();
@@ -746,7 +761,9 @@ impl Policy {
             self.count(Direction::Server, "allow", &rule);
             if let Some(pending) = answered {
                 self.audit_pair(scope, &pending, message, bytes);
-            } else if self.audit.is_some() {
+            } else if self.audit.is_some() && kind == Kind::Request {
+                // Server requests (sampling, elicitation) are audited; its
+                // notifications (progress, logs) would drown the rest.
                 self.audit_one(scope, Direction::Server, kind, message, "allow", &rule, None);
             }
             return if changed {
@@ -768,7 +785,10 @@ impl Policy {
             }
             Kind::Request => {
                 let id = message.get("id").cloned().unwrap_or(Value::Null);
-                Verdict::Answer(to_bytes(&error_response(&id, &refusal)))
+                Verdict::Answer {
+                    replies: vec![to_bytes(&error_response(&id, &refusal))],
+                    rest: None,
+                }
             }
             Kind::Notification => Verdict::Drop,
         }
@@ -986,13 +1006,23 @@ fn kind_of(message: &Value) -> Kind {
     }
 }
 
-/// `params.name` or `params.uri`.
+/// What a message names: `params.uri` for `resources/*`, else
+/// `params.name` (the field the server reads, so a client cannot have rules
+/// look at one and the server at another).
 fn named(message: &Value) -> Option<&str> {
-    let params = message.get("params")?;
-    params
-        .get("name")
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
+    let method = message.get("method")?.as_str()?;
+    let field = if method.starts_with("resources/") {
+        "uri"
+    } else {
+        "name"
+    };
+    message.get("params")?.get(field)?.as_str()
+}
+
+/// Whether two JSON-RPC ids are the same: numbers by value (`1.0` is `1`,
+/// as a server that parses it echoes it back).
+fn same_id(a: &Value, b: &Value) -> bool {
+    a == b || matches!((a.as_f64(), b.as_f64()), (Some(x), Some(y)) if x == y)
 }
 
 fn key_param(key: &str) -> &str {

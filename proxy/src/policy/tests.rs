@@ -161,10 +161,12 @@ rules:
     let mut exchange = Vec::new();
     let sampling =
         json!({"jsonrpc": "2.0", "id": "s-1", "method": "sampling/createMessage", "params": {}}).to_string();
-    let Verdict::Answer(reply) = p.server_event(&scope, &mut exchange, &sampling).await else {
+    let Verdict::Answer { replies, rest: None } = p.server_event(&scope, &mut exchange, &sampling).await
+    else {
         panic!("the server's request is answered upstream");
     };
-    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    let reply = &replies[0];
+    let reply: Value = serde_json::from_slice(reply).unwrap();
     assert_eq!(reply["id"], "s-1");
     assert_eq!(reply["error"]["code"], code::POLICY_DENIED);
     assert_eq!(reply["error"]["data"]["rule"], "no-sampling");
@@ -386,4 +388,88 @@ async fn an_unreachable_limit_store_fails_open_or_closed_as_configured() {
             .get();
         assert_eq!(errors, 1, "{failure}");
     }
+}
+
+#[tokio::test]
+async fn rules_read_the_field_the_server_reads() {
+    let p = policy("rules: [{id: etc, when: 'name.startsWith(\"file:///etc/\")', action: deny}]");
+    // A `name` beside the `uri` must not be what the rule sees.
+    let read = Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "file:///etc/shadow", "name": "x"}})
+            .to_string(),
+    );
+    let refused = p.client(&alice(), &read).await;
+    assert!(refused.forward.is_none());
+    assert_eq!(refused.refusals[0]["error"]["data"]["uri"], "file:///etc/shadow");
+}
+
+#[tokio::test]
+async fn a_response_finds_its_request_whatever_form_its_number_id_takes() {
+    let p = policy("tools: {exclude: [\"admin_*\"]}");
+    let list = Bytes::from(r#"{"jsonrpc":"2.0","id":1.0,"method":"tools/list"}"#);
+    let mut exchange = p.client(&alice(), &list).await.pending;
+    let answer =
+        json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{"name": "admin_x"}, {"name": "ok"}]}});
+    let out = p
+        .server_body(&alice(), &mut exchange, answer.to_string().as_bytes())
+        .await
+        .expect("filtered");
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(out["result"]["tools"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_refused_client_response_still_answers_the_server() {
+    let p = policy(
+        "rules: [{id: no-samples, when: 'direction == \"client\" && kind == \"response\"', action: deny}]",
+    );
+    let response = Bytes::from(json!({"jsonrpc": "2.0", "id": "s-1", "result": {"content": {}}}).to_string());
+    let admitted = p.client(&alice(), &response).await;
+    let forwarded = body(&admitted.forward);
+    assert_eq!(forwarded["id"], "s-1");
+    assert_eq!(
+        forwarded["error"]["code"],
+        code::POLICY_DENIED,
+        "the server gets an error, not silence"
+    );
+}
+
+#[tokio::test]
+async fn each_withheld_request_of_a_batch_event_is_answered() {
+    let p = policy("rules: [{id: no-sampling, when: 'method == \"sampling/createMessage\"', action: deny}]");
+    let event = json!([
+        {"jsonrpc": "2.0", "id": "a", "method": "sampling/createMessage", "params": {}},
+        {"jsonrpc": "2.0", "id": "b", "method": "sampling/createMessage", "params": {}},
+        {"jsonrpc": "2.0", "method": "notifications/progress", "params": {}}
+    ])
+    .to_string();
+    let Verdict::Answer {
+        replies,
+        rest: Some(rest),
+    } = p.server_event(&alice(), &mut Vec::new(), &event).await
+    else {
+        panic!("both answered, the notification kept");
+    };
+    assert_eq!(replies.len(), 2);
+    let rest: Value = serde_json::from_str(&rest).unwrap();
+    assert_eq!(rest[0]["method"], "notifications/progress");
+}
+
+#[tokio::test]
+async fn renamed_and_hidden_tools_stay_hidden_in_every_answer() {
+    let p = policy(
+        "rules: [{id: no-say, when: 'name == \"echo\"', action: deny}]\ntools: {exclude: [\"admin_*\"], rename: [{from: echo, to: say}]}",
+    );
+    let refused = p.client(&alice(), &call(1, "say")).await;
+    assert_eq!(
+        refused.refusals[0]["error"]["message"], "Unknown tool: say",
+        "the upstream name stays hidden"
+    );
+    let note = Bytes::from(
+        json!({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": "admin_x"}}).to_string(),
+    );
+    assert!(
+        p.client(&alice(), &note).await.forward.is_none(),
+        "a hidden tool is hidden without an id too"
+    );
 }

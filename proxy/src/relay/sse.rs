@@ -178,9 +178,14 @@ impl Pump {
                         Verdict::Same => {}
                         Verdict::Replace(new) => data = new,
                         Verdict::Drop => continue,
-                        Verdict::Answer(reply) => {
-                            self.answer_upstream(reply);
-                            continue;
+                        Verdict::Answer { replies, rest } => {
+                            for reply in replies {
+                                self.answer_upstream(reply);
+                            }
+                            match rest {
+                                Some(rest) => data = rest,
+                                None => continue,
+                            }
                         }
                     }
                 }

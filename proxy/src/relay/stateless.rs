@@ -84,7 +84,8 @@ async fn run(
             let Some(mut data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
             };
-            if let Some(policy) = &admission.policy {
+            // The policy in force now: a stream open for hours follows reloads.
+            if let Some(policy) = app.policies.current() {
                 match policy
                     .server_event(&admission.scope, &mut admission.exchange, &data)
                     .await
@@ -92,11 +93,14 @@ async fn run(
                     Verdict::Same => {}
                     Verdict::Replace(new) => data = new,
                     Verdict::Drop => continue,
-                    Verdict::Answer(_) => {
-                        // Without a session there is nowhere to send the
-                        // answer; the request is withheld all the same.
+                    Verdict::Answer { rest, .. } => {
+                        // No session here to send the answers on; the
+                        // requests are withheld all the same.
                         tracing::info!("server request withheld by policy on a stream without a session");
-                        continue;
+                        match rest {
+                            Some(rest) => data = rest,
+                            None => continue,
+                        }
                     }
                 }
             }

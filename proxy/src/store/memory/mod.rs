@@ -34,8 +34,23 @@ pub struct MemoryStore {
     /// Bytes of events held in all logs.
     held: AtomicUsize,
     replicas: Mutex<HashMap<String, (Registration, Instant)>>,
-    /// Rate-limit buckets: tokens, and when they were counted.
-    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+    /// Rate-limit buckets.
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: its tokens when last counted, and its own refill.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    burst: f64,
+    per_second: f64,
+}
+
+impl Bucket {
+    fn now(&self, now: Instant) -> f64 {
+        (self.tokens + (now - self.at).as_secs_f64() * self.per_second).min(self.burst)
+    }
 }
 
 /// Buckets kept before the full ones (which need no memory) are dropped.
@@ -514,20 +529,34 @@ impl Store for MemoryStore {
     async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>> {
         let now = Instant::now();
         let burst = f64::from(burst);
-        let refilled =
-            |(tokens, at): (f64, Instant)| (tokens + (now - at).as_secs_f64() * per_second).min(burst);
         let mut buckets = lock(&self.buckets);
         if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            // A full bucket is the same as none.
-            buckets.retain(|_, b| refilled(*b) < burst);
+            // A full bucket is the same as none: drop those first, each by
+            // its own refill. Still too many (a flood of distinct keys): the
+            // half least recently used go, once per that many new keys.
+            buckets.retain(|_, b| b.now(now) < b.burst);
+            if buckets.len() >= MAX_BUCKETS / 2 {
+                let mut ages: Vec<Instant> = buckets.values().map(|b| b.at).collect();
+                ages.sort_unstable();
+                let cut = ages[ages.len() / 2];
+                buckets.retain(|_, b| b.at > cut);
+            }
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert((burst, now));
-        let tokens = refilled(*bucket);
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+            burst,
+            per_second,
+        });
+        bucket.burst = burst;
+        bucket.per_second = per_second;
+        let tokens = bucket.now(now);
+        bucket.at = now;
         if tokens >= 1.0 {
-            *bucket = (tokens - 1.0, now);
+            bucket.tokens = tokens - 1.0;
             return Ok(None);
         }
-        *bucket = (tokens, now);
+        bucket.tokens = tokens;
         Ok(Some(Duration::from_secs_f64((1.0 - tokens) / per_second)))
     }
 
