@@ -21,6 +21,7 @@
 //!     request; once the client answers it, the result echoes the sample;
 //!   - `big` -> an event stream whose one event, the result, carries a text
 //!     of `bytes` bytes;
+//!   - `reject` -> HTTP 400 with a JSON-RPC error;
 //! - `tools/list` -> two pages (`echo`, `stream`, `admin_reset`, then with
 //!   any cursor `sample`, `notify`, `big`);
 //! - GET -> 405, or the session's standalone stream with
@@ -467,6 +468,13 @@ async fn post(
             json_response(&text(format!("notified {delivered}")))
         }
         (Some("tools/call"), Some("sample")) => sample_response(state.clone(), id),
+        (Some("tools/call"), Some("reject")) => {
+            let mut r = json_response(
+                &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "rejected"}}),
+            );
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
         (Some("tools/list"), _) => {
             // Two pages, so filtering can be checked to keep the cursor.
             let page_two = message.pointer("/params/cursor").is_some();

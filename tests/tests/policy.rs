@@ -307,6 +307,17 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert_eq!(by_id("b1")["result"]["content"][0]["text"], "ok");
     assert_eq!(by_id("b2")["error"]["data"]["rule"], "no-ping");
+    // A batch whose forwarded part the upstream refuses (400): the refusal
+    // still joins the upstream's answer, with its status.
+    let batch = json!([
+        {"jsonrpc": "2.0", "id": "r1", "method": "tools/call", "params": {"name": "reject", "arguments": {}}},
+        {"jsonrpc": "2.0", "id": "r2", "method": "ping"},
+    ]);
+    let response = mcp.post(&batch).await;
+    assert_eq!(response.status(), 400);
+    let answers = json_body(response).await;
+    let ids: Vec<&Value> = answers.as_array().unwrap().iter().map(|a| &a["id"]).collect();
+    assert_eq!(ids, [&json!("r1"), &json!("r2")], "{answers}");
     // A batch whose answer is a stream: the refusal leads it.
     let batch = json!([
         {"jsonrpc": "2.0", "id": "s1", "method": "tools/call", "params": {"name": "stream", "arguments": {"count": 1}}},
@@ -328,7 +339,7 @@ async fn the_policy_matrix_holds_at_every_protocol_version() {
         "shadowcat_policy_decisions_total{direction=\"client\",decision=\"deny\",rule=\"no-ping\"",
     )
     .await;
-    assert_eq!(denied, 5, "one ping per version, one in the batch");
+    assert_eq!(denied, 6, "one ping per version, two in batches");
 }
 
 /// A hook server: answers each call with `answer(call)` after `delay`.

@@ -128,9 +128,11 @@ pub async fn answer(
     }
     let is_json = crate::mcp::headers::content_type(response.headers())
         .is_some_and(|ct| ct.eq_ignore_ascii_case("application/json"));
-    if !response.status().is_success() || !is_json {
+    if !is_json || (!response.status().is_success() && admission.refusals.is_empty()) {
         return Ok(json::pass_through(response));
     }
+    // From here: a JSON answer, or the upstream's JSON error for the part of
+    // a batch it got, which the refusals still join (same status).
     let (parts, incoming) = response.into_parts();
     let limit = u64::try_from(app.settings.sse.max_event_bytes).unwrap_or(u64::MAX);
     let bytes = json::collect(incoming, limit).await?;
@@ -141,10 +143,17 @@ pub async fn answer(
             .unwrap_or(bytes),
         None => bytes,
     };
-    if !admission.refusals.is_empty() {
-        bytes = join(&bytes, std::mem::take(&mut admission.refusals));
-    }
+    bytes = with_refusals(bytes, admission);
     Ok(json::buffered(parts, bytes))
+}
+
+/// A JSON answer joined by the answers for the requests the policy refused,
+/// if there are any.
+pub fn with_refusals(answer: Bytes, admission: &mut Admission) -> Bytes {
+    if admission.refusals.is_empty() {
+        return answer;
+    }
+    join(&answer, std::mem::take(&mut admission.refusals))
 }
 
 /// The client's headers with `Mcp-Name` (2026-07-28) made to agree with a

@@ -210,6 +210,9 @@ async fn forward(
         let (parts, incoming) = response.into_parts();
         let answer = json::collect(incoming, app.settings.max_body_bytes).await?;
         if !reinit::lost_session(parts.status, &answer) || session.record.upstream_id.is_none() {
+            // The upstream refused the batch's forwarded part: the refused
+            // requests' answers still join its answer.
+            let answer = policed::with_refusals(answer, &mut admission);
             return Ok(json::buffered(parts, answer));
         }
         session = adopt::reinitialize_owned(app, &session, headers).await?;
