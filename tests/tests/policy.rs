@@ -662,6 +662,14 @@ async fn the_policy_reloads_under_load_and_an_invalid_one_leaves_the_old_in_forc
         &mcp.request("tools/call", json!({"name": "notify", "arguments": {}}))
             .await
     ));
+    // A change beyond `policy` is not applied in place, and the log says so.
+    rewrite(&config, &format!("sessionIdleTimeout: 45m\n{}", deny("notify")));
+    let said = eventually("the restart notice", Duration::from_secs(10), || async {
+        let output = proxy.proc.output();
+        output.contains("take effect on restart").then_some(output)
+    })
+    .await;
+    assert!(said.contains("config changed beyond `policy`"));
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for task in load {
