@@ -22,6 +22,7 @@
 //!   - `big` -> an event stream whose one event, the result, carries a text
 //!     of `bytes` bytes;
 //!   - `reject` -> HTTP 400 with a JSON-RPC error;
+//!   - `bigjson` -> a JSON result carrying a text of `bytes` bytes;
 //! - `tools/list` -> two pages (`echo`, `stream`, `admin_reset`, then with
 //!   any cursor `sample`, `notify`, `big`);
 //! - GET -> 405, or the session's standalone stream with
@@ -468,6 +469,10 @@ async fn post(
             json_response(&text(format!("notified {delivered}")))
         }
         (Some("tools/call"), Some("sample")) => sample_response(state.clone(), id),
+        (Some("tools/call"), Some("bigjson")) => {
+            let bytes = arg("bytes").and_then(|v| v.as_u64()).unwrap_or(1024);
+            json_response(&text("x".repeat(usize::try_from(bytes).unwrap())))
+        }
         (Some("tools/call"), Some("reject")) => {
             let mut r = json_response(
                 &json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "rejected"}}),

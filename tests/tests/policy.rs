@@ -679,3 +679,57 @@ async fn the_policy_reloads_under_load_and_an_invalid_one_leaves_the_old_in_forc
     }
     assert!(total > 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_json_answer_larger_than_the_policy_reads_is_a_clear_error_not_a_bypass() {
+    let upstream = Scripted::start().await;
+    let config = config_file("policy:\n  tools:\n    exclude: [\"admin_*\"]\n");
+    let proxy = Shadowcat::start(
+        &upstream.url,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--sse-max-event-bytes",
+            "65536",
+        ],
+    )
+    .await;
+    let mut mcp = Mcp::new(&proxy.url, "2025-06-18");
+    mcp.initialize().await;
+    let fits = mcp
+        .request(
+            "tools/call",
+            json!({"name": "bigjson", "arguments": {"bytes": 60000}}),
+        )
+        .await;
+    assert_eq!(
+        fits["result"]["content"][0]["text"].as_str().unwrap().len(),
+        60000
+    );
+    let response = mcp
+        .post(&mcp.request_body(
+            "tools/call",
+            json!({"name": "bigjson", "arguments": {"bytes": 70000}}),
+        ))
+        .await;
+    assert_eq!(response.status(), 502);
+    let error = json_body(response).await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sse.maxEventBytes"),
+        "{error}"
+    );
+    // Without a policy the same answer streams straight through.
+    let plain = Shadowcat::start(&upstream.url, &["--sse-max-event-bytes", "65536"]).await;
+    let mut mcp = Mcp::new(&plain.url, "2025-06-18");
+    mcp.initialize().await;
+    let big = mcp
+        .request(
+            "tools/call",
+            json!({"name": "bigjson", "arguments": {"bytes": 70000}}),
+        )
+        .await;
+    assert_eq!(big["result"]["content"][0]["text"].as_str().unwrap().len(), 70000);
+}

@@ -135,7 +135,11 @@ pub async fn answer(
     // a batch it got, which the refusals still join (same status).
     let (parts, incoming) = response.into_parts();
     let limit = u64::try_from(app.settings.sse.max_event_bytes).unwrap_or(u64::MAX);
-    let bytes = json::collect(incoming, limit).await?;
+    let bytes = json::collect(incoming, limit).await.map_err(|e| {
+        Error::UpstreamProtocol(format!(
+            "the upstream's answer is over the {limit} bytes the policy reads (sse.maxEventBytes): {e}"
+        ))
+    })?;
     let mut bytes = match &admission.policy {
         Some(policy) => policy
             .server_body(&admission.scope, &mut admission.exchange, &bytes)
