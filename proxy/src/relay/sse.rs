@@ -163,7 +163,8 @@ impl Pump {
             };
             let mut batch = Vec::new();
             let mut answered = Vec::new();
-            let policy = self.app.policies.current();
+            // Only a policy that looks at the server's messages reads events.
+            let policy = self.app.policies.current().filter(|p| p.reads_answers());
             for event in events {
                 if event.id.is_some() {
                     last_upstream_id.clone_from(&event.id);

@@ -80,12 +80,13 @@ async fn run(
                 break;
             }
         };
+        // The policy in force now: a stream open for hours follows reloads.
+        let policy = app.policies.current().filter(|p| p.reads_answers());
         for event in events {
             let Some(mut data) = event.data.filter(|d| !d.is_empty()) else {
                 continue;
             };
-            // The policy in force now: a stream open for hours follows reloads.
-            if let Some(policy) = app.policies.current() {
+            if let Some(policy) = &policy {
                 match policy
                     .server_event(&admission.scope, &mut admission.exchange, &data)
                     .await
