@@ -11,7 +11,9 @@ use serde_json::{Map, Value, json};
 use shadowcat_crds::{AuditConfig, PolicyError};
 use tokio::sync::mpsc;
 
-use super::eval::Expr;
+use super::eval::{Expr, kind_name};
+use super::{Direction, Pending, Scope, named};
+use crate::mcp::jsonrpc::Kind;
 use crate::metrics::Metrics;
 
 /// Events queued for the writer at most.
@@ -84,4 +86,86 @@ impl Audit {
             self.metrics.audit_write_errors.inc();
         }
     }
+
+    /// The event of a request and its response.
+    pub fn pair(&self, scope: &Scope, pending: &Pending, response: &Value, bytes: usize) {
+        let mut event = base_event(scope, Direction::Client, Kind::Request);
+        event.insert("id".into(), pending.id.clone());
+        event.insert("method".into(), json!(pending.method));
+        event.insert("name".into(), json!(pending.name));
+        event.insert("decision".into(), json!("allow"));
+        event.insert("rule".into(), json!(pending.rule));
+        match response.get("error") {
+            Some(error) => {
+                event.insert("outcome".into(), json!("error"));
+                event.insert(
+                    "errorCode".into(),
+                    error.get("code").cloned().unwrap_or(Value::Null),
+                );
+            }
+            None => {
+                let is_error = response.pointer("/result/isError") == Some(&Value::Bool(true));
+                event.insert(
+                    "outcome".into(),
+                    json!(if is_error { "tool_error" } else { "result" }),
+                );
+            }
+        }
+        event.insert(
+            "durationMs".into(),
+            json!(pending.started.elapsed().as_secs_f64() * 1000.0),
+        );
+        event.insert("bytesIn".into(), json!(pending.bytes));
+        event.insert("bytesOut".into(), json!(bytes));
+        if let Some(arguments) = &pending.arguments {
+            event.insert("arguments".into(), arguments.clone());
+        }
+        self.write(event);
+    }
+
+    /// The event of a message nothing pairs with: refused (with the error
+    /// code it got) or passed.
+    pub fn one(
+        &self,
+        scope: &Scope,
+        direction: Direction,
+        message: &Value,
+        decision: &str,
+        rule: &str,
+        error: Option<i64>,
+    ) {
+        let kind = super::kind_of(message);
+        let mut event = base_event(scope, direction, kind);
+        if let Some(id) = message.get("id") {
+            event.insert("id".into(), id.clone());
+        }
+        event.insert(
+            "method".into(),
+            message.get("method").cloned().unwrap_or(json!("")),
+        );
+        event.insert("name".into(), json!(named(message).unwrap_or("")));
+        event.insert("decision".into(), json!(decision));
+        event.insert("rule".into(), json!(rule));
+        event.insert(
+            "outcome".into(),
+            json!(if error.is_some() { "refused" } else { "passed" }),
+        );
+        if let Some(code) = error {
+            event.insert("errorCode".into(), json!(code));
+        }
+        self.write(event);
+    }
+}
+
+fn base_event(scope: &Scope, direction: Direction, kind: Kind) -> Map<String, Value> {
+    let mut event = Map::new();
+    event.insert("direction".into(), json!(direction.as_str()));
+    event.insert("kind".into(), json!(kind_name(kind)));
+    event.insert("session".into(), json!(scope.session));
+    event.insert("version".into(), json!(scope.version));
+    if let Some(identity) = &scope.identity {
+        event.insert("principal".into(), json!(identity.subject));
+        event.insert("issuer".into(), json!(identity.issuer));
+    }
+    event
 }
