@@ -11,6 +11,8 @@
 //! Lock order: `sessions` before `logs` before a log's `state`, never the
 //! other way round.
 
+mod buckets;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use self::buckets::Buckets;
 use super::{
     Instance, LogRead, OpenStream, Owner, READ_BATCH, Registration, Result, SessionChange, SessionRecord,
     Store, StoreError, StoreLimits, StoredEvent, StreamKey, StreamKind, StreamMeta, Update, lock,
@@ -35,26 +38,8 @@ pub struct MemoryStore {
     held: AtomicUsize,
     replicas: Mutex<HashMap<String, (Registration, Instant)>>,
     /// Rate-limit buckets.
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: Buckets,
 }
-
-/// A token bucket: its tokens when last counted, and its own refill.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-    burst: f64,
-    per_second: f64,
-}
-
-impl Bucket {
-    fn now(&self, now: Instant) -> f64 {
-        (self.tokens + (now - self.at).as_secs_f64() * self.per_second).min(self.burst)
-    }
-}
-
-/// Buckets kept before the full ones (which need no memory) are dropped.
-const MAX_BUCKETS: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct Logs {
@@ -150,7 +135,7 @@ impl MemoryStore {
             logs: Mutex::default(),
             held: AtomicUsize::new(0),
             replicas: Mutex::default(),
-            buckets: Mutex::default(),
+            buckets: Buckets::default(),
         });
         let weak = Arc::downgrade(&store);
         tokio::spawn(async move {
@@ -527,37 +512,7 @@ impl Store for MemoryStore {
     }
 
     async fn take_token(&self, key: &str, burst: u32, per_second: f64) -> Result<Option<Duration>> {
-        let now = Instant::now();
-        let burst = f64::from(burst);
-        let mut buckets = lock(&self.buckets);
-        if buckets.len() >= MAX_BUCKETS && !buckets.contains_key(key) {
-            // A full bucket is the same as none: drop those first, each by
-            // its own refill. Still too many (a flood of distinct keys): the
-            // half least recently used go, once per that many new keys.
-            buckets.retain(|_, b| b.now(now) < b.burst);
-            if buckets.len() >= MAX_BUCKETS / 2 {
-                let mut ages: Vec<Instant> = buckets.values().map(|b| b.at).collect();
-                ages.sort_unstable();
-                let cut = ages[ages.len() / 2];
-                buckets.retain(|_, b| b.at > cut);
-            }
-        }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-            burst,
-            per_second,
-        });
-        bucket.burst = burst;
-        bucket.per_second = per_second;
-        let tokens = bucket.now(now);
-        bucket.at = now;
-        if tokens >= 1.0 {
-            bucket.tokens = tokens - 1.0;
-            return Ok(None);
-        }
-        bucket.tokens = tokens;
-        Ok(Some(Duration::from_secs_f64((1.0 - tokens) / per_second)))
+        Ok(self.buckets.take(key, burst, per_second))
     }
 
     async fn ping(&self) -> Result<()> {
