@@ -9,6 +9,7 @@
 mod auth;
 mod config;
 mod mcpproxy;
+mod mcpproxy_auth;
 mod policy;
 mod settings;
 mod store;
@@ -20,10 +21,10 @@ pub use auth::{
 };
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
-    AuthSpec, IntrospectionSpec, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec,
-    SecretKeyRef, ServiceSpec, ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef,
-    TokenExchangeSpec, UpstreamCredentialSpec, UpstreamSpec,
+    ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,
+    ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
 };
+pub use mcpproxy_auth::{AuthSpec, IntrospectionSpec, TokenExchangeSpec, UpstreamCredentialSpec};
 pub use policy::{
     AuditConfig, CEL_VARIABLES, Decision, FailurePolicy, HookConfig, LimitKey, PolicyConfig, PolicyError,
     RateLimitConfig, Refill, RenameConfig, RuleConfig, ToolsConfig, compile_cel,
