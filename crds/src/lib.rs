@@ -21,8 +21,9 @@ pub use auth::{
 };
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
-    ListenSpec, McpProxy, McpProxySpec, McpProxyStatus, RedisSpec, ReplaySpec, SecretKeyRef, ServiceSpec,
-    ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
+    DEFAULT_ADMIN_PORT, DEFAULT_PEER_PORT, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus,
+    NetworkPolicySpec, RedisSpec, ReplaySpec, Rollout, SecretKeyRef, SecretMount, ServiceSpec, ServiceType,
+    SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
 };
 pub use mcpproxy_auth::{AuthSpec, IntrospectionSpec, TokenExchangeSpec, UpstreamCredentialSpec};
 pub use policy::{

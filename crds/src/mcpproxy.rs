@@ -28,9 +28,32 @@ use crate::policy::PolicyConfig;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = port_rules()))]
 pub struct McpProxySpec {
-    /// The Deployment or StatefulSet (in this namespace) whose pods get the sidecar.
+    /// The Deployment or StatefulSet (in this namespace) whose pods run the
+    /// MCP server. Its pod template opts in with the label
+    /// `shadowcat.dev/proxy: <this McpProxy's name>`, and the operator's
+    /// admission webhook adds the sidecar to each pod as it is created; the
+    /// workload itself is never written (but see `rollout`). Status and
+    /// readiness are read from it.
     pub target_ref: TargetRef,
+    /// How a config change reaches running pods. `manual` (default): the
+    /// next pod created gets it (a rollout the user starts, a scale-up, a
+    /// rescheduled pod); nothing is written to the workload. `auto`: the
+    /// operator sets one annotation, `shadowcat.dev/config-hash`, on the
+    /// target's pod template under a field manager of its own
+    /// (`shadowcat.dev/<name>`), which rolls the pods; a GitOps tool that
+    /// owns the workload sees that one field change. A `policy` change never
+    /// needs a rollout (the sidecar reloads it).
+    #[serde(default)]
+    pub rollout: Rollout,
+    /// A NetworkPolicy for the pods of this McpProxy; none when absent. It
+    /// lets clients reach the MCP port from `mcpFrom`, the admin port
+    /// (metrics) from `adminFrom`, and the peer port only from the other
+    /// pods of this McpProxy; nothing else reaches the pod, the MCP server's
+    /// own port included (the sidecar is the front door).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
     /// The MCP server inside each pod.
     #[serde(default)]
     pub upstream: UpstreamSpec,
@@ -79,6 +102,93 @@ pub struct TargetRef {
     /// Its name.
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+}
+
+/// How config changes reach running pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Rollout {
+    /// New pods get the new config; running pods keep theirs.
+    #[default]
+    Manual,
+    /// The operator rolls the target by one pod-template annotation.
+    Auto,
+}
+
+/// Who may reach the pods of an McpProxy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Who may reach the MCP port; anyone when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+    /// Who may reach the admin port (`/metrics`); no one when empty (the
+    /// kubelet's probes are not subject to NetworkPolicies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admin_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
+}
+
+/// The sidecar's default admin port (health, readiness, metrics, drain).
+pub const DEFAULT_ADMIN_PORT: u16 = 15201;
+/// The sidecar's default replica-to-replica port.
+pub const DEFAULT_PEER_PORT: u16 = 15202;
+
+/// CEL rules: the four ports of a pod's sidecar and server differ.
+fn port_rules() -> serde_json::Value {
+    let admin = format!(
+        "(has(self.sidecar) && has(self.sidecar.adminPort) ? self.sidecar.adminPort : {DEFAULT_ADMIN_PORT})"
+    );
+    let peer = format!(
+        "(has(self.sidecar) && has(self.sidecar.peerPort) ? self.sidecar.peerPort : {DEFAULT_PEER_PORT})"
+    );
+    let (listen, upstream) = ("self.listen.port", "self.upstream.port");
+    let rule = |a: &str, b: &str, message: &str| serde_json::json!({"rule": format!("{a} != {b}"), "message": message});
+    serde_json::json!([
+        rule(listen, upstream, "listen.port and upstream.port must differ"),
+        rule(&admin, listen, "sidecar.adminPort must differ from listen.port"),
+        rule(
+            &admin,
+            upstream,
+            "sidecar.adminPort must differ from upstream.port"
+        ),
+        rule(&peer, listen, "sidecar.peerPort must differ from listen.port"),
+        rule(&peer, upstream, "sidecar.peerPort must differ from upstream.port"),
+        rule(
+            &peer,
+            &admin,
+            "sidecar.peerPort must differ from sidecar.adminPort"
+        ),
+    ])
+}
+
+impl McpProxySpec {
+    /// The sidecar's admin port.
+    pub fn admin_port(&self) -> u16 {
+        self.sidecar.admin_port.unwrap_or(DEFAULT_ADMIN_PORT)
+    }
+
+    /// The sidecar's peer port.
+    pub fn peer_port(&self) -> u16 {
+        self.sidecar.peer_port.unwrap_or(DEFAULT_PEER_PORT)
+    }
+
+    /// The first pair of ports that clash, as the CRD's CEL rules say it
+    /// (the operator checks it too: a CRD applied before the rules existed,
+    /// or an API server that skipped them, must not crash-loop a sidecar).
+    pub fn port_clash(&self) -> Option<String> {
+        let ports = [
+            ("listen.port", self.listen.port),
+            ("upstream.port", self.upstream.port),
+            ("sidecar.adminPort", self.admin_port()),
+            ("sidecar.peerPort", self.peer_port()),
+        ];
+        ports.iter().enumerate().find_map(|(i, (a, port))| {
+            ports[..i]
+                .iter()
+                .find(|(_, other)| other == port)
+                .map(|(b, _)| format!("{a} and {b} are both {port}: they must differ"))
+        })
+    }
 }
 
 /// Workload kinds the operator can patch.
@@ -253,6 +363,33 @@ pub struct SidecarSpec {
     /// Extra environment for the sidecar.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The admin port (health, readiness, `/metrics`, `/drain`); 15201 when
+    /// absent. Must differ from the MCP server's ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub admin_port: Option<u16>,
+    /// The replica-to-replica port (Redis store only); 15202 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub peer_port: Option<u16>,
+    /// Secrets mounted read-only into the sidecar, whole, each at its
+    /// `mountPath`: e.g. the file a policy hook's `secretFile` names. The
+    /// operator checks each exists before it injects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub secret_mounts: Vec<SecretMount>,
+}
+
+/// A Secret mounted into the sidecar.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretMount {
+    /// The Secret, in the McpProxy's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    /// An absolute directory in the sidecar container.
+    #[schemars(regex(pattern = r"^/[^\s]*$"))]
+    pub mount_path: String,
 }
 
 /// What the operator last saw and did.
@@ -262,8 +399,10 @@ pub struct McpProxyStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `ConfigValid`, `PolicyValid`, `Injected`, `Ready`.
+    /// `Accepted`, `ConfigValid`, `PolicyValid`, `Injected`, `Ready` and
+    /// `SessionsShared`, one of each type.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Hash of the rendered sidecar config without its `policy` (which the
     /// sidecar reloads in place); changes roll the pods.
@@ -275,6 +414,21 @@ pub struct McpProxyStatus {
     /// Desired replicas of the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
+    /// Pods labelled for this McpProxy that run the sidecar.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub injected_pods: Option<i32>,
+    /// Of those, the pods whose sidecar runs the current config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_pods: Option<i32>,
+    /// Pods labelled for this McpProxy that were created without the
+    /// sidecar (the webhook was unreachable and its failure policy is
+    /// `Ignore`, or it refused to inject: see the `Injected` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods_without_sidecar: Option<i32>,
+    /// The workload whose pod template carries this McpProxy's rollout
+    /// annotation (`rollout: auto`), so a change of `targetRef` releases it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_target: Option<TargetRef>,
 }
 
 fn default_upstream_port() -> u16 {

@@ -1,7 +1,10 @@
 //! Reconcile: a thin `reconcile` hands over to the finalizer, which calls
 //! [`apply`] while the McpProxy lives and [`cleanup`] when it is deleted.
-//! Both are idempotent and use server-side apply under one field manager, so
-//! releasing the manager's fields removes exactly what Shadowcat added.
+//! Both are idempotent. The operator writes only objects it creates (the
+//! ConfigMap, Service, NetworkPolicy and peer Secret, by server-side apply,
+//! never forced) and status; the sidecar reaches pods through the admission
+//! webhook ([`crate::webhook`]), so the user's workload is never written,
+//! except for one annotation when `rollout: auto` asks for it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,8 +12,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer};
@@ -19,15 +23,17 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use shadowcat_crds::{
-    McpProxy, McpProxyStatus, SidecarConfig, StoreKind, TargetKind, UpstreamCredentialSpec,
+    McpProxy, McpProxyStatus, Rollout, SidecarConfig, StoreKind, TargetKind, TargetRef,
+    UpstreamCredentialSpec,
 };
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::inject;
 use crate::render::{self, Defaults};
-use crate::status::{self, CONFIG_VALID, INJECTED, READY, Set};
+use crate::status::{self, ACCEPTED, CONFIG_VALID, INJECTED, READY, SESSIONS_SHARED, Set};
 
-/// The field manager of every apply, and the finalizer's name.
+/// The field manager of every apply.
 pub const MANAGER: &str = "shadowcat-operator";
 /// Finalizer that removes the sidecar when an McpProxy goes.
 pub const FINALIZER: &str = "shadowcat.dev/cleanup";
@@ -103,61 +109,143 @@ pub fn error_policy(proxy: Arc<McpProxy>, error: &Error, _ctx: Arc<Context>) -> 
 
 /// What the operator reads off the target workload.
 struct Target {
-    selector: BTreeMap<String, String>,
-    replicas: Option<i32>,
-    ready: Option<i32>,
-    updated: Option<i32>,
+    /// Its generation, and the generation its controller has seen.
+    generation: Option<i64>,
+    observed: Option<i64>,
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    /// The `shadowcat.dev/proxy` label of its pod template.
+    label: Option<String>,
 }
 
-async fn target(client: &Client, ns: &str, proxy: &McpProxy) -> Result<Option<Target>> {
-    let name = &proxy.spec.target_ref.name;
-    Ok(match proxy.spec.target_ref.kind {
+async fn target(client: &Client, ns: &str, target: &TargetRef) -> Result<Option<Target>> {
+    let name = &target.name;
+    let label = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(render::PROXY_LABEL).cloned())
+    };
+    Ok(match target.kind {
         TargetKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
             .map(|d| {
-                let spec = d.spec;
                 let status = d.status.unwrap_or_default();
                 Target {
-                    selector: spec.selector.match_labels.unwrap_or_default(),
-                    replicas: spec.replicas,
-                    ready: status.ready_replicas,
-                    updated: status.updated_replicas,
+                    generation: d.metadata.generation,
+                    observed: status.observed_generation,
+                    replicas: d.spec.replicas.unwrap_or(1),
+                    ready: status.ready_replicas.unwrap_or(0),
+                    updated: status.updated_replicas.unwrap_or(0),
+                    label: label(&d.spec.template),
                 }
             }),
         TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
             .get_opt(name)
             .await?
             .map(|s| {
-                let spec = s.spec;
                 let status = s.status.unwrap_or_default();
                 Target {
-                    selector: spec.selector.match_labels.unwrap_or_default(),
-                    replicas: spec.replicas,
-                    ready: status.ready_replicas,
-                    updated: status.updated_replicas,
+                    generation: s.metadata.generation,
+                    observed: status.observed_generation,
+                    replicas: s.spec.replicas.unwrap_or(1),
+                    ready: status.ready_replicas.unwrap_or(0),
+                    updated: status.updated_replicas.unwrap_or(0),
+                    label: label(&s.spec.template),
                 }
             }),
     })
 }
 
+/// Server-side apply under the operator's field manager, never forced: a
+/// field another manager owns is a conflict to report, not to take.
 fn apply_params() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
+    PatchParams::apply(MANAGER)
+}
+
+/// Whether `meta` is of an object `proxy` created (its owner reference).
+fn owned_by(meta: &ObjectMeta, proxy: &McpProxy) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == proxy.metadata.uid.as_ref())
+}
+
+/// The API refused a write for a reason the user must fix (a 4xx other
+/// than a missing object, a conflict or throttling): a condition with the
+/// server's own message, never a silent retry loop.
+fn rejection(what: &str, error: &kube::Error) -> Option<String> {
+    match error {
+        kube::Error::Api(e) if (400..500).contains(&e.code) && ![404, 409, 429].contains(&e.code) => {
+            Some(format!("{what}: {} ({})", e.message, e.reason))
+        }
+        _ => None,
+    }
+}
+
+/// What one reconcile found and decided, turned into status at the end.
+struct Report {
+    sets: Vec<Set>,
+    hash: Option<String>,
+    replicas: Option<(i32, i32)>,
+    pods: Option<Pods>,
+    rollout_target: Option<TargetRef>,
+}
+
+/// What the pods labelled for an McpProxy run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pods {
+    /// Pods with the sidecar.
+    pub injected: i32,
+    /// Of those, pods on the current config.
+    pub current: i32,
+    /// Names of the pods without the sidecar.
+    pub without: Vec<String>,
+}
+
+impl Pods {
+    /// Counts `pods` against the current `hash`.
+    pub fn count(pods: &[Pod], hash: &str) -> Self {
+        let mut counts = Self::default();
+        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            if inject::has_sidecar(pod) {
+                counts.injected += 1;
+                if pod.annotations().get(render::CONFIG_HASH).map(String::as_str) == Some(hash) {
+                    counts.current += 1;
+                }
+            } else {
+                counts.without.push(pod.name_any());
+            }
+        }
+        counts.without.sort();
+        counts
+    }
 }
 
 /// Brings the cluster to what `proxy` asks for.
 pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     let client = &ctx.client;
+    let name = proxy.name_any();
     let config = render::sidecar_config(proxy, &ctx.defaults);
+    let mut report = Report {
+        sets: Vec::new(),
+        hash: None,
+        replicas: None,
+        pods: None,
+        rollout_target: proxy.status.as_ref().and_then(|s| s.rollout_target.clone()),
+    };
 
-    // 1. Validate the spec's own rule (one source of the upstream
-    //    credential), then the config with the sidecar's rules (the Redis URL
-    //    comes from a Secret at run time, so a stand-in is layered in its
-    //    place). The policy is checked on its own, for a condition of its
-    //    own that says where in it the error is. Either error and nothing is
-    //    applied: the ConfigMap and pods keep what they run (the sidecar
-    //    would refuse an invalid policy on reload, and fail to start on it).
+    // 1. Validate the spec's own rules (one source of the upstream
+    //    credential, distinct ports), then the config with the sidecar's
+    //    rules (the Redis URL comes from a Secret at run time, so a stand-in
+    //    is layered in its place). The policy is checked on its own, for a
+    //    condition of its own that says where in it the error is. Either
+    //    error and nothing is applied: the ConfigMap and pods keep what they
+    //    run, and the webhook injects nothing new.
     let env = SidecarConfig {
         store: (proxy.spec.sessions.store == StoreKind::Redis).then(|| "redis://from-secret".into()),
         ..Default::default()
@@ -171,14 +259,17 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         policy: None,
         ..config.clone()
     };
-    let checked = credential
-        .map_or(Ok(()), UpstreamCredentialSpec::validate)
-        .and_then(|()| env.or(without_policy).validate().map(drop));
+    let checked = match proxy.spec.port_clash() {
+        Some(clash) => Err(clash),
+        None => credential
+            .map_or(Ok(()), UpstreamCredentialSpec::validate)
+            .and_then(|()| env.or(without_policy).validate().map(drop))
+            .map_err(|e| e.to_string()),
+    };
     let policy = status::policy(proxy.spec.policy.as_ref());
     if checked.is_err() || !policy.ok {
         let mut valid = None;
-        if let Err(e) = checked {
-            let message = e.to_string();
+        if let Err(message) = checked {
             warn(ctx, proxy, "InvalidSpec", &message).await;
             valid = Some(Set::new(CONFIG_VALID, false, "InvalidSpec", message));
         }
@@ -187,30 +278,55 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         }
         let valid =
             valid.unwrap_or_else(|| Set::new(CONFIG_VALID, false, policy.reason, policy.message.clone()));
-        write_status(ctx, proxy, &[valid, policy], None, None).await?;
+        report.sets = vec![valid, policy];
+        write_status(ctx, proxy, report).await?;
         return Ok(Action::requeue(INVALID_RETRY));
     }
     let (yaml, hash) = render::config_yaml(&config)?;
+    report.hash = Some(hash.clone());
+    report.sets.extend([
+        Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
+        policy,
+    ]);
 
-    // 2. Secrets: every key the spec names must exist (the Redis URL, the
+    // 2. An image the operator does not allow is never applied (the chart's
+    //    ValidatingAdmissionPolicy refuses it first, when installed).
+    if let Some(why) = ctx.defaults.image_refusal(proxy) {
+        return refuse(ctx, proxy, report, "ImageNotAllowed", why).await;
+    }
+
+    // 3. Secrets: every one the spec names must exist (the Redis URL, the
     //    authorization server's CAs, the upstream credential, the client
-    //    secrets for introspection and token exchange), or the pods would
-    //    not start; the peer secret is made once.
+    //    secrets, the sidecar's secret mounts), or the pods would not
+    //    start; the peer secret is made once.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for reference in render::secret_refs(proxy) {
-        let found = secrets.get_opt(&reference.name).await?;
-        if !found
-            .as_ref()
-            .is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(&reference.key)))
-        {
-            let message = format!("Secret {}/{} has no key {:?}", ns, reference.name, reference.key);
+    let keys = render::secret_refs(proxy)
+        .into_iter()
+        .map(|r| (r.name.as_str(), Some(r.key.as_str())));
+    let mounts = proxy
+        .spec
+        .sidecar
+        .secret_mounts
+        .iter()
+        .map(|m| (m.secret_name.as_str(), None));
+    for (secret, key) in keys.chain(mounts) {
+        let found = secrets.get_opt(secret).await?;
+        let has = |k: &str| {
+            found
+                .as_ref()
+                .is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(k)))
+        };
+        let missing = match key {
+            Some(key) if !has(key) => Some(format!("Secret {ns}/{secret} has no key {key:?}")),
+            None if found.is_none() => Some(format!("Secret {ns}/{secret} not found")),
+            _ => None,
+        };
+        if let Some(message) = missing {
             warn(ctx, proxy, "SecretMissing", &message).await;
-            let sets = [
-                Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
-                policy,
-                Set::new(INJECTED, false, "SecretMissing", message),
-            ];
-            write_status(ctx, proxy, &sets, Some(hash), None).await?;
+            report
+                .sets
+                .push(Set::new(INJECTED, false, "SecretMissing", message));
+            write_status(ctx, proxy, report).await?;
             return Ok(Action::requeue(MISSING_RETRY));
         }
     }
@@ -218,80 +334,277 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         ensure_peer_secret(proxy, &secrets).await?;
     }
 
-    // 3. The config the sidecar mounts.
+    // 4. The target: the label of its pod template says which McpProxy its
+    //    pods opted in to. Another's name there is a conflict this one
+    //    reports, leaving everything to the one the pods name.
+    let target = target(client, &ns, &proxy.spec.target_ref).await?;
+    let kind = format!("{:?}", proxy.spec.target_ref.kind);
+    let target_name = &proxy.spec.target_ref.name;
+    if let Some(other) = target
+        .as_ref()
+        .and_then(|t| t.label.as_ref())
+        .filter(|l| **l != name)
+    {
+        let why = format!(
+            "the pod template of {kind} {target_name} is labelled {}={other}: its pods belong to McpProxy {other}",
+            render::PROXY_LABEL
+        );
+        return refuse(ctx, proxy, report, "Conflict", why).await;
+    }
+
+    // 5. What the McpProxy owns: the config the sidecar mounts, the Service
+    //    and the NetworkPolicy. An object of that name it did not create is
+    //    never taken over.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let cm = render::config_map(proxy, &yaml);
-    config_maps
-        .patch(
-            &render::config_map_name(proxy),
-            &apply_params(),
-            &Patch::Apply(&cm),
+    let refused = match owned_object(&config_maps, Some(cm), proxy, "ConfigMap").await? {
+        Some(refusal) => Some(refusal),
+        None => match owned_object(
+            &Api::<Service>::namespaced(client.clone(), &ns),
+            render::service(proxy),
+            proxy,
+            "Service",
         )
-        .await?;
+        .await?
+        {
+            Some(refusal) => Some(refusal),
+            None => {
+                let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+                owned_object(&policies, render::network_policy(proxy), proxy, "NetworkPolicy").await?
+            }
+        },
+    };
+    if let Some((reason, why)) = refused {
+        return refuse(ctx, proxy, report, reason, why).await;
+    }
 
-    // 4. The sidecar, into the target's pod template.
-    let Some(target) = target(client, &ns, proxy).await? else {
-        let message = format!(
-            "{:?} {}/{} not found",
-            proxy.spec.target_ref.kind, ns, proxy.spec.target_ref.name
-        );
+    // 6. `rollout: auto`: the config hash on the target's pod template. A
+    //    previous target (targetRef changed, or back to manual) is released.
+    let wanted =
+        (proxy.spec.rollout == Rollout::Auto && target.is_some()).then(|| proxy.spec.target_ref.clone());
+    if let Some(previous) = report
+        .rollout_target
+        .clone()
+        .filter(|p| Some(p) != wanted.as_ref())
+    {
+        release_rollout(client, &ns, proxy, &previous).await?;
+        report.rollout_target = None;
+    }
+    if let Some(wanted) = wanted {
+        let manager = PatchParams::apply(&render::rollout_manager(proxy));
+        let patch = render::rollout_patch(&wanted, Some(&hash));
+        let applied = match wanted.kind {
+            TargetKind::Deployment => Api::<Deployment>::namespaced(client.clone(), &ns)
+                .patch(&wanted.name, &manager, &Patch::Apply(&patch))
+                .await
+                .map(drop),
+            TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), &ns)
+                .patch(&wanted.name, &manager, &Patch::Apply(&patch))
+                .await
+                .map(drop),
+        };
+        match applied {
+            Ok(()) => report.rollout_target = Some(wanted),
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                let why = format!(
+                    "another field manager owns annotation {} of {kind} {target_name}: {}",
+                    render::CONFIG_HASH,
+                    e.message
+                );
+                return refuse(ctx, proxy, report, "RolloutConflict", why).await;
+            }
+            Err(e) => match rejection(&format!("{kind} {target_name}"), &e) {
+                Some(why) => return refuse(ctx, proxy, report, "ApiRejected", why).await,
+                None => return Err(e.into()),
+            },
+        }
+    }
+    report.sets.push(Set::new(ACCEPTED, true, "Accepted", "applied"));
+
+    // 7. The pods: which opted in, which run the sidecar, on which config.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let selector = format!("{}={name}", render::PROXY_LABEL);
+    let listed = pods.list(&ListParams::default().labels(&selector)).await?;
+    let counts = Pods::count(&listed.items, &hash);
+    let Some(target) = target else {
+        let message = format!("{kind} {ns}/{target_name} not found");
         warn(ctx, proxy, "TargetNotFound", &message).await;
-        let sets = [
-            Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
-            policy,
-            Set::new(INJECTED, false, "TargetNotFound", message),
-        ];
-        write_status(ctx, proxy, &sets, Some(hash), None).await?;
+        report
+            .sets
+            .push(Set::new(INJECTED, false, "TargetNotFound", message));
+        report.pods = Some(counts);
+        write_status(ctx, proxy, report).await?;
         return Ok(Action::requeue(MISSING_RETRY));
     };
-    let patch = render::workload_patch(proxy, &ctx.defaults, &hash);
-    let name = &proxy.spec.target_ref.name;
-    match proxy.spec.target_ref.kind {
-        TargetKind::Deployment => {
-            Api::<Deployment>::namespaced(client.clone(), &ns)
-                .patch(name, &apply_params(), &Patch::Apply(&patch))
-                .await?;
-        }
-        TargetKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client.clone(), &ns)
-                .patch(name, &apply_params(), &Patch::Apply(&patch))
-                .await?;
-        }
-    }
-
-    // 5. The Service, when asked for.
-    if let Some(svc) = render::service(proxy, target.selector.clone()) {
-        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
-        services
-            .patch(&render::service_name(proxy), &apply_params(), &Patch::Apply(&svc))
-            .await?;
-    }
-
-    // 6. Status.
-    let (desired, ready, updated) = (
-        target.replicas.unwrap_or(1),
-        target.ready.unwrap_or(0),
-        target.updated.unwrap_or(0),
-    );
-    let is_ready = ready >= desired && updated >= desired;
-    let sets = [
-        Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
-        policy,
+    let injected = if target.label.is_none() {
+        Set::new(
+            INJECTED,
+            false,
+            "NotLabelled",
+            format!(
+                "the pod template of {kind} {target_name} has no label {}={name}; add it to opt the pods in",
+                render::PROXY_LABEL
+            ),
+        )
+    } else if !counts.without.is_empty() {
+        let shown: Vec<&str> = counts.without.iter().take(5).map(String::as_str).collect();
+        let message = format!(
+            "{} pod(s) run without the sidecar (created while the webhook was unreachable, or refused:              see the pod's events); delete them to get it: {}",
+            counts.without.len(),
+            shown.join(", ")
+        );
+        Set::new(INJECTED, false, "PodsWithoutSidecar", message)
+    } else {
         Set::new(
             INJECTED,
             true,
             "Injected",
-            format!("sidecar in {:?} {}", proxy.spec.target_ref.kind, name),
+            format!(
+                "{} pod(s) run the sidecar, {} on the current config",
+                counts.injected, counts.current
+            ),
+        )
+    };
+    let rolled = target.observed >= target.generation
+        && target.updated >= target.replicas
+        && target.ready >= target.replicas;
+    let outdated = proxy.spec.rollout == Rollout::Auto && counts.current < counts.injected;
+    let is_ready = rolled && injected.ok && !outdated;
+    let reason = match (rolled, injected.ok, outdated) {
+        (true, true, false) => "Ready",
+        (false, _, _) | (_, _, true) => "RollingOut",
+        (true, false, _) => "PodsWithoutSidecar",
+    };
+    let ready = Set::new(
+        READY,
+        is_ready,
+        reason,
+        format!(
+            "{}/{} replicas ready, {} updated, {} with the sidecar ({} on the current config)",
+            target.ready, target.replicas, target.updated, counts.injected, counts.current
         ),
+    );
+    let shared = if proxy.spec.sessions.store == StoreKind::Memory && target.replicas > 1 {
         Set::new(
-            READY,
-            is_ready,
-            if is_ready { "Ready" } else { "RollingOut" },
-            format!("{ready}/{desired} replicas ready, {updated} updated"),
-        ),
-    ];
-    write_status(ctx, proxy, &sets, Some(hash), Some((desired, ready))).await?;
+            SESSIONS_SHARED,
+            false,
+            "MemoryStoreWithReplicas",
+            format!(
+                "{} replicas keep sessions in memory: a client whose request reaches another replica                  gets 404 and loses its session; set sessions.store to redis",
+                target.replicas
+            ),
+        )
+    } else {
+        Set::new(SESSIONS_SHARED, true, "Shared", "sessions reach every replica")
+    };
+    report.sets.extend([injected, ready, shared]);
+    report.replicas = Some((target.replicas, target.ready));
+    report.pods = Some(counts);
+    write_status(ctx, proxy, report).await?;
     Ok(Action::requeue(RESYNC))
+}
+
+/// Writes `Accepted=False` with `reason`, an Event, and applies nothing.
+async fn refuse(
+    ctx: &Context,
+    proxy: &McpProxy,
+    mut report: Report,
+    reason: &'static str,
+    why: String,
+) -> Result<Action> {
+    warn(ctx, proxy, reason, &why).await;
+    report.sets.push(Set::new(ACCEPTED, false, reason, why));
+    write_status(ctx, proxy, report).await?;
+    Ok(Action::requeue(MISSING_RETRY))
+}
+
+/// Applies `wanted` (or deletes the McpProxy's own object of that kind
+/// when `None`: a removed `spec.service`, a renamed Service). An object of
+/// the name that `proxy` does not own is left alone and named in the
+/// returned refusal.
+async fn owned_object<K>(
+    api: &Api<K>,
+    wanted: Option<K>,
+    proxy: &McpProxy,
+    kind: &str,
+) -> Result<Option<(&'static str, String)>>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    let selector = format!("{}={}", render::PROXY_LABEL, proxy.name_any());
+    let wanted_name = wanted.as_ref().map(|w| w.name_any());
+    // Ours, under another name (or no longer wanted): gone.
+    for stale in api.list(&ListParams::default().labels(&selector)).await?.items {
+        if owned_by(stale.meta(), proxy) && Some(stale.name_any()) != wanted_name {
+            tracing::info!(kind, name = %stale.name_any(), "deleting what the McpProxy no longer asks for");
+            match api.delete(&stale.name_any(), &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let (Some(wanted), Some(name)) = (wanted, wanted_name) else {
+        return Ok(None);
+    };
+    if let Some(existing) = api.get_opt(&name).await?
+        && !owned_by(existing.meta(), proxy)
+    {
+        let reason = match kind {
+            "Service" => "ServiceNotOwned",
+            "NetworkPolicy" => "NetworkPolicyNotOwned",
+            _ => "ConfigMapNotOwned",
+        };
+        let why = format!("{kind} {name} exists and was not made for this McpProxy; rename one of them");
+        return Ok(Some((reason, why)));
+    }
+    match api.patch(&name, &apply_params(), &Patch::Apply(&wanted)).await {
+        Ok(_) => Ok(None),
+        Err(e) => match rejection(&format!("{kind} {name}"), &e) {
+            Some(why) => Ok(Some(("ApiRejected", why))),
+            None => Err(e.into()),
+        },
+    }
+}
+
+/// Releases `proxy`'s rollout annotation on `target`: the empty apply
+/// under its field manager, when the target still exists (an apply to a
+/// missing object would create it).
+async fn release_rollout(client: &Client, ns: &str, proxy: &McpProxy, target: &TargetRef) -> Result<()> {
+    let manager = PatchParams::apply(&render::rollout_manager(proxy));
+    let patch = render::rollout_patch(target, None);
+    let result = match target.kind {
+        TargetKind::Deployment => {
+            let api = Api::<Deployment>::namespaced(client.clone(), ns);
+            match api.get_opt(&target.name).await? {
+                None => return Ok(()),
+                Some(_) => api
+                    .patch(&target.name, &manager, &Patch::Apply(&patch))
+                    .await
+                    .map(drop),
+            }
+        }
+        TargetKind::StatefulSet => {
+            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
+            match api.get_opt(&target.name).await? {
+                None => return Ok(()),
+                Some(_) => api
+                    .patch(&target.name, &manager, &Patch::Apply(&patch))
+                    .await
+                    .map(drop),
+            }
+        }
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(target = %target.name, "rollout annotation released");
+            Ok(())
+        }
+        // Deleted between the read and the apply: the apply tried to create
+        // it and was refused; nothing is left to release.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Creates the Secret replicas share for peer authentication, if absent.
@@ -306,6 +619,7 @@ async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<(
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name),
+            labels: Some(render::pod_selector(proxy)),
             owner_references: proxy.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
@@ -320,32 +634,16 @@ async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<(
     }
 }
 
-/// Removes what Shadowcat added to the target: applying an empty config under
-/// the same field manager releases every field it owned. The ConfigMap,
-/// Service and peer Secret go with the McpProxy (owner references).
+/// What goes when an McpProxy goes. The workload was never written, so
+/// there is nothing to take out of it, whether or not it still exists; the
+/// rollout annotation of `rollout: auto` is released where it is. The
+/// ConfigMap, Service, NetworkPolicy and peer Secret go with the McpProxy
+/// (owner references). Running pods keep their sidecar until they are
+/// replaced; the webhook gives new pods none.
 pub async fn cleanup(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
-    let name = &proxy.spec.target_ref.name;
-    let (api_version, kind) = match proxy.spec.target_ref.kind {
-        TargetKind::Deployment => ("apps/v1", "Deployment"),
-        TargetKind::StatefulSet => ("apps/v1", "StatefulSet"),
-    };
-    let empty = json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name}});
-    let result = match proxy.spec.target_ref.kind {
-        TargetKind::Deployment => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
-            .patch(name, &apply_params(), &Patch::Apply(&empty))
-            .await
-            .map(drop),
-        TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(ctx.client.clone(), &ns)
-            .patch(name, &apply_params(), &Patch::Apply(&empty))
-            .await
-            .map(drop),
-    };
-    match result {
-        Ok(()) => tracing::info!(target = %name, "sidecar removed"),
-        // Target gone too: nothing to remove.
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
+    if let Some(target) = proxy.status.as_ref().and_then(|s| s.rollout_target.as_ref()) {
+        release_rollout(&ctx.client, &ns, proxy, target).await?;
     }
     Ok(Action::await_change())
 }
@@ -364,26 +662,26 @@ async fn warn(ctx: &Context, proxy: &McpProxy, reason: &str, note: &str) {
     }
 }
 
-async fn write_status(
-    ctx: &Context,
-    proxy: &McpProxy,
-    sets: &[Set],
-    config_hash: Option<String>,
-    replicas: Option<(i32, i32)>,
-) -> Result<()> {
+async fn write_status(ctx: &Context, proxy: &McpProxy, report: Report) -> Result<()> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<McpProxy> = Api::namespaced(ctx.client.clone(), &ns);
     let generation = proxy.metadata.generation;
     let status = McpProxyStatus {
         observed_generation: generation,
-        conditions: status::conditions(proxy.status.as_ref(), generation, sets),
-        config_hash,
-        replicas: replicas.map(|r| r.0),
-        ready_replicas: replicas.map(|r| r.1),
+        conditions: status::conditions(proxy.status.as_ref(), generation, &report.sets),
+        config_hash: report.hash,
+        replicas: report.replicas.map(|r| r.0),
+        ready_replicas: report.replicas.map(|r| r.1),
+        injected_pods: report.pods.as_ref().map(|p| p.injected),
+        current_pods: report.pods.as_ref().map(|p| p.current),
+        pods_without_sidecar: report.pods.as_ref().map(|p| p.without.len() as i32),
+        rollout_target: report.rollout_target,
     };
     let patch =
         json!({"apiVersion": McpProxy::api_version(&()), "kind": McpProxy::kind(&()), "status": status});
-    api.patch_status(&proxy.name_any(), &apply_params(), &Patch::Apply(&patch))
+    // Status is the operator's alone: forced, so a field an older operator
+    // version wrote under another manager never blocks it.
+    api.patch_status(&proxy.name_any(), &apply_params().force(), &Patch::Apply(&patch))
         .await?;
     Ok(())
 }
@@ -403,15 +701,19 @@ fn proxies_targeting(
         .collect()
 }
 
-/// Runs the controller until the stream ends (shutdown).
-pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+/// Runs the controllers until shutdown: one for all namespaces when
+/// `namespaces` is empty, else one per namespace (each watch then needs
+/// rights in its namespace only).
+pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
+    if namespaces.is_empty() {
+        run_in(ctx, None).await;
+    } else {
+        futures::future::join_all(namespaces.into_iter().map(|ns| run_in(ctx.clone(), Some(ns)))).await;
+    }
+}
+
+async fn run_in(ctx: Arc<Context>, namespace: Option<String>) {
     let client = ctx.client.clone();
-    let api = |c: &Client| -> Api<McpProxy> {
-        match &namespace {
-            Some(ns) => Api::namespaced(c.clone(), ns),
-            None => Api::all(c.clone()),
-        }
-    };
     macro_rules! scoped {
         ($t:ty) => {
             match &namespace {
@@ -420,18 +722,14 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         };
     }
-    let controller = Controller::new(api(&client), watcher::Config::default());
+    let owned = || watcher::Config::default().labels(render::PROXY_LABEL);
+    let controller = Controller::new(scoped!(McpProxy), watcher::Config::default());
     let store = controller.store();
     let (deployments, statefulsets) = (store.clone(), store);
     controller
-        .owns(
-            scoped!(ConfigMap),
-            watcher::Config::default().labels(render::PROXY_LABEL),
-        )
-        .owns(
-            scoped!(Service),
-            watcher::Config::default().labels(render::PROXY_LABEL),
-        )
+        .owns(scoped!(ConfigMap), owned())
+        .owns(scoped!(Service), owned())
+        .owns(scoped!(NetworkPolicy), owned())
         .watches(scoped!(Deployment), watcher::Config::default(), move |d| {
             proxies_targeting(&deployments, TargetKind::Deployment, d.namespace(), d.name_any())
         })
@@ -442,6 +740,18 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
                 s.namespace(),
                 s.name_any(),
             )
+        })
+        // Pods that opted in: a pod created without the sidecar, or one
+        // becoming ready, changes the McpProxy's status.
+        .watches(scoped!(Pod), owned(), |pod| {
+            let ns = pod.namespace();
+            pod.labels().get(render::PROXY_LABEL).map(|name| {
+                let reference = ObjectRef::new(name);
+                match ns {
+                    Some(ns) => reference.within(&ns),
+                    None => reference,
+                }
+            })
         })
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -1,5 +1,5 @@
 //! The CRD manifest, generated from the Rust types (the only source of truth)
-//! and committed under `charts/shadowcat/crds/`.
+//! and committed under `charts/shadowcat/files/crds/` (the chart templates it).
 
 use kube::CustomResourceExt;
 use shadowcat_crds::McpProxy;
@@ -16,12 +16,12 @@ mod tests {
     use super::*;
 
     /// The committed CRD must be exactly what the types generate: run
-    /// `cargo run -p shadowcat-operator -- crd > charts/shadowcat/crds/mcpproxies.yaml`.
+    /// `cargo run -p shadowcat-operator -- crd > charts/shadowcat/files/crds/mcpproxies.yaml`.
     #[test]
     fn committed_crd_matches_the_types() {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../charts/shadowcat/crds/mcpproxies.yaml"
+            "/../charts/shadowcat/files/crds/mcpproxies.yaml"
         );
         let committed = std::fs::read_to_string(path).unwrap_or_default();
         assert!(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStatus};
-use k8s_openapi::api::core::v1::{PodTemplateSpec, Secret};
+use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, PodTemplateSpec, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::Client;
 use kube::client::Body;
@@ -41,6 +41,8 @@ impl Proxy {
             upstream: Default::default(),
             listen: Default::default(),
             service: None,
+            rollout: Default::default(),
+            network_policy: None,
             sessions: Default::default(),
             replay: Default::default(),
             sidecar: Default::default(),
@@ -294,19 +296,80 @@ impl Proxy {
         self
     }
 
+    /// With a NetworkPolicy: MCP from anywhere, metrics from namespace
+    /// `monitoring`.
+    pub fn network_policy(mut self) -> Self {
+        use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
+        self.0.spec.network_policy = Some(shadowcat_crds::NetworkPolicySpec {
+            mcp_from: Vec::new(),
+            admin_from: vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some(
+                        [("kubernetes.io/metadata.name".to_owned(), "monitoring".to_owned())].into(),
+                    ),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+        });
+        self
+    }
+
+    /// Rolling the target on config changes.
+    pub fn auto_rollout(mut self) -> Self {
+        self.0.spec.rollout = shadowcat_crds::Rollout::Auto;
+        self
+    }
+
+    /// With status: `conditions` (type, status, reason) for generation 1,
+    /// and the rollout annotation on `rollout_target`, if any.
+    pub fn status(mut self, conditions: &[(&str, &str, &str)], rollout_target: Option<&str>) -> Self {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        self.0.status = Some(shadowcat_crds::McpProxyStatus {
+            conditions: conditions
+                .iter()
+                .map(|(type_, status, reason)| Condition {
+                    type_: (*type_).into(),
+                    status: (*status).into(),
+                    reason: (*reason).into(),
+                    message: String::new(),
+                    observed_generation: Some(1),
+                    last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+                })
+                .collect(),
+            rollout_target: rollout_target.map(|name| TargetRef {
+                kind: TargetKind::Deployment,
+                name: name.into(),
+            }),
+            ..Default::default()
+        });
+        self
+    }
+
     /// As an Arc, for reconcile.
     pub fn arc(self) -> Arc<McpProxy> {
         Arc::new(self.0)
     }
 }
 
-/// The target Deployment, `ready` of 3 replicas ready.
+/// The target Deployment, `ready` of 3 replicas ready, its pod template
+/// labelled for McpProxy `weather`.
 pub fn deployment(ready: i32) -> Value {
+    deployment_labelled(ready, Some("weather"))
+}
+
+/// The target Deployment, its pod template labelled for `proxy` (or not).
+pub fn deployment_labelled(ready: i32, proxy: Option<&str>) -> Value {
     let labels = std::collections::BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
+    let mut template_labels = labels.clone();
+    if let Some(proxy) = proxy {
+        template_labels.insert("shadowcat.dev/proxy".into(), proxy.into());
+    }
     let d = Deployment {
         metadata: ObjectMeta {
             name: Some("mcp-server".into()),
             namespace: Some("tools".into()),
+            generation: Some(1),
             ..Default::default()
         },
         spec: DeploymentSpec {
@@ -315,10 +378,17 @@ pub fn deployment(ready: i32) -> Value {
                 match_labels: Some(labels),
                 ..Default::default()
             },
-            template: PodTemplateSpec::default(),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(template_labels),
+                    ..Default::default()
+                }),
+                spec: None,
+            },
             ..Default::default()
         },
         status: Some(DeploymentStatus {
+            observed_generation: Some(1),
             ready_replicas: Some(ready),
             updated_replicas: Some(ready),
             ..Default::default()
@@ -346,6 +416,53 @@ pub fn secret_holding(name: &str, key: &str, value: &str) -> Value {
     serde_json::to_value(s).unwrap()
 }
 
+/// A pod of the target, labelled for `weather`: an MCP server container
+/// on port 3000, with the sidecar when `injected` (as the webhook leaves
+/// it, on config `hash`), ready or not.
+pub fn pod(name: &str, injected: Option<&str>) -> Pod {
+    let mut pod = Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("tools".into()),
+            labels: Some(
+                [
+                    ("app".to_owned(), "mcp".to_owned()),
+                    ("shadowcat.dev/proxy".to_owned(), "weather".to_owned()),
+                ]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "server".into(),
+                image: Some("node:22-slim".into()),
+                ports: Some(vec![ContainerPort {
+                    container_port: 3000,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        status: None,
+    };
+    if let Some(hash) = injected {
+        let proxy = Proxy::new().0;
+        if let crate::inject::Injection::Injected { pod: injected, .. } =
+            crate::inject::inject(&pod, &proxy, &Defaults::default(), hash)
+        {
+            pod = *injected;
+        }
+    }
+    pod
+}
+
+/// A list of `items` as the API answers it.
+pub fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "1"}, "items": items})
+}
+
 /// A 404 Status body.
 pub fn not_found() -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": "not found"})
@@ -357,6 +474,8 @@ pub struct Call {
     pub method: &'static str,
     /// Path, without the query.
     pub path: String,
+    /// Text the query must hold, if any.
+    pub query: Option<&'static str>,
     /// Assertions on the request body (JSON, or null).
     pub check: Box<dyn Fn(&Value) + Send>,
     /// Answer status.
@@ -371,6 +490,7 @@ impl Call {
         Self {
             method,
             path: path.into(),
+            query: None,
             check: Box::new(|_| {}),
             status: 200,
             answer,
@@ -380,6 +500,12 @@ impl Call {
     /// Adds assertions on the request body.
     pub fn check(mut self, check: impl Fn(&Value) + Send + 'static) -> Self {
         self.check = Box::new(check);
+        self
+    }
+
+    /// Expects `text` in the query (e.g. a field manager).
+    pub fn query(mut self, text: &'static str) -> Self {
+        self.query = Some(text);
         self
     }
 
@@ -400,6 +526,19 @@ pub mod path {
     pub const CONFIG_MAP: &str = "/api/v1/namespaces/tools/configmaps/weather-shadowcat";
     /// The target.
     pub const DEPLOYMENT: &str = "/apis/apps/v1/namespaces/tools/deployments/mcp-server";
+    /// ConfigMaps (list).
+    pub const CONFIG_MAPS: &str = "/api/v1/namespaces/tools/configmaps";
+    /// Services (list).
+    pub const SERVICES: &str = "/api/v1/namespaces/tools/services";
+    /// The Service of `Proxy::service`.
+    pub const SERVICE: &str = "/api/v1/namespaces/tools/services/weather";
+    /// NetworkPolicies (list).
+    pub const NETWORK_POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies";
+    /// The NetworkPolicy of `Proxy::network_policy`.
+    pub const NETWORK_POLICY: &str =
+        "/apis/networking.k8s.io/v1/namespaces/tools/networkpolicies/weather-shadowcat";
+    /// Pods (list).
+    pub const PODS: &str = "/api/v1/namespaces/tools/pods";
     /// Events.
     pub const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/tools/events";
     /// The Redis URL Secret.
@@ -412,14 +551,17 @@ pub mod path {
     pub const CREDENTIAL_SECRET: &str = "/api/v1/namespaces/tools/secrets/mcp-credential";
     /// The introspection client's Secret (`Proxy::introspection`).
     pub const INTROSPECTION_SECRET: &str = "/api/v1/namespaces/tools/secrets/introspection-client";
-    /// The token exchange client's Secret (`Proxy::token_exchange`).
-    pub const EXCHANGE_SECRET: &str = "/api/v1/namespaces/tools/secrets/exchange-client";
     /// Secrets (create).
     pub const SECRETS: &str = "/api/v1/namespaces/tools/secrets";
 }
 
 /// A context whose client talks to a fake API server that plays `calls`.
 pub fn scenario(calls: Vec<Call>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    scenario_with(calls, Defaults::default())
+}
+
+/// The same, with operator defaults of the test's own.
+pub fn scenario_with(calls: Vec<Call>, defaults: Defaults) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
     let server = tokio::spawn(async move {
@@ -433,6 +575,13 @@ pub fn scenario(calls: Vec<Call>) -> (Arc<Context>, tokio::task::JoinHandle<()>)
                 (call.method, call.path.as_str()),
                 "call {i}"
             );
+            if let Some(text) = call.query {
+                let query = request.uri().query().unwrap_or_default();
+                assert!(
+                    query.contains(text),
+                    "call {i}: {text:?} not in the query {query:?}"
+                );
+            }
             let bytes = request.into_body().collect_bytes().await.unwrap();
             (call.check)(&serde_json::from_slice(&bytes).unwrap_or(Value::Null));
             let answer = serde_json::to_vec(&call.answer).unwrap();
@@ -444,7 +593,7 @@ pub fn scenario(calls: Vec<Call>) -> (Arc<Context>, tokio::task::JoinHandle<()>)
             );
         }
     });
-    (Context::new(client, Defaults::default()), server)
+    (Context::new(client, defaults), server)
 }
 
 /// Waits for the fake server to have seen every call of its scenario.

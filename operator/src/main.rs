@@ -1,9 +1,11 @@
 //! `shadowcat-operator`: `crd` prints the CRD; `run` (the default) runs the
-//! controller, with health, readiness and metrics on the admin port.
+//! controller (on the leader), the injection webhook (on every replica), and
+//! health, readiness and metrics on the admin port.
 #![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,9 +15,11 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
+use shadowcat_operator::certs;
 use shadowcat_operator::controller::{self, Context};
-use shadowcat_operator::leader;
+use shadowcat_operator::leader::Elector;
 use shadowcat_operator::render::Defaults;
+use shadowcat_operator::webhook::{self, Certificates, Webhook};
 
 /// Shadowcat's operator.
 #[derive(Debug, Parser)]
@@ -26,18 +30,49 @@ struct Cli {
     /// Sidecar image put into target pods (an McpProxy may override it).
     #[arg(long, env = "SHADOWCAT_SIDECAR_IMAGE", default_value = "shadowcat:latest")]
     sidecar_image: String,
+    /// Image pull Secrets added to every injected pod, comma-separated (they
+    /// must exist in the pods' namespaces).
+    #[arg(long, env = "SHADOWCAT_SIDECAR_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    sidecar_image_pull_secrets: Vec<String>,
+    /// Prefixes a sidecar image must start with, comma-separated (any image
+    /// when empty); an McpProxy asking for another is not applied.
+    #[arg(long, env = "SHADOWCAT_ALLOWED_IMAGES", value_delimiter = ',')]
+    allowed_images: Vec<String>,
     /// Seconds the sidecar gets to drain on shutdown.
     #[arg(long, env = "SHADOWCAT_DRAIN_SECONDS", default_value_t = 25)]
     drain_seconds: i64,
-    /// Watch only this namespace (default: all).
-    #[arg(long, env = "SHADOWCAT_WATCH_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only these namespaces, comma-separated (default: all).
+    #[arg(long, env = "SHADOWCAT_WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
     /// Health (/healthz, /readyz) and /metrics listener.
     #[arg(long, env = "SHADOWCAT_OPERATOR_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     admin_listen: SocketAddr,
     /// Elect a leader on this Lease (in $POD_NAMESPACE) so several replicas can run.
     #[arg(long, env = "SHADOWCAT_LEADER_LEASE")]
     leader_lease: Option<String>,
+    /// The injection webhook's TLS listener (`POST /mutate`).
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_LISTEN", default_value = "0.0.0.0:9443")]
+    webhook_listen: SocketAddr,
+    /// Serve the webhook with `tls.crt` and `tls.key` from this directory
+    /// (e.g. a cert-manager Secret), reloaded as they change. Without it
+    /// the operator makes and renews its own certificate.
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_CERT_DIR")]
+    webhook_cert_dir: Option<PathBuf>,
+    /// The Secret (in $POD_NAMESPACE) holding the operator's own webhook CA
+    /// and certificate.
+    #[arg(
+        long,
+        env = "SHADOWCAT_WEBHOOK_SECRET",
+        default_value = "shadowcat-webhook-tls"
+    )]
+    webhook_secret: String,
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps
+    /// current (with its own certificate).
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_CONFIGURATION", default_value = "shadowcat")]
+    webhook_configuration: String,
+    /// The webhook's Service (its certificate names `<service>.<namespace>.svc`).
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_SERVICE", default_value = "shadowcat-webhook")]
+    webhook_service: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,42 +102,111 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
+    let nonempty = |list: Vec<String>| -> Vec<String> {
+        list.into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
+    };
     let defaults = Defaults {
         image: cli.sidecar_image,
         drain_seconds: cli.drain_seconds,
+        image_pull_secrets: nonempty(cli.sidecar_image_pull_secrets),
+        allowed_images: nonempty(cli.allowed_images),
         ..Defaults::default()
     };
-    let ctx = Context::new(client.clone(), defaults);
+    if let Some(why) = defaults.image_refusal(&shadowcat_crds::McpProxy::new(
+        "default",
+        serde_json::from_value(serde_json::json!({"targetRef": {"kind": "Deployment", "name": "x"}}))?,
+    )) {
+        anyhow::bail!("the default sidecar image is not allowed: {why}");
+    }
+    let namespaces = nonempty(cli.namespaces);
+    let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    let ctx = Context::new(client.clone(), defaults.clone());
+
+    // The webhook, on every replica: its certificate from files, or made
+    // and renewed here.
+    let certificates = Arc::new(Certificates::default());
+    match cli.webhook_cert_dir {
+        Some(dir) => {
+            tokio::spawn(certificates.clone().watch_dir(dir));
+        }
+        None => {
+            let keeper = certs::Keeper {
+                secrets: Api::namespaced(client.clone(), &ns),
+                secret: cli.webhook_secret,
+                configurations: Api::all(client.clone()),
+                configuration: cli.webhook_configuration,
+                dns_names: certs::dns_names(&cli.webhook_service, &ns),
+            };
+            tokio::spawn(keeper.run(certificates.clone()));
+        }
+    }
+    let webhook = Arc::new(Webhook {
+        lookup: client.clone(),
+        defaults,
+        metrics: ctx.metrics.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(cli.webhook_listen).await?;
+    tokio::spawn(webhook.serve(listener, webhook::tls_config(certificates.clone())));
+
     let listener = tokio::net::TcpListener::bind(cli.admin_listen).await?;
-    tokio::spawn(admin(listener, ctx.clone()));
+    tokio::spawn(admin(listener, ctx.clone(), certificates));
     match cli.leader_lease {
-        None => controller::run(ctx, cli.namespace).await,
+        None => controller::run(ctx, namespaces).await,
         Some(lease) => {
-            let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
             let me = std::env::var("POD_NAME").unwrap_or_else(|_| "shadowcat-operator".into());
-            let leases: Api<Lease> = Api::namespaced(client, &ns);
-            leader::acquire(&leases, &lease, &me).await;
+            let mut elector = Elector::new(Api::<Lease>::namespaced(client, &ns), &lease, &me);
             tokio::select! {
-                () = controller::run(ctx, cli.namespace) => {}
-                () = leader::keep(&leases, &lease, &me) => anyhow::bail!("leadership lost; exiting to stand again"),
+                () = elector.acquire() => {}
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                () = terminated() => return Ok(()),
+            }
+            let lost = tokio::select! {
+                // The controllers end on SIGTERM or SIGINT (shutdown).
+                () = controller::run(ctx, namespaces) => false,
+                () = elector.keep() => true,
+            };
+            if lost {
+                anyhow::bail!("leadership lost; exiting to stand again");
+            }
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "cannot release the lease; a standby takes over when it expires");
+            } else {
+                tracing::info!(lease = %lease, "lease released");
             }
         }
     }
     Ok(())
 }
 
-async fn admin(listener: tokio::net::TcpListener, ctx: Arc<Context>) {
+/// Resolves on SIGTERM (never, where there is none).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn admin(listener: tokio::net::TcpListener, ctx: Arc<Context>, certificates: Arc<Certificates>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let ctx = ctx.clone();
+        let (ctx, certificates) = (ctx.clone(), certificates.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let ctx = ctx.clone();
+                let (ctx, certificates) = (ctx.clone(), certificates.clone());
                 async move {
                     let (status, body) = match req.uri().path() {
-                        "/healthz" | "/readyz" => (200, "ok\n".to_owned()),
+                        "/healthz" => (200, "ok\n".to_owned()),
+                        // Not ready (no webhook traffic) before the webhook
+                        // has a certificate to serve.
+                        "/readyz" if certificates.ready() => (200, "ok\n".to_owned()),
+                        "/readyz" => (503, "no webhook certificate yet\n".to_owned()),
                         "/metrics" => (200, ctx.metrics.encode()),
                         _ => (404, "not found\n".to_owned()),
                     };

@@ -13,6 +13,14 @@ pub struct Reason {
     pub reason: &'static str,
 }
 
+/// Admission outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `injected`, `already`, `refused`, `no_proxy`, `not_applied`,
+    /// `error` (answered 500, so the failure policy applies) or `invalid`.
+    pub outcome: &'static str,
+}
+
 /// Every metric the operator exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -23,6 +31,8 @@ pub struct Metrics {
     pub failures: Family<Reason, Counter>,
     /// Reconcile duration.
     pub duration: Histogram,
+    /// Pods the webhook saw, by outcome.
+    pub admissions: Family<Outcome, Counter>,
 }
 
 impl Default for Metrics {
@@ -42,16 +52,28 @@ impl Default for Metrics {
             "Reconcile duration",
             duration.clone(),
         );
+        let admissions = Family::default();
+        registry.register(
+            "admissions",
+            "Pods the injection webhook saw, by outcome",
+            admissions.clone(),
+        );
         Self {
             registry,
             reconciles,
             failures,
             duration,
+            admissions,
         }
     }
 }
 
 impl Metrics {
+    /// Counts one admission.
+    pub fn admitted(&self, outcome: &'static str) {
+        self.admissions.get_or_create(&Outcome { outcome }).inc();
+    }
+
     /// Prometheus text.
     pub fn encode(&self) -> String {
         let mut out = String::new();

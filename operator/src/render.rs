@@ -11,15 +11,19 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
     ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
 };
+use k8s_openapi::api::networking::v1::{
+    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use shadowcat_crds::{
     AuthConfig, AuthSpec, IntrospectionConfig, LogFormat, McpProxy, RedisSpec, SecretKeyRef, SidecarConfig,
-    SseConfig, StoreKind, TargetKind, TokenExchangeConfig, UpstreamAuthConfig, UpstreamCredentialSpec,
+    SseConfig, StoreKind, TargetKind, TargetRef, TokenExchangeConfig, UpstreamAuthConfig,
+    UpstreamCredentialSpec,
 };
 
 /// Name of the sidecar container.
@@ -32,10 +36,18 @@ pub const PROXY_LABEL: &str = "shadowcat.dev/proxy";
 pub const CONFIG_KEY: &str = "config.yaml";
 /// Key of the peer secret in its Secret.
 pub const PEER_SECRET_KEY: &str = "secret";
-/// Admin (health, readiness, metrics) port.
-pub const ADMIN_PORT: u16 = 9090;
-/// Replica-to-replica port.
-pub const PEER_PORT: u16 = 8081;
+/// Names of the sidecar's ports: unique enough that no server container
+/// in the pod uses them (a Service's named target port resolves to the
+/// first container port of that name).
+pub const MCP_PORT_NAME: &str = "shadowcat";
+/// The admin port's name (the chart's PodMonitor scrapes it).
+pub const ADMIN_PORT_NAME: &str = "shadowcat-admin";
+/// The peer port's name.
+pub const PEER_PORT_NAME: &str = "shadowcat-peer";
+/// The header the MCP server container's `preStop` hook sends with its
+/// `GET /drain` (the kubelet's HTTP hooks only send GET; the sidecar drains
+/// on a GET only with this header, so a stray GET never drains a pod).
+pub const DRAIN_HEADER: (&str, &str) = ("X-Shadowcat-Drain", "preStop");
 const CONFIG_DIR: &str = "/etc/shadowcat";
 /// How long a terminating sidecar serves on before it drains.
 const SHUTDOWN_DELAY: &str = "5s";
@@ -66,6 +78,38 @@ pub struct Defaults {
     pub resources: ResourceRequirements,
     /// Graceful shutdown given to the sidecar, in seconds.
     pub drain_seconds: i64,
+    /// Image pull Secrets every injected pod gets (they must exist in the
+    /// pod's namespace).
+    pub image_pull_secrets: Vec<String>,
+    /// Image prefixes a sidecar image must start with; any image when empty.
+    pub allowed_images: Vec<String>,
+}
+
+impl Defaults {
+    /// The sidecar image `proxy` asks for, or the default.
+    pub fn image<'a>(&'a self, proxy: &'a McpProxy) -> &'a str {
+        proxy.spec.sidecar.image.as_deref().unwrap_or(&self.image)
+    }
+
+    /// Why `proxy`'s sidecar image may not run, if it may not.
+    pub fn image_refusal(&self, proxy: &McpProxy) -> Option<String> {
+        let image = self.image(proxy);
+        (!self.allowed_images.is_empty()
+            && !self.allowed_images.iter().any(|p| image.starts_with(p.as_str())))
+        .then(|| {
+            format!(
+                "sidecar image {image:?} starts with none of the allowed prefixes {:?}",
+                self.allowed_images
+            )
+        })
+    }
+
+    /// The pod's termination grace period the sidecar's drain needs: the
+    /// delay before it drains, the drain, and a margin for the server's
+    /// own exit.
+    pub fn grace_seconds(&self) -> i64 {
+        self.drain_seconds + 10
+    }
 }
 
 impl Default for Defaults {
@@ -84,6 +128,8 @@ impl Default for Defaults {
                 ..Default::default()
             },
             drain_seconds: 25,
+            image_pull_secrets: Vec::new(),
+            allowed_images: Vec::new(),
         }
     }
 }
@@ -132,7 +178,7 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
     let redis = redis(proxy);
     SidecarConfig {
         listen: Some(format!("0.0.0.0:{}", spec.listen.port)),
-        admin_listen: Some(format!("0.0.0.0:{ADMIN_PORT}")),
+        admin_listen: Some(format!("0.0.0.0:{}", spec.admin_port())),
         upstream: Some(format!(
             "http://127.0.0.1:{}{}",
             spec.upstream.port, spec.upstream.path
@@ -146,7 +192,7 @@ pub fn sidecar_config(proxy: &McpProxy, defaults: &Defaults) -> SidecarConfig {
         // (not ready) that long before draining. Delay plus drain stays
         // within the grace period (drain seconds + 5).
         shutdown_delay: Some(SHUTDOWN_DELAY.into()),
-        peer_listen: redis.map(|_| format!("0.0.0.0:{PEER_PORT}")),
+        peer_listen: redis.map(|_| format!("0.0.0.0:{}", spec.peer_port())),
         peer_secret_file: redis.map(|_| format!("{PEER_DIR}/{PEER_SECRET_KEY}")),
         sse: (sse != SseConfig::default()).then_some(sse),
         auth: spec.auth.as_ref().map(auth_config),
@@ -238,7 +284,7 @@ pub fn secret_refs(proxy: &McpProxy) -> Vec<&SecretKeyRef> {
 /// environment: one volume, mounted read-only at `dir`.
 struct SecretFiles {
     volume: &'static str,
-    dir: &'static str,
+    dir: String,
     secret: String,
     /// The one key mounted and the file it becomes; every key when `None`.
     item: Option<(String, &'static str)>,
@@ -249,15 +295,15 @@ fn secret_files(proxy: &McpProxy) -> Vec<SecretFiles> {
     if redis(proxy).is_some() {
         files.push(SecretFiles {
             volume: "shadowcat-peer",
-            dir: PEER_DIR,
+            dir: PEER_DIR.to_owned(),
             secret: peer_secret_name(proxy),
             item: None,
         });
     }
     let auth = proxy.spec.auth.as_ref();
-    let one_key = |volume, dir, file, reference: &SecretKeyRef| SecretFiles {
+    let one_key = |volume, dir: &str, file, reference: &SecretKeyRef| SecretFiles {
         volume,
-        dir,
+        dir: dir.to_owned(),
         secret: reference.name.clone(),
         item: Some((reference.key.clone(), file)),
     };
@@ -289,8 +335,32 @@ fn secret_files(proxy: &McpProxy) -> Vec<SecretFiles> {
             &exchange.client_secret_ref,
         ));
     }
+    for (i, mount) in proxy.spec.sidecar.secret_mounts.iter().enumerate() {
+        files.push(SecretFiles {
+            volume: SECRET_MOUNT_VOLUMES
+                .get(i)
+                .copied()
+                .unwrap_or("shadowcat-secret-x"),
+            dir: mount.mount_path.clone(),
+            secret: mount.secret_name.clone(),
+            item: None,
+        });
+    }
     files
 }
+
+/// Volume names of `spec.sidecar.secretMounts`, by position (a `&'static`
+/// name keeps `SecretFiles` simple; the CRD caps the list at their number).
+pub const SECRET_MOUNT_VOLUMES: [&str; 8] = [
+    "shadowcat-secret-0",
+    "shadowcat-secret-1",
+    "shadowcat-secret-2",
+    "shadowcat-secret-3",
+    "shadowcat-secret-4",
+    "shadowcat-secret-5",
+    "shadowcat-secret-6",
+    "shadowcat-secret-7",
+];
 
 /// The config as the file the sidecar reads, and the hash whose change
 /// rolls the pods (the pod template's [`CONFIG_HASH`] annotation).
@@ -403,9 +473,12 @@ pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
         protocol: Some("TCP".into()),
         ..Default::default()
     };
-    let mut ports = vec![port("mcp", spec.listen.port), port("admin", ADMIN_PORT)];
+    let mut ports = vec![
+        port(MCP_PORT_NAME, spec.listen.port),
+        port(ADMIN_PORT_NAME, spec.admin_port()),
+    ];
     if redis.is_some() {
-        ports.push(port("peer", PEER_PORT));
+        ports.push(port(PEER_PORT_NAME, spec.peer_port()));
     }
     let mount = |name: &str, dir: &str| VolumeMount {
         name: name.to_owned(),
@@ -417,29 +490,34 @@ pub fn sidecar_container(proxy: &McpProxy, defaults: &Defaults) -> Container {
     // Secret in place only then, and the sidecar picks a new upstream
     // credential up from the file.
     let mounts = std::iter::once(mount("shadowcat-config", CONFIG_DIR))
-        .chain(secret_files(proxy).iter().map(|f| mount(f.volume, f.dir)))
+        .chain(secret_files(proxy).iter().map(|f| mount(f.volume, &f.dir)))
         .collect();
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
-            port: IntOrString::String("admin".into()),
+            port: IntOrString::Int(i32::from(spec.admin_port())),
             ..Default::default()
         }),
         period_seconds: Some(period),
         failure_threshold: Some(3),
         ..Default::default()
     };
+    // A native sidecar (an init container that keeps running): the kubelet
+    // starts the MCP server only once it has started, and stops it only
+    // after the server has exited, so it drains what the server answers.
     Container {
         name: CONTAINER.into(),
-        image: Some(
-            spec.sidecar
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.image.clone()),
-        ),
+        image: Some(defaults.image(proxy).to_owned()),
+        restart_policy: Some("Always".into()),
         env: Some(env),
         ports: Some(ports),
         volume_mounts: Some(mounts),
+        // Started means listening; ready means the server answers too, which
+        // it cannot before it starts, so readiness must not gate the start.
+        startup_probe: Some(Probe {
+            failure_threshold: Some(30),
+            ..probe("/healthz", 1)
+        }),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: Some(
@@ -497,33 +575,48 @@ pub fn sidecar_volumes(proxy: &McpProxy) -> Vec<Volume> {
     std::iter::once(config).chain(secrets).collect()
 }
 
-/// The server-side-apply patch for the target workload: only the fields the
-/// operator owns (sidecar container, volumes, hash annotation, grace period),
-/// so releasing the field manager removes exactly them.
-pub fn workload_patch(proxy: &McpProxy, defaults: &Defaults, hash: &str) -> Value {
-    let (api_version, kind) = match proxy.spec.target_ref.kind {
+/// The `apiVersion` and `kind` of a target.
+pub fn target_type(kind: TargetKind) -> (&'static str, &'static str) {
+    match kind {
         TargetKind::Deployment => ("apps/v1", "Deployment"),
         TargetKind::StatefulSet => ("apps/v1", "StatefulSet"),
-    };
-    json!({
-        "apiVersion": api_version,
-        "kind": kind,
-        "metadata": {"name": proxy.spec.target_ref.name, "namespace": proxy.namespace()},
-        "spec": {"template": {
-            "metadata": {"annotations": {CONFIG_HASH: hash}},
-            "spec": {
-                "containers": [sidecar_container(proxy, defaults)],
-                "volumes": sidecar_volumes(proxy),
-                // Long enough for the sidecar's drain.
-                "terminationGracePeriodSeconds": defaults.drain_seconds + 5,
-            }
-        }}
-    })
+    }
 }
 
-/// The Service in front of the sidecar, if the McpProxy asks for one.
-/// `selector` is the target's pod selector.
-pub fn service(proxy: &McpProxy, selector: BTreeMap<String, String>) -> Option<Service> {
+/// The field manager of `proxy`'s rollout annotation: one per McpProxy, so
+/// two McpProxies naming one workload conflict (409) instead of taking the
+/// field from each other, and releasing it touches nothing else.
+pub fn rollout_manager(proxy: &McpProxy) -> String {
+    format!("shadowcat.dev/{}", proxy.name_any())
+}
+
+/// The server-side-apply patch of `rollout: auto`: the config hash on the
+/// target's pod template and nothing else, so a GitOps tool owning the
+/// workload sees one foreign field. `hash` `None` is the empty apply that
+/// releases it.
+pub fn rollout_patch(target: &TargetRef, hash: Option<&str>) -> Value {
+    let (api_version, kind) = target_type(target.kind);
+    let mut patch = json!({
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": target.name},
+    });
+    if let Some(hash) = hash {
+        patch["spec"] = json!({"template": {"metadata": {"annotations": {CONFIG_HASH: hash}}}});
+    }
+    patch
+}
+
+/// The selector of the pods that opted in to `proxy`.
+pub fn pod_selector(proxy: &McpProxy) -> BTreeMap<String, String> {
+    BTreeMap::from([(PROXY_LABEL.to_owned(), proxy.name_any())])
+}
+
+/// The Service in front of the sidecar, if the McpProxy asks for one: it
+/// selects the pods labelled for this McpProxy, on the sidecar's MCP port
+/// (a pod created without the sidecar has no port of that name, so it gets
+/// no traffic).
+pub fn service(proxy: &McpProxy) -> Option<Service> {
     let spec = proxy.spec.service.as_ref()?;
     Some(Service {
         metadata: ObjectMeta {
@@ -534,18 +627,62 @@ pub fn service(proxy: &McpProxy, selector: BTreeMap<String, String>) -> Option<S
             ..Default::default()
         },
         spec: Some(K8sServiceSpec {
-            selector: Some(selector),
+            selector: Some(pod_selector(proxy)),
             type_: spec.type_.map(|t| format!("{t:?}")),
             ports: Some(vec![ServicePort {
                 name: Some("mcp".into()),
                 port: i32::from(spec.port.unwrap_or(80)),
-                target_port: Some(IntOrString::String("mcp".into())),
+                target_port: Some(IntOrString::String(MCP_PORT_NAME.into())),
                 protocol: Some("TCP".into()),
                 ..Default::default()
             }]),
             ..Default::default()
         }),
         ..Default::default()
+    })
+}
+
+/// The NetworkPolicy of `proxy`'s pods, if it asks for one.
+pub fn network_policy(proxy: &McpProxy) -> Option<NetworkPolicy> {
+    let spec = proxy.spec.network_policy.as_ref()?;
+    let selector = LabelSelector {
+        match_labels: Some(pod_selector(proxy)),
+        ..Default::default()
+    };
+    let port = |port: u16| NetworkPolicyPort {
+        port: Some(IntOrString::Int(i32::from(port))),
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
+    let rule = |p: u16, from: Vec<NetworkPolicyPeer>| NetworkPolicyIngressRule {
+        ports: Some(vec![port(p)]),
+        from: (!from.is_empty()).then_some(from),
+    };
+    let mut ingress = vec![rule(proxy.spec.listen.port, spec.mcp_from.clone())];
+    if !spec.admin_from.is_empty() {
+        ingress.push(rule(proxy.spec.admin_port(), spec.admin_from.clone()));
+    }
+    if redis(proxy).is_some() {
+        let siblings = NetworkPolicyPeer {
+            pod_selector: Some(selector.clone()),
+            ..Default::default()
+        };
+        ingress.push(rule(proxy.spec.peer_port(), vec![siblings]));
+    }
+    Some(NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(config_map_name(proxy)),
+            namespace: proxy.namespace(),
+            labels: Some(labels(proxy)),
+            owner_references: owner(proxy).map(|o| vec![o]),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: Some(vec!["Ingress".into()]),
+            ingress: Some(ingress),
+            ..Default::default()
+        }),
     })
 }
 

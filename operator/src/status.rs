@@ -6,14 +6,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use shadowcat_crds::{McpProxyStatus, PolicyConfig, PolicyError};
 
+/// The operator applies this McpProxy: its image is allowed, it conflicts
+/// with no other McpProxy, and the objects it would write are its own.
+pub const ACCEPTED: &str = "Accepted";
 /// The config renders and validates.
 pub const CONFIG_VALID: &str = "ConfigValid";
 /// `spec.policy` checks (or there is none).
 pub const POLICY_VALID: &str = "PolicyValid";
-/// The sidecar is in the target's pod template.
+/// Every pod labelled for this McpProxy runs the sidecar.
 pub const INJECTED: &str = "Injected";
-/// The target's pods run the current config and are ready.
+/// The target has rolled out, its pods are ready and run the sidecar.
 pub const READY: &str = "Ready";
+/// Sessions survive a pod and reach every replica: false when the memory
+/// store is used with more than one replica.
+pub const SESSIONS_SHARED: &str = "SessionsShared";
 
 /// One condition to set.
 #[derive(Clone, Debug, PartialEq, Eq)]

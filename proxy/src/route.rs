@@ -126,6 +126,9 @@ pub async fn peer(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body
     Ok(serve(app, Request::from_parts(parts, body::full(bytes))).await)
 }
 
+/// The header of the kubelet's `preStop` GET that drains.
+pub const DRAIN_HEADER: &str = "x-shadowcat-drain";
+
 /// The admin listener: health, readiness, metrics, and `POST /drain`.
 pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let verbose = req
@@ -144,7 +147,21 @@ pub async fn admin(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bod
             r
         }
         (&Method::POST, "/drain") => drain(&app).await,
-        (_, "/drain") => text(StatusCode::METHOD_NOT_ALLOWED, "POST /drain\n".into()),
+        // The kubelet's HTTP `preStop` hook can only GET: a GET drains only
+        // with the header the injected hook sends, so a stray GET (a
+        // crawler, a curious browser) never takes a pod out of service.
+        (&Method::GET, "/drain")
+            if req
+                .headers()
+                .get(DRAIN_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"preStop") =>
+        {
+            drain(&app).await
+        }
+        (_, "/drain") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("POST /drain, or GET /drain with {DRAIN_HEADER}: preStop\n"),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
     Ok(response)

@@ -4,8 +4,8 @@
     check_values_keys.py CHART_VALUES_YAML VALUES_FILE
 
 Helm ignores unknown values keys silently (unless the chart ships a
-values.schema.json), so a misspelt or renamed key (watchNamespaces for
-watchNamespace) would test nothing. Free-form maps are not checked below
+values.schema.json that forbids them), so a misspelt or renamed key
+(watchNamespace for watchNamespaces) would test nothing. Free-form maps are not checked below
 their own level: any map that is empty in the chart's values.yaml, and keys
 named like resources, affinity, nodeSelector, tolerations, *securityContext,
 *annotations, *labels, *selector.

@@ -8,8 +8,10 @@
 #   2. helm template (release "shadowcat", namespace "shadowcat-system")
 #   3. every rendered object checked with validate_manifests.py against the
 #      Kubernetes schemas of each version in KUBE_VERSIONS (strict: unknown
-#      fields fail); custom resources against the chart's crds/*.yaml.
-# One more case, "crds", checks the chart's crds/*.yaml themselves.
+#      fields fail); custom resources against the chart's CRD files.
+# One more case, "crds", checks the chart's CRD files themselves. CRD files:
+# crds/*.yaml (Helm installs them, never upgrades) and files/crds/*.yaml (a
+# chart's templates render them, as charts/shadowcat's crds.yaml does).
 # Prints one line per case and a last line "chart: N passed, N failed"; exits 1
 # if any case failed. Writes only to a temp dir (nothing into CHART_DIR).
 # Works from any cwd; runs install.sh first (quick when already installed).
@@ -53,11 +55,14 @@ export HELM_CONFIG_HOME=$work/helm/config HELM_CACHE_HOME=$work/helm/cache HELM_
 kv_args=()
 for v in "${kube_versions[@]}"; do kv_args+=(-k "$v"); done
 shopt -s nullglob
-crds=("$chart"/crds/*.yaml "$chart"/crds/*.yml)
+crds=("$chart"/crds/*.yaml "$chart"/crds/*.yml "$chart"/files/crds/*.yaml "$chart"/files/crds/*.yml)
 shopt -u nullglob
 for c in "${crds[@]}"; do kv_args+=(--crd "$c"); done
-# The Prometheus Operator's CRDs are not available offline.
-kv_args+=(--skip monitoring.coreos.com/ServiceMonitor --skip monitoring.coreos.com/PodMonitor)
+# The Prometheus Operator's and cert-manager's CRDs are not available offline.
+for skip in monitoring.coreos.com/ServiceMonitor monitoring.coreos.com/PodMonitor \
+  cert-manager.io/Certificate cert-manager.io/Issuer; do
+  kv_args+=(--skip "$skip")
+done
 helm_caps=(--kube-version "${kube_versions[-1]}" --api-versions monitoring.coreos.com/v1)
 
 passed=0
@@ -65,11 +70,11 @@ failed=0
 report() { # report NAME OK|FAIL DETAIL LOG
   if [[ $2 == ok ]]; then
     passed=$((passed + 1))
-    printf 'ok   %-28s %s\n' "$1" "$3"
+    printf 'ok   %-35s %s\n' "$1" "$3"
   else
     failed=$((failed + 1))
     [[ -f $4 ]] && sed 's/^/    | /' "$4" || true
-    printf 'FAIL %-28s %s\n' "$1" "$3"
+    printf 'FAIL %-35s %s\n' "$1" "$3"
   fi
 }
 

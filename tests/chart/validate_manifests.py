@@ -8,8 +8,9 @@ Every YAML document in each FILE must pass, for every -k version:
     fields are errors, as with `kubectl apply --validate=strict`);
   * kinds defined by a --crd file: that CRD's openAPIV3Schema (strict too,
     except under x-kubernetes-preserve-unknown-fields);
-  * kinds named by --skip (e.g. monitoring.coreos.com/ServiceMonitor, whose
-    CRD is not available offline): reported as skipped, not checked;
+  * kinds named by --skip (e.g. monitoring.coreos.com/ServiceMonitor or
+    cert-manager.io/Certificate, whose CRDs are not available offline):
+    reported as skipped, not checked;
   * any other kind fails: a kind nobody has a schema for is usually a typo.
 Also fails on documents without apiVersion/kind/metadata.name and on two
 objects with the same apiVersion group, kind, namespace and name.

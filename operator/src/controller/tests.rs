@@ -1,14 +1,21 @@
-//! The reconciler against a fake API server, one scenario per situation.
+//! The reconciler against a fake API server, one scenario per situation:
+//! every call it makes, in order, and nothing else (a write the scenario
+//! does not list fails it). The user's workload is read, never written,
+//! unless `rollout: auto` asks for its one annotation.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
-use shadowcat_crds::SidecarConfig;
+use shadowcat_crds::{McpProxy, SidecarConfig};
 
 use super::reconcile;
-use crate::fixtures::{Call, Proxy, deployment, not_found, path, scenario, secret, secret_holding, verify};
+use crate::fixtures::{
+    Call, Proxy, deployment, deployment_labelled, list, not_found, path, pod, scenario, scenario_with,
+    secret, secret_holding, verify,
+};
+use crate::render::{self, Defaults};
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
     status["status"]["conditions"]
@@ -19,57 +26,115 @@ fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
 }
 
+fn is(status: &Value, type_: &str) -> (String, String) {
+    let c = condition(status, type_);
+    (
+        c["status"].as_str().unwrap().to_owned(),
+        c["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn pair(status: &str, reason: &str) -> (String, String) {
+    (status.to_owned(), reason.to_owned())
+}
+
 fn answer_proxy() -> Value {
     serde_json::to_value(Proxy::new().0).unwrap()
 }
 
-/// The calls of a successful apply on a memory-store McpProxy; the config
-/// hash each deployment patch carried goes into `hashes`.
-fn apply_calls(ready: i32, hashes: Arc<Mutex<Vec<String>>>) -> Vec<Call> {
-    apply_calls_capturing(ready, hashes, Arc::default())
+fn hash(proxy: &McpProxy) -> String {
+    render::config_yaml(&render::sidecar_config(proxy, &Defaults::default()))
+        .unwrap()
+        .1
 }
 
-/// The same, the config each ConfigMap patch carried going into `configs`.
-fn apply_calls_capturing(
+fn status_error(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code, "message": message})
+}
+
+/// The ConfigMap's calls: none of ours under another name, none of the
+/// name, applied (its body checked by `check`).
+fn config_map_calls(check: impl Fn(&Value) + Send + 'static) -> Vec<Call> {
+    vec![
+        Call::new("GET", path::CONFIG_MAPS, list("ConfigMapList", vec![])).query("labelSelector"),
+        Call::new("GET", path::CONFIG_MAP, not_found()).status(404),
+        Call::new("PATCH", path::CONFIG_MAP, json!({}))
+            .query("fieldManager=shadowcat-operator")
+            .check(move |cm| {
+                assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
+                check(cm);
+            }),
+    ]
+}
+
+/// No Service and no NetworkPolicy asked for, none left over.
+fn nothing_else() -> Vec<Call> {
+    vec![
+        Call::new("GET", path::SERVICES, list("ServiceList", vec![])),
+        Call::new("GET", path::NETWORK_POLICIES, list("NetworkPolicyList", vec![])),
+    ]
+}
+
+/// The pods labelled for `weather`.
+fn pods(items: Vec<k8s_openapi::api::core::v1::Pod>) -> Call {
+    let items = items
+        .into_iter()
+        .map(|p| serde_json::to_value(p).unwrap())
+        .collect();
+    Call::new("GET", path::PODS, list("PodList", items))
+        .query("labelSelector=shadowcat.dev%2Fproxy%3Dweather")
+}
+
+/// Three pods with the sidecar on config `hash`.
+fn injected_pods(hash: &str) -> Call {
+    pods(vec![
+        pod("mcp-server-a", Some(hash)),
+        pod("mcp-server-b", Some(hash)),
+        pod("mcp-server-c", Some(hash)),
+    ])
+}
+
+/// The whole apply of `proxy` (memory store, no Service) on a target with
+/// `ready` of 3 replicas ready; the config and the hash status reports go
+/// into `configs` and `hashes`.
+fn apply_calls(
+    proxy: &McpProxy,
     ready: i32,
     hashes: Arc<Mutex<Vec<String>>>,
     configs: Arc<Mutex<Vec<String>>>,
 ) -> Vec<Call> {
-    vec![
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(move |cm| {
-            let config = cm["data"]["config.yaml"].as_str().unwrap();
-            assert!(config.contains("upstream: http://127.0.0.1:3000/mcp"), "{config}");
-            assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
-            configs.lock().unwrap().push(config.to_owned());
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(ready)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(ready)).check(move |d| {
-            let template = &d["spec"]["template"];
-            assert_eq!(template["spec"]["containers"][0]["name"], "shadowcat");
-            assert_eq!(
-                template["spec"]["containers"].as_array().unwrap().len(),
-                1,
-                "only what Shadowcat owns"
-            );
-            let hash = template["metadata"]["annotations"]["shadowcat.dev/config-hash"]
-                .as_str()
-                .unwrap();
-            hashes.lock().unwrap().push(hash.to_owned());
-        }),
-        Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
-            assert_eq!(s["status"]["observedGeneration"], 1);
-            assert_eq!(condition(s, "ConfigValid")["status"], "True");
-            assert_eq!(condition(s, "PolicyValid")["status"], "True");
-            assert_eq!(condition(s, "Injected")["status"], "True");
-            let ready_condition = condition(s, "Ready");
-            assert_eq!(
-                ready_condition["status"],
-                if ready == 3 { "True" } else { "False" }
-            );
-            assert_eq!(s["status"]["readyReplicas"], ready);
-            assert!(s["status"]["configHash"].is_string());
-        }),
-    ]
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(ready))];
+    calls.extend(config_map_calls(move |cm| {
+        let config = cm["data"]["config.yaml"].as_str().unwrap();
+        assert!(config.contains("upstream: http://127.0.0.1:3000/mcp"), "{config}");
+        configs.lock().unwrap().push(config.to_owned());
+    }));
+    calls.extend(nothing_else());
+    calls.push(injected_pods(&hash(proxy)));
+    calls.push(Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
+        assert_eq!(s["status"]["observedGeneration"], 1);
+        assert_eq!(is(s, "ConfigValid"), pair("True", "Valid"));
+        assert_eq!(is(s, "PolicyValid").0, "True");
+        assert_eq!(is(s, "Accepted"), pair("True", "Accepted"));
+        assert_eq!(is(s, "Injected"), pair("True", "Injected"));
+        let expected = if ready == 3 {
+            pair("True", "Ready")
+        } else {
+            pair("False", "RollingOut")
+        };
+        assert_eq!(is(s, "Ready"), expected);
+        assert_eq!(s["status"]["readyReplicas"], ready);
+        assert_eq!(
+            (&s["status"]["injectedPods"], &s["status"]["currentPods"]),
+            (&json!(3), &json!(3))
+        );
+        assert_eq!(s["status"]["podsWithoutSidecar"], 0);
+        hashes
+            .lock()
+            .unwrap()
+            .push(s["status"]["configHash"].as_str().unwrap().to_owned());
+    }));
+    calls
 }
 
 #[tokio::test]
@@ -89,10 +154,11 @@ async fn finalizer_is_added_before_anything_else() {
 }
 
 #[tokio::test]
-async fn create_applies_config_then_sidecar_then_status() {
+async fn create_applies_the_config_and_never_writes_the_workload() {
     let hashes = Arc::new(Mutex::new(Vec::new()));
-    let (ctx, server) = scenario(apply_calls(0, hashes.clone()));
-    let action = reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    let proxy = Proxy::new();
+    let (ctx, server) = scenario(apply_calls(&proxy.0, 0, hashes.clone(), Arc::default()));
+    let action = reconcile(proxy.arc(), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
     verify(server).await;
     assert_eq!(hashes.lock().unwrap().len(), 1);
@@ -102,54 +168,677 @@ async fn create_applies_config_then_sidecar_then_status() {
 async fn reconcile_again_applies_the_same_objects() {
     let hashes = Arc::new(Mutex::new(Vec::new()));
     for _ in 0..2 {
-        let (ctx, server) = scenario(apply_calls(3, hashes.clone()));
-        reconcile(Proxy::new().arc(), ctx).await.unwrap();
+        let proxy = Proxy::new();
+        let (ctx, server) = scenario(apply_calls(&proxy.0, 3, hashes.clone(), Arc::default()));
+        reconcile(proxy.arc(), ctx).await.unwrap();
         verify(server).await;
     }
     let hashes = hashes.lock().unwrap();
-    assert_eq!(hashes[0], hashes[1], "no change, no roll");
+    assert_eq!(hashes[0], hashes[1], "no change, no new hash");
 }
 
 #[tokio::test]
-async fn spec_change_rolls_the_config_hash() {
+async fn spec_change_changes_the_config_hash() {
     let hashes = Arc::new(Mutex::new(Vec::new()));
     for retention in ["10m", "20m"] {
-        let (ctx, server) = scenario(apply_calls(3, hashes.clone()));
-        reconcile(Proxy::new().retention(retention).arc(), ctx)
-            .await
-            .unwrap();
+        let proxy = Proxy::new().retention(retention);
+        let (ctx, server) = scenario(apply_calls(&proxy.0, 3, hashes.clone(), Arc::default()));
+        reconcile(proxy.arc(), ctx).await.unwrap();
         verify(server).await;
     }
     let hashes = hashes.lock().unwrap();
     assert_ne!(hashes[0], hashes[1]);
 }
 
+/// The sidecar reloads `policy` from the mounted ConfigMap: a new policy
+/// goes into the ConfigMap, and the hash stays, so nothing rolls.
 #[tokio::test]
-async fn sidecar_removed_by_hand_comes_back() {
-    // The target as a user left it: no sidecar in the template (deployment()
-    // has none). The same apply puts it back, and the pods are ready.
+async fn policy_change_updates_the_config_map_and_not_the_hash() {
     let hashes = Arc::new(Mutex::new(Vec::new()));
-    let (ctx, server) = scenario(apply_calls(3, hashes));
+    let configs = Arc::new(Mutex::new(Vec::new()));
+    for proxy in [
+        Proxy::new(),
+        Proxy::new().policy(),
+        Proxy::new().policy().policy_tool("delete_repo"),
+    ] {
+        let (ctx, server) = scenario(apply_calls(&proxy.0, 3, hashes.clone(), configs.clone()));
+        reconcile(proxy.arc(), ctx).await.unwrap();
+        verify(server).await;
+    }
+    let hashes = hashes.lock().unwrap();
+    assert_eq!(hashes.len(), 3);
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+    let configs = configs.lock().unwrap();
+    assert!(
+        configs[0] != configs[1] && configs[1] != configs[2],
+        "each policy reaches the ConfigMap: {configs:?}"
+    );
+    assert!(configs[2].contains("delete_repo"), "{}", configs[2]);
+    let written = Proxy::new().policy().0.spec.policy.unwrap();
+    assert_eq!(
+        SidecarConfig::from_yaml(&configs[1]).unwrap().policy,
+        Some(written)
+    );
+}
+
+/// Status, from start to end of a rollout: the workload's controller has
+/// not seen the generation; pods lag on the old config; a pod runs without
+/// the sidecar (the webhook was down); then all is well.
+#[tokio::test]
+async fn ready_comes_from_the_rollout_and_the_pods() {
+    let proxy = Proxy::new().auto_rollout();
+    let current = hash(&proxy.0);
+    let mut unobserved = deployment(3);
+    unobserved["metadata"]["generation"] = json!(2);
+    type Case<'a> = (
+        Value,
+        Vec<k8s_openapi::api::core::v1::Pod>,
+        (&'a str, &'a str),
+        (&'a str, &'a str),
+    );
+    let cases: Vec<Case> = vec![
+        (
+            unobserved,
+            vec![pod("a", Some(&current))],
+            ("True", "Injected"),
+            ("False", "RollingOut"),
+        ),
+        (
+            deployment(3),
+            vec![pod("a", Some(&current)), pod("b", Some("old"))],
+            ("True", "Injected"),
+            ("False", "RollingOut"),
+        ),
+        (
+            deployment(3),
+            vec![pod("a", Some(&current)), pod("b", None)],
+            ("False", "PodsWithoutSidecar"),
+            ("False", "PodsWithoutSidecar"),
+        ),
+        (
+            deployment(3),
+            vec![pod("a", Some(&current)), pod("b", Some(&current))],
+            ("True", "Injected"),
+            ("True", "Ready"),
+        ),
+    ];
+    for (target, listed, injected, ready) in cases {
+        let mut calls = vec![Call::new("GET", path::DEPLOYMENT, target)];
+        calls.extend(config_map_calls(|_| {}));
+        calls.extend(nothing_else());
+        calls.push(
+            Call::new("PATCH", path::DEPLOYMENT, deployment(3))
+                .query("fieldManager=shadowcat.dev%2Fweather")
+                .check(|d| {
+                    assert!(
+                        d["spec"]["template"]["metadata"]["annotations"]["shadowcat.dev/config-hash"]
+                            .is_string()
+                    )
+                }),
+        );
+        calls.push(pods(listed));
+        calls.push(Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
+            assert_eq!(is(s, "Injected"), pair(injected.0, injected.1), "{s}");
+            assert_eq!(is(s, "Ready"), pair(ready.0, ready.1), "{s}");
+            if injected.1 == "PodsWithoutSidecar" {
+                let message = condition(s, "Injected")["message"].as_str().unwrap();
+                assert!(
+                    message.contains("1 pod(s) run without the sidecar") && message.ends_with(": b"),
+                    "{message}"
+                );
+                assert_eq!(s["status"]["podsWithoutSidecar"], 1);
+            }
+        }));
+        let (ctx, server) = scenario(calls);
+        reconcile(proxy.0.clone().into(), ctx).await.unwrap();
+        verify(server).await;
+    }
+}
+
+#[tokio::test]
+async fn memory_store_with_several_replicas_is_a_warning_condition() {
+    let proxy = Proxy::new();
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.push(injected_pods(&hash(&proxy.0)));
+    calls.push(Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+        assert_eq!(is(s, "SessionsShared"), pair("False", "MemoryStoreWithReplicas"));
+        let message = condition(s, "SessionsShared")["message"].as_str().unwrap();
+        assert!(
+            message.contains("3 replicas") && message.contains("redis"),
+            "{message}"
+        );
+    }));
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn target_missing_is_a_condition_and_the_config_still_lands() {
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, not_found()).status(404)];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.push(pods(vec![]));
+    calls.push(
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "TargetNotFound")),
+    );
+    calls.push(Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+        assert_eq!(is(s, "Injected"), pair("False", "TargetNotFound"));
+    }));
+    let (ctx, server) = scenario(calls);
+    let action = reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn a_pod_template_without_the_label_is_named_in_the_condition() {
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment_labelled(3, None))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.push(pods(vec![]));
+    calls.push(Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+        assert_eq!(is(s, "Injected"), pair("False", "NotLabelled"));
+        let message = condition(s, "Injected")["message"].as_str().unwrap();
+        assert!(message.contains("shadowcat.dev/proxy=weather"), "{message}");
+        assert_eq!(is(s, "Ready").0, "False");
+    }));
+    let (ctx, server) = scenario(calls);
+    reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// Two McpProxies name one Deployment; its pods' label names `weather`, so
+/// the other is a conflict: an Event, a condition, and nothing applied.
+#[tokio::test]
+async fn two_mcpproxies_on_one_target_the_label_decides_and_the_other_is_a_conflict() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "Conflict")),
+        Call::new(
+            "PATCH",
+            "/apis/shadowcat.dev/v1alpha1/namespaces/tools/mcpproxies/second/status",
+            answer_proxy(),
+        )
+        .check(|s| {
+            assert_eq!(is(s, "Accepted"), pair("False", "Conflict"));
+            let message = condition(s, "Accepted")["message"].as_str().unwrap();
+            assert!(message.contains("belong to McpProxy weather"), "{message}");
+        }),
+    ]);
+    let action = reconcile(Proxy::named("second").arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn an_existing_service_it_did_not_create_is_never_taken_over() {
+    let theirs = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "weather", "namespace": "tools"}, "spec": {"ports": [{"port": 80}]}});
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend([
+        Call::new("GET", path::SERVICES, list("ServiceList", vec![])),
+        Call::new("GET", path::SERVICE, theirs),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ServiceNotOwned")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "Accepted"), pair("False", "ServiceNotOwned"));
+        }),
+    ]);
+    let (ctx, server) = scenario(calls);
+    reconcile(Proxy::new().service().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn an_existing_config_map_it_did_not_create_is_never_taken_over() {
+    let theirs = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "weather-shadowcat", "namespace": "tools", "ownerReferences": [{"apiVersion": "v1", "kind": "Other", "name": "x", "uid": "not-ours"}]}});
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("GET", path::CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Call::new("GET", path::CONFIG_MAP, theirs),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ConfigMapNotOwned")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "Accepted"), pair("False", "ConfigMapNotOwned"));
+        }),
+    ]);
+    reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// `spec.service` removed: the Service it made goes; one of the same label
+/// that someone else made stays.
+#[tokio::test]
+async fn a_service_no_longer_asked_for_is_deleted_if_it_is_ours() {
+    let ours = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "weather", "namespace": "tools", "labels": {"shadowcat.dev/proxy": "weather"}, "ownerReferences": [{"apiVersion": "shadowcat.dev/v1alpha1", "kind": "McpProxy", "name": "weather", "uid": "uid-1"}]}});
+    let theirs = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lookalike", "namespace": "tools", "labels": {"shadowcat.dev/proxy": "weather"}}});
+    let proxy = Proxy::new();
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend([
+        Call::new("GET", path::SERVICES, list("ServiceList", vec![ours, theirs])),
+        Call::new(
+            "DELETE",
+            path::SERVICE,
+            json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+        ),
+        Call::new("GET", path::NETWORK_POLICIES, list("NetworkPolicyList", vec![])),
+        injected_pods(&hash(&proxy.0)),
+        Call::new("PATCH", path::STATUS, answer_proxy()),
+    ]);
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn a_service_and_a_network_policy_when_asked_for() {
+    let proxy = Proxy::new().redis().service().network_policy();
+    let mut calls = vec![
+        Call::new("GET", path::REDIS_SECRET, secret("redis", "url")),
+        Call::new(
+            "GET",
+            path::PEER_SECRET,
+            secret("weather-shadowcat-peer", "secret"),
+        ),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+    ];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend([
+        Call::new("GET", path::SERVICES, list("ServiceList", vec![])),
+        Call::new("GET", path::SERVICE, not_found()).status(404),
+        Call::new("PATCH", path::SERVICE, json!({})).check(|svc| {
+            assert_eq!(svc["spec"]["selector"], json!({"shadowcat.dev/proxy": "weather"}));
+            assert_eq!(svc["spec"]["ports"][0]["targetPort"], "shadowcat");
+        }),
+        Call::new("GET", path::NETWORK_POLICIES, list("NetworkPolicyList", vec![])),
+        Call::new("GET", path::NETWORK_POLICY, not_found()).status(404),
+        Call::new("PATCH", path::NETWORK_POLICY, json!({})).check(|np| {
+            assert_eq!(
+                np["spec"]["podSelector"]["matchLabels"],
+                json!({"shadowcat.dev/proxy": "weather"})
+            );
+            assert_eq!(np["spec"]["ingress"].as_array().unwrap().len(), 3);
+        }),
+        injected_pods(&hash(&proxy.0)),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "SessionsShared"), pair("True", "Shared"));
+            assert_eq!(is(s, "Ready"), pair("True", "Ready"));
+        }),
+    ]);
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// The API refuses the ConfigMap (here: too large): its message reaches
+/// the condition and an Event, not only a log line.
+#[tokio::test]
+async fn an_api_rejection_is_a_condition_with_the_servers_message() {
+    let message = "ConfigMap \"weather-shadowcat\" is invalid: []: Too long: must have at most 1048576 bytes";
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("GET", path::CONFIG_MAPS, list("ConfigMapList", vec![])),
+        Call::new("GET", path::CONFIG_MAP, not_found()).status(404),
+        Call::new("PATCH", path::CONFIG_MAP, status_error(422, "Invalid", message)).status(422),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ApiRejected")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
+            assert_eq!(is(s, "Accepted"), pair("False", "ApiRejected"));
+            let said = condition(s, "Accepted")["message"].as_str().unwrap();
+            assert!(
+                said.contains("Too long: must have at most 1048576 bytes"),
+                "{said}"
+            );
+        }),
+    ]);
     reconcile(Proxy::new().arc(), ctx).await.unwrap();
     verify(server).await;
 }
 
 #[tokio::test]
-async fn target_missing_is_a_condition_and_an_event_with_backoff() {
+async fn an_image_off_the_allow_list_is_refused_and_nothing_is_applied() {
+    let defaults = Defaults {
+        allowed_images: vec!["shadowcat:".into()],
+        ..Defaults::default()
+    };
+    let (ctx, server) = scenario_with(
+        vec![
+            Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ImageNotAllowed")),
+            Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+                assert_eq!(is(s, "Accepted"), pair("False", "ImageNotAllowed"));
+                let message = condition(s, "Accepted")["message"].as_str().unwrap();
+                assert!(message.contains("registry.example/shadowcat:1.2.3"), "{message}");
+            }),
+        ],
+        defaults,
+    );
+    reconcile(Proxy::new().overrides().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn clashing_ports_are_an_invalid_spec() {
+    let mut proxy = Proxy::new();
+    proxy.0.spec.sidecar.admin_port = Some(3000);
     let (ctx, server) = scenario(vec![
-        Call::new("PATCH", path::CONFIG_MAP, json!({})),
-        Call::new("GET", path::DEPLOYMENT, not_found()).status(404),
-        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "TargetNotFound")),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "InvalidSpec")),
         Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
-            let injected = condition(s, "Injected");
+            assert_eq!(is(s, "ConfigValid"), pair("False", "InvalidSpec"));
+            let message = condition(s, "ConfigValid")["message"].as_str().unwrap();
             assert_eq!(
-                (injected["status"].as_str(), injected["reason"].as_str()),
-                (Some("False"), Some("TargetNotFound"))
+                message,
+                "sidecar.adminPort and upstream.port are both 3000: they must differ"
             );
         }),
     ]);
-    let action = reconcile(Proxy::new().arc(), ctx).await.unwrap();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn a_secret_mount_whose_secret_is_missing_is_a_condition() {
+    let mut proxy = Proxy::new();
+    proxy.0.spec.sidecar.secret_mounts = vec![shadowcat_crds::SecretMount {
+        secret_name: "hook-key".into(),
+        mount_path: "/etc/hooks".into(),
+    }];
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", "/api/v1/namespaces/tools/secrets/hook-key", not_found()).status(404),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "SecretMissing")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "Injected"), pair("False", "SecretMissing"));
+            assert!(
+                condition(s, "Injected")["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("hook-key not found")
+            );
+        }),
+    ]);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// `targetRef` moved from `old-server` to `mcp-server` under `rollout:
+/// auto`: the old target's annotation is released (the empty apply under
+/// the McpProxy's own field manager), then the new one gets it; status
+/// remembers the new one.
+#[tokio::test]
+async fn a_target_change_releases_the_old_targets_annotation() {
+    let old = "/apis/apps/v1/namespaces/tools/deployments/old-server";
+    let proxy = Proxy::new().auto_rollout().status(&[], Some("old-server"));
+    let current = hash(&proxy.0);
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.extend([
+        Call::new("GET", old, deployment(3)),
+        Call::new("PATCH", old, deployment(3))
+            .query("fieldManager=shadowcat.dev%2Fweather")
+            .check(|d| {
+                assert_eq!(d["metadata"]["name"], "old-server");
+                assert!(
+                    d.get("spec").is_none(),
+                    "the empty apply releases the annotation: {d}"
+                );
+            }),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3))
+            .query("fieldManager=shadowcat.dev%2Fweather")
+            .check(move |d| {
+                assert_eq!(
+                    d["spec"]["template"]["metadata"]["annotations"]["shadowcat.dev/config-hash"],
+                    "x".replace('x', &hash(&Proxy::new().auto_rollout().0))
+                );
+                assert_eq!(
+                    d["spec"].as_object().unwrap().len(),
+                    1,
+                    "the annotation alone: {d}"
+                );
+            }),
+        injected_pods(&current),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(
+                s["status"]["rolloutTarget"],
+                json!({"kind": "Deployment", "name": "mcp-server"})
+            );
+        }),
+    ]);
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// Another field manager owns the annotation (a second McpProxy with
+/// `rollout: auto` on the same workload, or a tool): a 409, never forced.
+#[tokio::test]
+async fn a_rollout_annotation_owned_by_another_manager_is_a_conflict_not_taken() {
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.extend([
+        Call::new(
+            "PATCH",
+            path::DEPLOYMENT,
+            status_error(
+                409,
+                "Conflict",
+                "Apply failed with 1 conflict: conflict with \"argocd-controller\"",
+            ),
+        )
+        .status(409)
+        .check(|_| {}),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "RolloutConflict")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "Accepted"), pair("False", "RolloutConflict"));
+            assert!(
+                condition(s, "Accepted")["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("argocd-controller")
+            );
+        }),
+    ]);
+    let (ctx, server) = scenario(calls);
+    reconcile(Proxy::new().auto_rollout().arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// Deleting an McpProxy never writes the workload it targets (there is
+/// nothing of Shadowcat's in it), so a target deleted first, or never
+/// created, cannot hold the finalizer: namespace deletion goes through.
+#[tokio::test]
+async fn deletion_with_the_target_gone_removes_the_finalizer_at_once() {
+    for proxy in [
+        Proxy::new().deleting(),
+        Proxy::new()
+            .auto_rollout()
+            .status(&[], Some("mcp-server"))
+            .deleting(),
+    ] {
+        let rollout = proxy.0.status.is_some();
+        let mut calls = Vec::new();
+        if rollout {
+            calls.push(Call::new("GET", path::DEPLOYMENT, not_found()).status(404));
+        }
+        calls.push(Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
+            let ops = patch.as_array().expect("a JSON patch");
+            assert!(ops.iter().any(|op| op["op"] == "remove"), "{patch}");
+        }));
+        let (ctx, server) = scenario(calls);
+        let action = reconcile(proxy.arc(), ctx).await.unwrap();
+        assert_eq!(action, Action::await_change());
+        verify(server).await;
+    }
+}
+
+#[tokio::test]
+async fn deletion_releases_the_rollout_annotation_where_the_target_lives() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new("PATCH", path::DEPLOYMENT, deployment(3))
+            .query("fieldManager=shadowcat.dev%2Fweather")
+            .check(|d| assert!(d.get("spec").is_none(), "{d}")),
+        Call::new("PATCH", path::PROXY, answer_proxy()),
+    ]);
+    let proxy = Proxy::new()
+        .auto_rollout()
+        .status(&[], Some("mcp-server"))
+        .deleting();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// The target vanishes between the read and the release: the apply would
+/// create it, the API refuses (422), and that counts as released.
+#[tokio::test]
+async fn a_target_deleted_during_the_release_is_released() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+        Call::new(
+            "PATCH",
+            path::DEPLOYMENT,
+            status_error(
+                422,
+                "Invalid",
+                "Deployment.apps \"mcp-server\" is invalid: spec.template.spec.containers: Required value",
+            ),
+        )
+        .status(422),
+        Call::new("PATCH", path::PROXY, answer_proxy()),
+    ]);
+    let proxy = Proxy::new()
+        .auto_rollout()
+        .status(&[], Some("mcp-server"))
+        .deleting();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn redis_store_makes_a_peer_secret_once() {
+    let proxy = Proxy::new().redis();
+    let mut calls = vec![
+        Call::new("GET", path::REDIS_SECRET, secret("redis", "url")),
+        Call::new("GET", path::PEER_SECRET, not_found()).status(404),
+        Call::new("POST", path::SECRETS, secret("weather-shadowcat-peer", "secret")).check(|s| {
+            assert_eq!(s["metadata"]["name"], "weather-shadowcat-peer");
+            assert_eq!(s["stringData"]["secret"].as_str().unwrap().len(), 64);
+            assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
+        }),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+    ];
+    calls.extend(config_map_calls(|cm| {
+        let config = cm["data"]["config.yaml"].as_str().unwrap();
+        assert!(config.contains("peerSecretFile"), "{config}");
+        assert!(!config.contains("redis://"), "the URL stays in its Secret");
+    }));
+    calls.extend(nothing_else());
+    calls.push(injected_pods(&hash(&proxy.0)));
+    calls.push(Call::new("PATCH", path::STATUS, answer_proxy()));
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn auth_checks_its_secrets_and_the_config_names_files_not_values() {
+    let proxy = Proxy::new().auth().introspection();
+    let mut calls = vec![
+        Call::new(
+            "GET",
+            path::CA_SECRET,
+            secret_holding("corp-ca", "root-bundle.pem", "-----BEGIN CERTIFICATE-----"),
+        ),
+        Call::new(
+            "GET",
+            path::INTROSPECTION_SECRET,
+            secret_holding("introspection-client", "idp-secret", "1ntrospection-5ecret"),
+        ),
+        Call::new(
+            "GET",
+            path::CREDENTIAL_SECRET,
+            secret_holding("mcp-credential", "api-key", "k-5ecret-upstream"),
+        ),
+        Call::new("GET", path::DEPLOYMENT, deployment(3)),
+    ];
+    calls.extend(config_map_calls(|cm| {
+        let config = cm["data"]["config.yaml"].as_str().unwrap();
+        for line in [
+            "issuer: https://auth.example.com/realms/mcp",
+            "caFile: /etc/shadowcat-auth-ca/ca.crt",
+            "valueFile: /etc/shadowcat-upstream-credential/value",
+            "clientSecretFile: /etc/shadowcat-introspection/client-secret",
+        ] {
+            assert!(config.contains(line), "{line} not in {config}");
+        }
+        for secret in ["BEGIN CERTIFICATE", "k-5ecret-upstream", "1ntrospection-5ecret"] {
+            assert!(!config.contains(secret), "{secret} in the ConfigMap: {config}");
+        }
+    }));
+    calls.extend(nothing_else());
+    calls.push(injected_pods(&hash(&proxy.0)));
+    calls.push(
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| assert_eq!(is(s, "Injected").0, "True")),
+    );
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+#[tokio::test]
+async fn a_secret_without_its_key_is_a_condition_and_nothing_is_applied() {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::CA_SECRET, secret_holding("corp-ca", "ca.crt", "x")),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "SecretMissing");
+            assert!(e["note"].as_str().unwrap().contains("root-bundle.pem"), "{e}");
+        }),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "ConfigValid").0, "True");
+            assert_eq!(is(s, "Injected").1, "SecretMissing");
+        }),
+    ]);
+    let action = reconcile(Proxy::new().auth().arc(), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    verify(server).await;
+}
+
+/// Status is written under the operator's manager, forced (it is the
+/// operator's alone), as one condition of each type.
+#[tokio::test]
+async fn status_has_one_condition_of_each_type() {
+    let proxy = Proxy::new();
+    let mut calls = vec![Call::new("GET", path::DEPLOYMENT, deployment(3))];
+    calls.extend(config_map_calls(|_| {}));
+    calls.extend(nothing_else());
+    calls.push(injected_pods(&hash(&proxy.0)));
+    calls.push(
+        Call::new("PATCH", path::STATUS, answer_proxy())
+            .query("force=true")
+            .check(|s| {
+                let mut types: Vec<&str> = s["status"]["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["type"].as_str().unwrap())
+                    .collect();
+                types.sort_unstable();
+                assert_eq!(
+                    types,
+                    [
+                        "Accepted",
+                        "ConfigValid",
+                        "Injected",
+                        "PolicyValid",
+                        "Ready",
+                        "SessionsShared"
+                    ]
+                );
+            }),
+    );
+    let (ctx, server) = scenario(calls);
+    reconcile(proxy.arc(), ctx).await.unwrap();
     verify(server).await;
 }
 
@@ -186,168 +875,6 @@ async fn redis_secret_missing_is_a_condition_and_an_event() {
     verify(server).await;
 }
 
-#[tokio::test]
-async fn redis_store_makes_a_peer_secret_and_wires_the_url_from_its_secret() {
-    let (ctx, server) = scenario(vec![
-        Call::new("GET", path::REDIS_SECRET, secret("redis", "url")),
-        Call::new("GET", path::PEER_SECRET, not_found()).status(404),
-        Call::new("POST", path::SECRETS, secret("weather-shadowcat-peer", "secret")).check(|s| {
-            assert_eq!(s["metadata"]["name"], "weather-shadowcat-peer");
-            assert_eq!(s["stringData"]["secret"].as_str().unwrap().len(), 64);
-            assert_eq!(s["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
-        }),
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
-            let config = cm["data"]["config.yaml"].as_str().unwrap();
-            assert!(config.contains("peerSecretFile"), "{config}");
-            assert!(!config.contains("redis://"), "the URL stays in its Secret");
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
-            let env = d["spec"]["template"]["spec"]["containers"][0]["env"]
-                .as_array()
-                .unwrap();
-            let store = env.iter().find(|e| e["name"] == "SHADOWCAT_STORE").unwrap();
-            assert_eq!(store["valueFrom"]["secretKeyRef"]["name"], "redis");
-        }),
-        Call::new("PATCH", path::STATUS, answer_proxy()),
-    ]);
-    reconcile(Proxy::new().redis().arc(), ctx).await.unwrap();
-    verify(server).await;
-}
-
-#[tokio::test]
-async fn auth_checks_its_secrets_then_mounts_them_without_copying_them() {
-    let (ctx, server) = scenario(vec![
-        Call::new(
-            "GET",
-            path::CA_SECRET,
-            secret_holding("corp-ca", "root-bundle.pem", "-----BEGIN CERTIFICATE-----"),
-        ),
-        Call::new(
-            "GET",
-            path::CREDENTIAL_SECRET,
-            secret_holding("mcp-credential", "api-key", "k-5ecret-upstream"),
-        ),
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
-            let config = cm["data"]["config.yaml"].as_str().unwrap();
-            assert!(
-                config.contains("issuer: https://auth.example.com/realms/mcp"),
-                "{config}"
-            );
-            assert!(
-                config.contains("caFile: /etc/shadowcat-auth-ca/ca.crt"),
-                "{config}"
-            );
-            assert!(
-                config.contains("valueFile: /etc/shadowcat-upstream-credential/value"),
-                "{config}"
-            );
-            for secret in [
-                "BEGIN CERTIFICATE",
-                "k-5ecret-upstream",
-                "corp-ca",
-                "mcp-credential",
-            ] {
-                assert!(!config.contains(secret), "{secret} in the ConfigMap: {config}");
-            }
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
-            let pod = &d["spec"]["template"]["spec"];
-            let volume = pod["volumes"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == "shadowcat-upstream-credential")
-                .unwrap();
-            assert_eq!(volume["secret"]["secretName"], "mcp-credential");
-            assert_eq!(
-                volume["secret"]["items"],
-                json!([{"key": "api-key", "path": "value"}])
-            );
-            let mounts = pod["containers"][0]["volumeMounts"].to_string();
-            assert!(mounts.contains("/etc/shadowcat-auth-ca"), "{mounts}");
-            assert!(!d.to_string().contains("k-5ecret-upstream"));
-        }),
-        Call::new("PATCH", path::STATUS, answer_proxy())
-            .check(|s| assert_eq!(condition(s, "Injected")["status"], "True")),
-    ]);
-    reconcile(Proxy::new().auth().arc(), ctx).await.unwrap();
-    verify(server).await;
-}
-
-#[tokio::test]
-async fn introspection_and_token_exchange_check_their_client_secrets_then_mount_them() {
-    let (ctx, server) = scenario(vec![
-        Call::new(
-            "GET",
-            path::CA_SECRET,
-            secret_holding("corp-ca", "root-bundle.pem", "-----BEGIN CERTIFICATE-----"),
-        ),
-        Call::new(
-            "GET",
-            path::INTROSPECTION_SECRET,
-            secret_holding("introspection-client", "idp-secret", "1ntrospection-5ecret"),
-        ),
-        Call::new(
-            "GET",
-            path::EXCHANGE_SECRET,
-            secret_holding("exchange-client", "exchange-secret", "exch4nge-5ecret"),
-        ),
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
-            let config = cm["data"]["config.yaml"].as_str().unwrap();
-            for line in [
-                "clientSecretFile: /etc/shadowcat-introspection/client-secret",
-                "clientSecretFile: /etc/shadowcat-token-exchange/client-secret",
-                "audience: https://tools.internal/mcp",
-            ] {
-                assert!(config.contains(line), "{line} not in {config}");
-            }
-            assert!(!config.contains("valueFile"), "{config}");
-            for secret in [
-                "1ntrospection-5ecret",
-                "exch4nge-5ecret",
-                "introspection-client",
-                "exchange-client",
-            ] {
-                assert!(!config.contains(secret), "{secret} in the ConfigMap: {config}");
-            }
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
-            let pod = &d["spec"]["template"]["spec"];
-            let volumes = pod["volumes"].as_array().unwrap();
-            for (name, secret, key) in [
-                ("shadowcat-introspection", "introspection-client", "idp-secret"),
-                ("shadowcat-token-exchange", "exchange-client", "exchange-secret"),
-            ] {
-                let volume = volumes.iter().find(|v| v["name"] == name).unwrap();
-                assert_eq!(volume["secret"]["secretName"], secret);
-                assert_eq!(
-                    volume["secret"]["items"],
-                    json!([{"key": key, "path": "client-secret"}])
-                );
-            }
-            assert!(
-                volumes
-                    .iter()
-                    .all(|v| v["name"] != "shadowcat-upstream-credential"),
-                "{volumes:?}"
-            );
-            let mounts = pod["containers"][0]["volumeMounts"].to_string();
-            for dir in ["/etc/shadowcat-introspection", "/etc/shadowcat-token-exchange"] {
-                assert!(mounts.contains(dir), "{mounts}");
-            }
-            assert!(!d.to_string().contains("5ecret"));
-        }),
-        Call::new("PATCH", path::STATUS, answer_proxy())
-            .check(|s| assert_eq!(condition(s, "Injected")["status"], "True")),
-    ]);
-    let proxy = Proxy::new().auth().introspection().token_exchange();
-    reconcile(proxy.arc(), ctx).await.unwrap();
-    verify(server).await;
-}
-
 /// The API server's CEL rule says the same; this is for a spec it did not
 /// check. Nothing is read or applied, and the message names the spec's field.
 #[tokio::test]
@@ -381,24 +908,6 @@ async fn upstream_credential_with_both_or_neither_source_is_an_invalid_spec() {
 }
 
 #[tokio::test]
-async fn auth_secret_without_its_key_is_a_condition_and_nothing_is_applied() {
-    let (ctx, server) = scenario(vec![
-        Call::new("GET", path::CA_SECRET, secret_holding("corp-ca", "ca.crt", "x")),
-        Call::new("POST", path::EVENTS, json!({})).check(|e| {
-            assert_eq!(e["reason"], "SecretMissing");
-            assert!(e["note"].as_str().unwrap().contains("root-bundle.pem"), "{e}");
-        }),
-        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
-            assert_eq!(condition(s, "ConfigValid")["status"], "True");
-            assert_eq!(condition(s, "Injected")["reason"], "SecretMissing");
-        }),
-    ]);
-    let action = reconcile(Proxy::new().auth().arc(), ctx).await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
-    verify(server).await;
-}
-
-#[tokio::test]
 async fn auth_resource_that_is_no_url_is_an_invalid_spec() {
     let (ctx, server) = scenario(vec![
         Call::new("POST", path::EVENTS, json!({})).check(|e| {
@@ -414,55 +923,6 @@ async fn auth_resource_that_is_no_url_is_an_invalid_spec() {
     let proxy = Proxy::new().auth().resource("mcp.example.com/mcp");
     let action = reconcile(proxy.arc(), ctx).await.unwrap();
     assert_eq!(action, Action::requeue(Duration::from_secs(300)));
-    verify(server).await;
-}
-
-#[tokio::test]
-async fn policy_lands_as_written_in_the_config_map_and_is_valid() {
-    let proxy = Proxy::new().policy();
-    let written = proxy.0.spec.policy.clone().unwrap();
-    let (ctx, server) = scenario(vec![
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(move |cm| {
-            let text = cm["data"]["config.yaml"].as_str().unwrap();
-            let config = SidecarConfig::from_yaml(text).unwrap();
-            assert_eq!(config.policy.as_ref(), Some(&written), "{text}");
-            assert!(text.contains("- admin_*"), "{text}");
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
-            let policy = condition(s, "PolicyValid");
-            assert_eq!(
-                (policy["status"].as_str(), policy["reason"].as_str()),
-                (Some("True"), Some("Valid"))
-            );
-            assert_eq!(condition(s, "ConfigValid")["status"], "True");
-            assert_eq!(condition(s, "Injected")["status"], "True");
-        }),
-    ]);
-    let action = reconcile(proxy.arc(), ctx).await.unwrap();
-    assert_eq!(action, Action::requeue(Duration::from_secs(300)));
-    verify(server).await;
-}
-
-#[tokio::test]
-async fn no_policy_is_valid_too() {
-    let (ctx, server) = scenario(vec![
-        Call::new("PATCH", path::CONFIG_MAP, json!({})).check(|cm| {
-            let config = cm["data"]["config.yaml"].as_str().unwrap();
-            assert!(!config.contains("policy"), "{config}");
-        }),
-        Call::new("GET", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)),
-        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
-            let policy = condition(s, "PolicyValid");
-            assert_eq!(
-                (policy["status"].as_str(), policy["reason"].as_str()),
-                (Some("True"), Some("NoPolicy"))
-            );
-        }),
-    ]);
-    reconcile(Proxy::new().arc(), ctx).await.unwrap();
     verify(server).await;
 }
 
@@ -517,53 +977,6 @@ async fn invalid_spec_and_invalid_policy_are_both_reported() {
     ]);
     let proxy = Proxy::new().invalid().policy().invalid_policy();
     reconcile(proxy.arc(), ctx).await.unwrap();
-    verify(server).await;
-}
-
-/// The sidecar reloads `policy` from the mounted ConfigMap: a new policy
-/// goes into the ConfigMap, and the pod template's hash stays, so the pods
-/// do not roll.
-#[tokio::test]
-async fn policy_change_updates_the_config_map_without_rolling_the_pods() {
-    let hashes = Arc::new(Mutex::new(Vec::new()));
-    let configs = Arc::new(Mutex::new(Vec::new()));
-    for proxy in [
-        Proxy::new(),
-        Proxy::new().policy(),
-        Proxy::new().policy().policy_tool("delete_repo"),
-    ] {
-        let (ctx, server) = scenario(apply_calls_capturing(3, hashes.clone(), configs.clone()));
-        reconcile(proxy.arc(), ctx).await.unwrap();
-        verify(server).await;
-    }
-    let hashes = hashes.lock().unwrap();
-    assert_eq!(hashes.len(), 3);
-    assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
-    let configs = configs.lock().unwrap();
-    assert!(
-        configs[0] != configs[1] && configs[1] != configs[2],
-        "each policy reaches the ConfigMap: {configs:?}"
-    );
-    assert!(configs[2].contains("delete_repo"), "{}", configs[2]);
-}
-
-#[tokio::test]
-async fn deletion_releases_the_sidecar_then_the_finalizer() {
-    let (ctx, server) = scenario(vec![
-        Call::new("PATCH", path::DEPLOYMENT, deployment(3)).check(|d| {
-            assert_eq!(d["metadata"]["name"], "mcp-server");
-            assert!(
-                d.get("spec").is_none(),
-                "an empty apply releases every field Shadowcat owned: {d}"
-            );
-        }),
-        Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
-            let ops = patch.as_array().expect("a JSON patch");
-            assert!(ops.iter().any(|op| op["op"] == "remove"), "{patch}");
-        }),
-    ]);
-    let action = reconcile(Proxy::new().deleting().arc(), ctx).await.unwrap();
-    assert_eq!(action, Action::await_change());
     verify(server).await;
 }
 

@@ -1,0 +1,405 @@
+//! The webhook: real AdmissionReviews (pods from k8s-openapi types) through
+//! `review`, the patches applied and the pods validated strictly, and the
+//! TLS server with its certificate renewed under it.
+
+use std::collections::HashMap;
+
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::core::admission::AdmissionReview;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use super::*;
+use crate::certs::{Material, dns_names};
+use crate::fixtures::{Proxy, pod};
+
+/// McpProxies by namespace and name; `down` answers every lookup with an
+/// error, as an API server that cannot be reached.
+#[derive(Default)]
+struct Map {
+    proxies: HashMap<(String, String), McpProxy>,
+    down: bool,
+}
+
+impl Map {
+    fn with(proxies: impl IntoIterator<Item = McpProxy>) -> Self {
+        Self {
+            proxies: proxies
+                .into_iter()
+                .map(|p| ((p.namespace().unwrap_or_default(), p.name_any()), p))
+                .collect(),
+            down: false,
+        }
+    }
+}
+
+impl Lookup for Map {
+    async fn proxy(&self, ns: &str, name: &str) -> kube::Result<Option<McpProxy>> {
+        if self.down {
+            return Err(kube::Error::Service("connection refused".into()));
+        }
+        Ok(self.proxies.get(&(ns.to_owned(), name.to_owned())).cloned())
+    }
+}
+
+/// An AdmissionReview of `operation` on `pod` in namespace `tools`, as the
+/// API server sends it.
+fn review_of(pod: &Pod, operation: &str) -> Vec<u8> {
+    let gvk = json!({"group": "", "version": "v1", "kind": "Pod"});
+    let gvr = json!({"group": "", "version": "v1", "resource": "pods"});
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+            "namespace": "tools",
+            "operation": operation,
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    }))
+    .unwrap()
+}
+
+struct Reviewed {
+    response: kube::core::admission::AdmissionResponse,
+    /// The pod with the answer's patch applied.
+    pod: Value,
+}
+
+async fn admit(lookup: &Map, pod: &Pod, operation: &str) -> Reviewed {
+    let metrics = Metrics::default();
+    let answer = review(&review_of(pod, operation), lookup, &Defaults::default(), &metrics)
+        .await
+        .unwrap();
+    // As it goes over the wire, and back.
+    let wire: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(&serde_json::to_vec(&answer).unwrap()).unwrap();
+    let response = wire.response.unwrap();
+    assert_eq!(response.uid, "705ab4f5-6393-11e8-b7cc-42010a800002");
+    assert!(response.allowed, "pods are never denied: {response:?}");
+    let mut patched = serde_json::to_value(pod).unwrap();
+    if let Some(patch) = &response.patch {
+        let patch: json_patch::Patch = serde_json::from_slice(patch).unwrap();
+        json_patch::patch(&mut patched, &patch).unwrap();
+    }
+    Reviewed {
+        response,
+        pod: patched,
+    }
+}
+
+fn applied() -> McpProxy {
+    Proxy::new()
+        .status(
+            &[("ConfigValid", "True", "Valid"), ("Accepted", "True", "Accepted")],
+            None,
+        )
+        .0
+}
+
+#[tokio::test]
+async fn a_labelled_pod_gets_the_sidecar_by_json_patch() {
+    let lookup = Map::with([applied()]);
+    let reviewed = admit(&lookup, &pod("p", None), "CREATE").await;
+    assert_eq!(reviewed.response.warnings, None);
+    let pod: Pod = serde_json::from_value(reviewed.pod).unwrap();
+    assert!(inject::has_sidecar(&pod));
+    let expected = crate::fixtures::pod("p", Some(&hash_of(&applied())));
+    assert_eq!(pod, expected, "the patch gives the very pod `inject` makes");
+}
+
+fn hash_of(proxy: &McpProxy) -> String {
+    render::config_yaml(&render::sidecar_config(proxy, &Defaults::default()))
+        .unwrap()
+        .1
+}
+
+#[tokio::test]
+async fn without_an_applied_mcpproxy_the_pod_is_admitted_as_it_is_with_a_warning() {
+    let invalid = Proxy::new()
+        .status(&[("ConfigValid", "False", "InvalidSpec")], None)
+        .0;
+    let conflict = Proxy::new()
+        .status(
+            &[
+                ("ConfigValid", "True", "Valid"),
+                ("Accepted", "False", "Conflict"),
+            ],
+            None,
+        )
+        .0;
+    let mut deleting = applied();
+    deleting.metadata.deletion_timestamp = Proxy::new().deleting().0.metadata.deletion_timestamp;
+    for (lookup, says) in [
+        (Map::default(), "McpProxy tools/weather not found"),
+        (Map::with([invalid]), "is not applied: InvalidSpec"),
+        (Map::with([conflict]), "is not applied: Conflict"),
+        (Map::with([deleting]), "is being deleted"),
+    ] {
+        let reviewed = admit(&lookup, &pod("p", None), "CREATE").await;
+        assert_eq!(reviewed.response.patch, None, "{says}");
+        let warnings = reviewed.response.warnings.unwrap();
+        assert!(warnings[0].starts_with("shadowcat: no sidecar: "), "{warnings:?}");
+        assert!(warnings[0].contains(says), "{warnings:?} should say {says}");
+    }
+}
+
+#[tokio::test]
+async fn a_pod_with_a_container_named_like_ours_is_admitted_untouched() {
+    let mut own = pod("p", None);
+    own.spec.as_mut().unwrap().containers.push(Container {
+        name: "shadowcat".into(),
+        image: Some("theirs:1".into()),
+        ..Default::default()
+    });
+    let reviewed = admit(&Map::with([applied()]), &own, "CREATE").await;
+    assert_eq!(reviewed.response.patch, None);
+    assert_eq!(reviewed.pod, serde_json::to_value(&own).unwrap());
+    assert!(reviewed.response.warnings.unwrap()[0].contains("already has a container named"));
+}
+
+#[tokio::test]
+async fn only_creates_of_labelled_pods_are_touched() {
+    let lookup = Map::with([applied()]);
+    let reviewed = admit(&lookup, &pod("p", None), "UPDATE").await;
+    assert_eq!(
+        (reviewed.response.patch, reviewed.response.warnings),
+        (None, None)
+    );
+    let mut unlabelled = pod("p", None);
+    unlabelled.metadata.labels = None;
+    let reviewed = admit(&lookup, &unlabelled, "CREATE").await;
+    assert_eq!(
+        (reviewed.response.patch, reviewed.response.warnings),
+        (None, None)
+    );
+}
+
+#[tokio::test]
+async fn an_unreadable_mcpproxy_is_a_500_so_the_failure_policy_decides() {
+    let down = Map {
+        down: true,
+        ..Map::default()
+    };
+    let metrics = Metrics::default();
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &down,
+        &Defaults::default(),
+        &metrics,
+    )
+    .await;
+    let why = answer.unwrap_err();
+    assert!(why.contains("cannot read McpProxy tools/weather"), "{why}");
+    assert!(
+        metrics
+            .encode()
+            .contains("shadowcat_operator_admissions_total{outcome=\"error\"} 1")
+    );
+}
+
+#[tokio::test]
+async fn garbage_is_an_invalid_review_not_a_panic() {
+    let metrics = Metrics::default();
+    for body in [
+        &b"{"[..],
+        b"{}",
+        b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
+    ] {
+        let answer = review(body, &Map::default(), &Defaults::default(), &metrics)
+            .await
+            .unwrap();
+        let response = answer.response.unwrap();
+        assert!(!response.allowed);
+        assert_eq!(response.result.reason, "InvalidRequest");
+    }
+}
+
+/// Every pod the webhook makes (from a matrix of McpProxies and pods), and
+/// every object the operator renders, passes the Kubernetes schemas offline
+/// (strict: an unknown field fails); so do the examples, the McpProxy ones
+/// against the CRD. Uses the pinned validator `tests/chart/install.sh` sets up.
+#[tokio::test]
+async fn injected_pods_and_rendered_objects_pass_the_kubernetes_schemas() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("tests/chart/.venv/bin/python");
+    assert!(
+        python.exists(),
+        "run tests/chart/install.sh first (scripts/test.sh does)"
+    );
+    let defaults = Defaults::default();
+    let mut docs = Vec::new();
+    let mut graced = pod("graced", None);
+    graced.spec.as_mut().unwrap().termination_grace_period_seconds = Some(120);
+    for fixture in [
+        Proxy::named("weather"),
+        Proxy::named("weather").redis().service().network_policy(),
+        Proxy::named("weather").stateful().overrides(),
+        Proxy::named("weather").redis().auth(),
+        Proxy::named("weather").auth().introspection().token_exchange(),
+        Proxy::named("weather").redis().auth().policy(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (i, fixture) = fixture;
+        let from = docs.len();
+        let proxy = fixture
+            .status(
+                &[("ConfigValid", "True", "Valid"), ("Accepted", "True", "Accepted")],
+                None,
+            )
+            .0;
+        let (yaml, _) = render::config_yaml(&render::sidecar_config(&proxy, &defaults)).unwrap();
+        docs.push(serde_json::to_value(render::config_map(&proxy, &yaml)).unwrap());
+        docs.extend(render::service(&proxy).map(|s| serde_json::to_value(s).unwrap()));
+        docs.extend(render::network_policy(&proxy).map(|n| serde_json::to_value(n).unwrap()));
+        let lookup = Map::with([proxy]);
+        for original in [pod("plain", None), graced.clone()] {
+            let mut reviewed = admit(&lookup, &original, "CREATE").await;
+            assert!(reviewed.response.patch.is_some());
+            reviewed.pod["apiVersion"] = json!("v1");
+            reviewed.pod["kind"] = json!("Pod");
+            docs.push(reviewed.pod);
+        }
+        // One name per fixture: the validator refuses duplicates.
+        for doc in &mut docs[from..] {
+            let name = format!("{}-{i}", doc["metadata"]["name"].as_str().unwrap());
+            doc["metadata"]["name"] = json!(name);
+        }
+    }
+    let rendered = std::env::temp_dir().join(format!("shadowcat-injected-{}.yaml", std::process::id()));
+    let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
+    std::fs::write(&rendered, text.join("\n---\n")).unwrap();
+    let output = std::process::Command::new(python)
+        .arg(root.join("tests/chart/validate_manifests.py"))
+        .args(["-k", "1.33", "-k", "1.37", "--crd"])
+        .arg(root.join("charts/shadowcat/files/crds/mcpproxies.yaml"))
+        .arg(&rendered)
+        .args(
+            [
+                "examples/redis.yaml",
+                "examples/mcp-server.yaml",
+                "examples/mcpproxy.yaml",
+                "examples/mcpproxy-auth.yaml",
+                "examples/mcpproxy-token-exchange.yaml",
+                "examples/mcpproxy-policy.yaml",
+            ]
+            .map(|e| root.join(e)),
+        )
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&rendered);
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("0 failed"), "{report}");
+    assert_eq!(docs.iter().filter(|d| d["kind"] == "Pod").count(), 12, "{report}");
+}
+
+const HOST: &str = "shadowcat-webhook.shadowcat-system.svc";
+
+/// Connects over TLS trusting `bundle` (PEM), POSTs `body` to `/mutate`,
+/// and returns the status, the body and the certificate the server showed.
+async fn call(port: u16, bundle: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(HOST).unwrap();
+    let tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let shown = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post("/mutate")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Ok((status, bytes, shown))
+}
+
+/// The webhook over TLS with the operator's own certificate; renewed (a
+/// new CA too), the next handshake shows the new certificate, which a
+/// client trusting the bundle accepts and one trusting only the old CA
+/// refuses; the server never stopped.
+#[tokio::test]
+async fn tls_serves_the_certificate_and_its_renewal() {
+    let names = dns_names("shadowcat-webhook", "shadowcat-system");
+    let now = OffsetDateTime::now_utc();
+    let first = Material::new(&names, now).unwrap();
+    let certificates = Arc::new(Certificates::default());
+    assert!(!certificates.ready());
+    assert!(certificates.load(&first.cert, &first.key).unwrap());
+    assert!(
+        !certificates.load(&first.cert, &first.key).unwrap(),
+        "the same again is no change"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let webhook = Arc::new(Webhook {
+        lookup: Map::with([applied()]),
+        defaults: Defaults::default(),
+        metrics: Arc::default(),
+    });
+    let server = tokio::spawn(webhook.clone().serve(listener, tls_config(certificates.clone())));
+
+    let (status, body, shown) = call(port, &first.bundle(), review_of(&pod("p", None), "CREATE"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let answer: AdmissionReview<DynamicObject> = serde_json::from_slice(&body).unwrap();
+    assert!(answer.response.unwrap().patch.is_some());
+    let first_der = CertificateDer::pem_slice_iter(first.cert.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(shown, first_der.to_vec());
+    let (status, _, _) = call(port, &first.bundle(), b"{".to_vec()).await.unwrap();
+    assert_eq!(status, 200, "an invalid review is an answer, not a failure");
+
+    // Say the CA had 50 days left (under the 60 that renew it): a new CA,
+    // the old one still in the bundle. (Now, not 315 days on: the client
+    // checks validity against the real clock.)
+    let aging = Material {
+        ca_not_after: (now + time::Duration::days(50)).unix_timestamp(),
+        ..first.clone()
+    };
+    let renewed = aging.renewed(&names, now).unwrap().expect("due");
+    assert_ne!(renewed.ca_cert, first.ca_cert);
+    assert_eq!(renewed.previous_ca.as_ref().map(|p| &p.0), Some(&first.ca_cert));
+    assert!(certificates.load(&renewed.cert, &renewed.key).unwrap());
+    let (status, _, shown) = call(port, &renewed.bundle(), review_of(&pod("p", None), "CREATE"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_ne!(shown, first_der.to_vec(), "the renewed certificate");
+    let refused = call(port, &first.ca_cert, review_of(&pod("p", None), "CREATE")).await;
+    assert!(
+        refused.is_err(),
+        "a client trusting only the old CA refuses the new certificate"
+    );
+    assert!(!server.is_finished());
+    server.abort();
+}
