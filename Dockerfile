@@ -42,8 +42,9 @@ RUN cargo clean --release -p shadowcat-crds -p shadowcat-proxy -p shadowcat-oper
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/shadowcat /out/shadowcat-operator /usr/local/bin/
 USER 65532:65532
-# 8080: the sidecar's MCP listener; 8081: the sidecar's peer listener
-# (replica-to-replica forwarding); 9443: the operator's admission webhook;
-# 9090: either binary's admin port (health, readiness, metrics).
-EXPOSE 8080 8081 9443 9090
+# 8080: the sidecar's MCP listener; 15201 and 15202: the injected sidecar's
+# admin and peer ports (the operator's defaults); 9443: the operator's
+# admission webhook; 9090: the operator's admin port (health, readiness,
+# metrics).
+EXPOSE 8080 15201 15202 9443 9090
 ENTRYPOINT ["/usr/local/bin/shadowcat"]

@@ -686,9 +686,9 @@ fn examples_render_into_configs_the_sidecar_accepts() {
         seen,
         [
             ("everything".to_owned(), None, false),
-            ("everything-auth".to_owned(), resource(), false),
-            ("everything-token-exchange".to_owned(), resource(), false),
-            ("everything-policy".to_owned(), resource(), true)
+            ("everything".to_owned(), resource(), false),
+            ("everything".to_owned(), resource(), false),
+            ("everything".to_owned(), resource(), true)
         ]
     );
 }
