@@ -202,8 +202,9 @@ pub struct Pods {
     pub injected: i32,
     /// Of those, pods on the current config.
     pub current: i32,
-    /// Names of the pods without the sidecar.
-    pub without: Vec<String>,
+    /// The pods without the sidecar: name, and why, as the webhook noted
+    /// it on the pod (none when the webhook never saw it).
+    pub without: Vec<(String, Option<String>)>,
 }
 
 impl Pods {
@@ -217,7 +218,8 @@ impl Pods {
                     counts.current += 1;
                 }
             } else {
-                counts.without.push(pod.name_any());
+                let why = pod.annotations().get(inject::SKIPPED).cloned();
+                counts.without.push((pod.name_any(), why));
             }
         }
         counts.without.sort();
@@ -447,11 +449,19 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
             ),
         )
     } else if !counts.without.is_empty() {
-        let shown: Vec<&str> = counts.without.iter().take(5).map(String::as_str).collect();
+        let shown: Vec<String> = counts
+            .without
+            .iter()
+            .take(5)
+            .map(|(pod, why)| match why {
+                Some(why) => format!("{pod} ({why})"),
+                None => format!("{pod} (the webhook never saw it: unreachable under failurePolicy Ignore)"),
+            })
+            .collect();
         let message = format!(
-            "{} pod(s) run without the sidecar (created while the webhook was unreachable, or refused:              see the pod's events); delete them to get it: {}",
+            "{} pod(s) run without the sidecar; fix the cause, then delete them to get it: {}",
             counts.without.len(),
-            shown.join(", ")
+            shown.join("; ")
         );
         Set::new(INJECTED, false, "PodsWithoutSidecar", message)
     } else {
@@ -490,7 +500,8 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
             false,
             "MemoryStoreWithReplicas",
             format!(
-                "{} replicas keep sessions in memory: a client whose request reaches another replica                  gets 404 and loses its session; set sessions.store to redis",
+                "{} replicas keep sessions in memory: a client whose request reaches another replica \
+                 gets 404 and loses its session; set sessions.store to redis",
                 target.replicas
             ),
         )

@@ -14,6 +14,22 @@ use crate::render::{self, CONFIG_HASH, CONTAINER, DRAIN_HEADER, Defaults};
 /// Pod annotation naming the McpProxy whose sidecar the webhook added.
 pub const INJECTED: &str = "shadowcat.dev/injected";
 
+/// Pod annotation saying why the webhook left a pod that opted in without
+/// the sidecar.
+pub const SKIPPED: &str = "shadowcat.dev/skipped";
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// What becomes of a pod.
 #[derive(Debug)]
 pub enum Injection {

@@ -35,6 +35,8 @@ use crate::status::{ACCEPTED, CONFIG_VALID};
 
 /// The largest AdmissionReview read (a pod with a big spec is well under).
 const MAX_REVIEW_BYTES: usize = 8 << 20;
+/// How long reading the McpProxy may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Finds McpProxies (the API in production, a map in tests).
 pub trait Lookup: Send + Sync {
@@ -82,14 +84,36 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metr
         .clone()
         .or_else(|| pod.namespace())
         .unwrap_or_default();
+    // Admitted without the sidecar: the reason goes to the creator as a
+    // warning and onto the pod as an annotation, where `kubectl describe`
+    // and the McpProxy's status (its `Injected` condition) show it; a
+    // ReplicaSet's warnings reach no one.
     let without = |outcome: &'static str, why: String| {
         metrics.admitted(outcome);
         tracing::warn!(namespace = %ns, proxy = %name, why, "pod admitted without the sidecar");
-        let mut response = AdmissionResponse::from(&request);
+        let mut marked = pod.clone();
+        marked
+            .annotations_mut()
+            .insert(inject::SKIPPED.into(), inject::truncate(&why, 512));
+        let (Ok(before), Ok(after)) = (serde_json::to_value(pod), serde_json::to_value(&marked)) else {
+            return Err("cannot serialize the pod".to_owned());
+        };
+        let mut response = AdmissionResponse::from(&request)
+            .with_patch(json_patch::diff(&before, &after))
+            .map_err(|e| e.to_string())?;
         response.warnings = Some(vec![format!("shadowcat: no sidecar: {why}")]);
         Ok(response.into_review())
     };
-    let proxy = match lookup.proxy(&ns, &name).await {
+    // Within the API server's own timeout for the webhook (10 s by
+    // default): an answer it can act on rather than its timeout.
+    let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.proxy(&ns, &name))
+        .await
+        .unwrap_or_else(|_| {
+            Err(kube::Error::Service(
+                "no answer from the API server in time".into(),
+            ))
+        });
+    let proxy = match found {
         Ok(Some(proxy)) => proxy,
         Ok(None) => return without("no_proxy", format!("McpProxy {ns}/{name} not found")),
         Err(e) => {

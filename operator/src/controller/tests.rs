@@ -85,6 +85,17 @@ fn pods(items: Vec<k8s_openapi::api::core::v1::Pod>) -> Call {
         .query("labelSelector=shadowcat.dev%2Fproxy%3Dweather")
 }
 
+/// A pod the webhook left without the sidecar, saying why on it.
+fn refused_pod(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    use kube::ResourceExt;
+    let mut refused = pod(name, None);
+    refused.annotations_mut().insert(
+        crate::inject::SKIPPED.into(),
+        "container \"server\" uses port 8080".into(),
+    );
+    refused
+}
+
 /// Three pods with the sidecar on config `hash`.
 fn injected_pods(hash: &str) -> Call {
     pods(vec![
@@ -251,7 +262,7 @@ async fn ready_comes_from_the_rollout_and_the_pods() {
         ),
         (
             deployment(3),
-            vec![pod("a", Some(&current)), pod("b", None)],
+            vec![pod("a", Some(&current)), pod("b", None), refused_pod("c")],
             ("False", "PodsWithoutSidecar"),
             ("False", "PodsWithoutSidecar"),
         ),
@@ -282,11 +293,13 @@ async fn ready_comes_from_the_rollout_and_the_pods() {
             assert_eq!(is(s, "Ready"), pair(ready.0, ready.1), "{s}");
             if injected.1 == "PodsWithoutSidecar" {
                 let message = condition(s, "Injected")["message"].as_str().unwrap();
-                assert!(
-                    message.contains("1 pod(s) run without the sidecar") && message.ends_with(": b"),
-                    "{message}"
+                assert_eq!(
+                    message,
+                    "2 pod(s) run without the sidecar; fix the cause, then delete them to get it: \
+                     b (the webhook never saw it: unreachable under failurePolicy Ignore); \
+                     c (container \"server\" uses port 8080)"
                 );
-                assert_eq!(s["status"]["podsWithoutSidecar"], 1);
+                assert_eq!(s["status"]["podsWithoutSidecar"], 2);
             }
         }));
         let (ctx, server) = scenario(calls);

@@ -121,7 +121,7 @@ fn hash_of(proxy: &McpProxy) -> String {
 }
 
 #[tokio::test]
-async fn without_an_applied_mcpproxy_the_pod_is_admitted_as_it_is_with_a_warning() {
+async fn without_an_applied_mcpproxy_the_pod_is_admitted_marked_and_warned() {
     let invalid = Proxy::new()
         .status(&[("ConfigValid", "False", "InvalidSpec")], None)
         .0;
@@ -143,15 +143,30 @@ async fn without_an_applied_mcpproxy_the_pod_is_admitted_as_it_is_with_a_warning
         (Map::with([deleting]), "is being deleted"),
     ] {
         let reviewed = admit(&lookup, &pod("p", None), "CREATE").await;
-        assert_eq!(reviewed.response.patch, None, "{says}");
         let warnings = reviewed.response.warnings.unwrap();
         assert!(warnings[0].starts_with("shadowcat: no sidecar: "), "{warnings:?}");
         assert!(warnings[0].contains(says), "{warnings:?} should say {says}");
+        assert_only_marked(&reviewed.pod, &pod("p", None), says);
     }
 }
 
+/// `patched` is `original` with the `shadowcat.dev/skipped` annotation
+/// saying `says`, and nothing else.
+fn assert_only_marked(patched: &Value, original: &Pod, says: &str) {
+    let why = patched["metadata"]["annotations"][inject::SKIPPED]
+        .as_str()
+        .unwrap();
+    assert!(why.contains(says), "{why} should say {says}");
+    let mut unmarked = patched.clone();
+    unmarked["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("annotations");
+    assert_eq!(unmarked, serde_json::to_value(original).unwrap());
+}
+
 #[tokio::test]
-async fn a_pod_with_a_container_named_like_ours_is_admitted_untouched() {
+async fn a_pod_with_a_container_named_like_ours_is_admitted_without_the_sidecar() {
     let mut own = pod("p", None);
     own.spec.as_mut().unwrap().containers.push(Container {
         name: "shadowcat".into(),
@@ -159,8 +174,7 @@ async fn a_pod_with_a_container_named_like_ours_is_admitted_untouched() {
         ..Default::default()
     });
     let reviewed = admit(&Map::with([applied()]), &own, "CREATE").await;
-    assert_eq!(reviewed.response.patch, None);
-    assert_eq!(reviewed.pod, serde_json::to_value(&own).unwrap());
+    assert_only_marked(&reviewed.pod, &own, "already has a container named");
     assert!(reviewed.response.warnings.unwrap()[0].contains("already has a container named"));
 }
 
@@ -277,32 +291,40 @@ async fn injected_pods_and_rendered_objects_pass_the_kubernetes_schemas() {
     let rendered = std::env::temp_dir().join(format!("shadowcat-injected-{}.yaml", std::process::id()));
     let text: Vec<String> = docs.iter().map(|d| serde_json::to_string(d).unwrap()).collect();
     std::fs::write(&rendered, text.join("\n---\n")).unwrap();
-    let output = std::process::Command::new(python)
-        .arg(root.join("tests/chart/validate_manifests.py"))
-        .args(["-k", "1.33", "-k", "1.37", "--crd"])
-        .arg(root.join("charts/shadowcat/files/crds/mcpproxies.yaml"))
-        .arg(&rendered)
-        .args(
-            [
-                "examples/redis.yaml",
-                "examples/mcp-server.yaml",
-                "examples/mcpproxy.yaml",
-                "examples/mcpproxy-auth.yaml",
-                "examples/mcpproxy-token-exchange.yaml",
-                "examples/mcpproxy-policy.yaml",
-            ]
-            .map(|e| root.join(e)),
-        )
-        .output()
-        .unwrap();
+    // The McpProxy examples are alternatives of one name: one run each.
+    let mut reports = Vec::new();
+    for (i, example) in [
+        "examples/mcpproxy.yaml",
+        "examples/mcpproxy-auth.yaml",
+        "examples/mcpproxy-token-exchange.yaml",
+        "examples/mcpproxy-policy.yaml",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut command = std::process::Command::new(&python);
+        command
+            .arg(root.join("tests/chart/validate_manifests.py"))
+            .args(["-k", "1.33", "-k", "1.37", "--crd"])
+            .arg(root.join("charts/shadowcat/files/crds/mcpproxies.yaml"))
+            .arg(root.join(example));
+        if i == 0 {
+            command
+                .arg(&rendered)
+                .args(["examples/redis.yaml", "examples/mcp-server.yaml"].map(|e| root.join(e)));
+        }
+        let output = command.output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{report}");
+        assert!(report.contains("0 failed"), "{report}");
+        reports.push(report);
+    }
     let _ = std::fs::remove_file(&rendered);
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "{report}");
-    assert!(report.contains("0 failed"), "{report}");
+    let report = reports.join("\n");
     assert_eq!(docs.iter().filter(|d| d["kind"] == "Pod").count(), 12, "{report}");
 }
 
