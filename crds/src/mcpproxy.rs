@@ -446,6 +446,50 @@ fn default_path() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CRD's port rules, run by a CEL interpreter on specs as the API
+    /// server sees them (serde's defaults filled in), agree with
+    /// `port_clash` on every combination of a few ports, set or not.
+    #[test]
+    fn port_rules_in_cel_agree_with_port_clash() {
+        let rules: Vec<(cel::Program, String)> = port_rules()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let rule = r["rule"].as_str().unwrap();
+                (cel::Program::compile(rule).unwrap(), r["message"].as_str().unwrap().to_owned())
+            })
+            .collect();
+        let choices = [None, Some(3000), Some(8080), Some(15201), Some(15202), Some(9000)];
+        let mut clashes = 0;
+        for listen in [3000, 8080] {
+            for upstream in [3000, 8080, 15201] {
+                for admin in choices {
+                    for peer in choices {
+                        let mut spec: McpProxySpec =
+                            serde_yaml::from_str("targetRef: {kind: Deployment, name: e}").unwrap();
+                        spec.listen.port = listen;
+                        spec.upstream.port = upstream;
+                        spec.sidecar.admin_port = admin;
+                        spec.sidecar.peer_port = peer;
+                        let mut context = cel::Context::default();
+                        context.add_variable_from_value("self", cel::to_value(&spec).unwrap());
+                        let failed: Vec<&str> = rules
+                            .iter()
+                            .filter(|(program, _)| program.execute(&context).unwrap() != cel::Value::Bool(true))
+                            .map(|(_, message)| message.as_str())
+                            .collect();
+                        let clash = spec.port_clash();
+                        assert_eq!(!failed.is_empty(), clash.is_some(), "{spec:?}: CEL {failed:?}, Rust {clash:?}");
+                        clashes += usize::from(clash.is_some());
+                    }
+                }
+            }
+        }
+        assert!(clashes > 50, "the grid has clashes to find: {clashes}");
+    }
+
     #[test]
     fn policy_reads_as_users_write_it() {
         let spec: McpProxySpec = serde_yaml::from_str(
