@@ -458,7 +458,10 @@ mod tests {
             .iter()
             .map(|r| {
                 let rule = r["rule"].as_str().unwrap();
-                (cel::Program::compile(rule).unwrap(), r["message"].as_str().unwrap().to_owned())
+                (
+                    cel::Program::compile(rule).unwrap(),
+                    r["message"].as_str().unwrap().to_owned(),
+                )
             })
             .collect();
         let choices = [None, Some(3000), Some(8080), Some(15201), Some(15202), Some(9000)];
@@ -477,11 +480,17 @@ mod tests {
                         context.add_variable_from_value("self", cel::to_value(&spec).unwrap());
                         let failed: Vec<&str> = rules
                             .iter()
-                            .filter(|(program, _)| program.execute(&context).unwrap() != cel::Value::Bool(true))
+                            .filter(|(program, _)| {
+                                program.execute(&context).unwrap() != cel::Value::Bool(true)
+                            })
                             .map(|(_, message)| message.as_str())
                             .collect();
                         let clash = spec.port_clash();
-                        assert_eq!(!failed.is_empty(), clash.is_some(), "{spec:?}: CEL {failed:?}, Rust {clash:?}");
+                        assert_eq!(
+                            !failed.is_empty(),
+                            clash.is_some(),
+                            "{spec:?}: CEL {failed:?}, Rust {clash:?}"
+                        );
                         clashes += usize::from(clash.is_some());
                     }
                 }

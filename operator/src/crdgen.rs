@@ -59,11 +59,21 @@ mod tests {
         let schema = serde_json::to_value(&version.schema).unwrap();
         let root = &schema["openAPIV3Schema"]["properties"];
         let conditions = &root["status"]["properties"]["conditions"];
-        assert_eq!(conditions["x-kubernetes-list-type"], "map", "one condition per type");
-        assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
+        assert_eq!(
+            conditions["x-kubernetes-list-type"], "map",
+            "one condition per type"
+        );
+        assert_eq!(
+            conditions["x-kubernetes-list-map-keys"],
+            serde_json::json!(["type"])
+        );
         let rules = root["spec"]["x-kubernetes-validations"].as_array().unwrap();
         assert_eq!(rules.len(), 6, "{rules:?}");
-        assert!(rules.iter().any(|r| r["message"] == "sidecar.adminPort must differ from upstream.port"));
+        assert!(
+            rules
+                .iter()
+                .any(|r| r["message"] == "sidecar.adminPort must differ from upstream.port")
+        );
         let spec = &root["spec"]["properties"];
         assert_eq!(spec["rollout"]["enum"], serde_json::json!(["manual", "auto"]));
         assert_eq!(spec["rollout"]["default"], "manual");

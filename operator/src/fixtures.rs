@@ -19,6 +19,8 @@ use shadowcat_crds::{
     SessionsSpec, StoreKind, TargetKind, TargetRef, TokenExchangeSpec, ToolsConfig, UpstreamCredentialSpec,
 };
 
+pub mod cluster;
+
 use crate::controller::{Context, FINALIZER};
 use crate::render::Defaults;
 
