@@ -569,9 +569,18 @@ where
         let why = format!("{kind} {name} exists and was not made for this McpProxy; rename one of them");
         return Ok(Some((reason, why)));
     }
-    match api.patch(&name, &apply_params(), &Patch::Apply(&wanted)).await {
+    // Forced: the owner reference proves the object is this McpProxy's, so
+    // a field someone changed by hand (`kubectl edit`) is taken back rather
+    // than a conflict retried forever.
+    match api
+        .patch(&name, &apply_params().force(), &Patch::Apply(&wanted))
+        .await
+    {
         Ok(_) => Ok(None),
         Err(e) => match rejection(&format!("{kind} {name}"), &e) {
+            // The sidecar mounts the ConfigMap: its rejection keeps the
+            // webhook from injecting (see `webhook::BLOCKING`).
+            Some(why) if kind == "ConfigMap" => Ok(Some(("ConfigMapRejected", why))),
             Some(why) => Ok(Some(("ApiRejected", why))),
             None => Err(e.into()),
         },

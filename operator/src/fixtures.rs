@@ -324,7 +324,8 @@ impl Proxy {
     }
 
     /// With status: `conditions` (type, status, reason) for generation 1,
-    /// and the rollout annotation on `rollout_target`, if any.
+    /// the hash of the config as it stands, and the rollout annotation on
+    /// `rollout_target`, if any.
     pub fn status(mut self, conditions: &[(&str, &str, &str)], rollout_target: Option<&str>) -> Self {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
         self.0.status = Some(shadowcat_crds::McpProxyStatus {
@@ -339,6 +340,11 @@ impl Proxy {
                     last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
                 })
                 .collect(),
+            config_hash: Some(
+                crate::render::config_yaml(&crate::render::sidecar_config(&self.0, &Defaults::default()))
+                    .map(|(_, hash)| hash)
+                    .unwrap_or_default(),
+            ),
             rollout_target: rollout_target.map(|name| TargetRef {
                 kind: TargetKind::Deployment,
                 name: name.into(),
@@ -476,8 +482,8 @@ pub struct Call {
     pub method: &'static str,
     /// Path, without the query.
     pub path: String,
-    /// Text the query must hold, if any.
-    pub query: Option<&'static str>,
+    /// Texts the query must hold.
+    pub query: Vec<&'static str>,
     /// Assertions on the request body (JSON, or null).
     pub check: Box<dyn Fn(&Value) + Send>,
     /// Answer status.
@@ -492,7 +498,7 @@ impl Call {
         Self {
             method,
             path: path.into(),
-            query: None,
+            query: Vec::new(),
             check: Box::new(|_| {}),
             status: 200,
             answer,
@@ -505,9 +511,9 @@ impl Call {
         self
     }
 
-    /// Expects `text` in the query (e.g. a field manager).
+    /// Expects `text` in the query (e.g. a field manager); again for more.
     pub fn query(mut self, text: &'static str) -> Self {
-        self.query = Some(text);
+        self.query.push(text);
         self
     }
 
@@ -577,7 +583,7 @@ pub fn scenario_with(calls: Vec<Call>, defaults: Defaults) -> (Arc<Context>, tok
                 (call.method, call.path.as_str()),
                 "call {i}"
             );
-            if let Some(text) = call.query {
+            for text in &call.query {
                 let query = request.uri().query().unwrap_or_default();
                 assert!(
                     query.contains(text),

@@ -7,6 +7,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -19,7 +21,7 @@ use shadowcat_operator::certs;
 use shadowcat_operator::controller::{self, Context};
 use shadowcat_operator::leader::Elector;
 use shadowcat_operator::render::Defaults;
-use shadowcat_operator::webhook::{self, Certificates, Webhook};
+use shadowcat_operator::webhook::{self, Admission, Certificates, Webhook};
 
 /// Shadowcat's operator.
 #[derive(Debug, Parser)]
@@ -70,6 +72,15 @@ struct Cli {
     /// current (with its own certificate).
     #[arg(long, env = "SHADOWCAT_WEBHOOK_CONFIGURATION", default_value = "shadowcat")]
     webhook_configuration: String,
+    /// `Fail` (the webhook's failurePolicy): a pod the sidecar cannot be
+    /// added to is refused, so one that opted in never runs without it.
+    /// `Ignore`: it is admitted without, marked with the reason.
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_FAILURE_POLICY", default_value = "Fail", value_parser = ["Fail", "Ignore"])]
+    webhook_failure_policy: String,
+    /// The webhook's timeoutSeconds: reading the McpProxy is cut off well
+    /// within it, so the API server gets an answer it can act on.
+    #[arg(long, env = "SHADOWCAT_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=30))]
+    webhook_timeout_seconds: u64,
     /// The webhook's Service (its certificate names `<service>.<namespace>.svc`).
     #[arg(long, env = "SHADOWCAT_WEBHOOK_SERVICE", default_value = "shadowcat-webhook")]
     webhook_service: String,
@@ -115,6 +126,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         allowed_images: nonempty(cli.allowed_images),
         ..Defaults::default()
     };
+    if let Some(bad) = defaults
+        .allowed_images
+        .iter()
+        .find(|p| !p.ends_with(['/', ':', '@']))
+    {
+        anyhow::bail!(
+            "allowed image prefix {bad:?} must end with '/', ':' or '@' (a bare prefix like \
+             registry.example.com/shadowcat would also allow registry.example.com/shadowcat-evil)"
+        );
+    }
     if let Some(why) = defaults.image_refusal(&shadowcat_crds::McpProxy::new(
         "default",
         serde_json::from_value(serde_json::json!({"targetRef": {"kind": "Deployment", "name": "x"}}))?,
@@ -145,19 +166,52 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let webhook = Arc::new(Webhook {
         lookup: client.clone(),
-        defaults,
+        admission: Admission {
+            defaults,
+            deny_without_sidecar: cli.webhook_failure_policy == "Fail",
+            lookup_timeout: Duration::from_millis(cli.webhook_timeout_seconds * 700),
+        },
         metrics: ctx.metrics.clone(),
     });
     let listener = tokio::net::TcpListener::bind(cli.webhook_listen).await?;
     tokio::spawn(webhook.serve(listener, webhook::tls_config(certificates.clone())));
 
+    let stopping = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cli.admin_listen).await?;
-    tokio::spawn(admin(listener, ctx.clone(), certificates));
-    match cli.leader_lease {
+    tokio::spawn(admin(listener, ctx.clone(), certificates, stopping.clone()));
+    lead(cli.leader_lease, client, &ns, ctx, namespaces).await?;
+    // Shutting down: not ready (the webhook Service drops this pod), but
+    // still serving the webhook while endpoints catch up, so pod creation
+    // never meets a replica that is gone.
+    stopping.store(true, Ordering::SeqCst);
+    tracing::info!(
+        seconds = WEBHOOK_GRACE.as_secs(),
+        "serving the webhook on while endpoints drop this pod"
+    );
+    tokio::time::sleep(WEBHOOK_GRACE).await;
+    Ok(())
+}
+
+/// How long a stopping operator serves the webhook on, not ready.
+const WEBHOOK_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs the controllers until shutdown: at once, or once elected leader
+/// on `lease`; an error when leadership is lost.
+async fn lead(
+    lease: Option<String>,
+    client: Client,
+    ns: &str,
+    ctx: Arc<Context>,
+    namespaces: Vec<String>,
+) -> anyhow::Result<()> {
+    match lease {
         None => controller::run(ctx, namespaces).await,
         Some(lease) => {
-            let me = std::env::var("POD_NAME").unwrap_or_else(|_| "shadowcat-operator".into());
-            let mut elector = Elector::new(Api::<Lease>::namespaced(client, &ns), &lease, &me);
+            // Two replicas under one identity would both lead.
+            let me = std::env::var("POD_NAME").map_err(|_| {
+                anyhow::anyhow!("leader election needs POD_NAME (the downward API's metadata.name)")
+            })?;
+            let mut elector = Elector::new(Api::<Lease>::namespaced(client, ns), &lease, &me);
             tokio::select! {
                 () = elector.acquire() => {}
                 _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -191,20 +245,26 @@ async fn terminated() {
     }
 }
 
-async fn admin(listener: tokio::net::TcpListener, ctx: Arc<Context>, certificates: Arc<Certificates>) {
+async fn admin(
+    listener: tokio::net::TcpListener,
+    ctx: Arc<Context>,
+    certificates: Arc<Certificates>,
+    stopping: Arc<AtomicBool>,
+) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let (ctx, certificates) = (ctx.clone(), certificates.clone());
+        let (ctx, certificates, stopping) = (ctx.clone(), certificates.clone(), stopping.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let (ctx, certificates) = (ctx.clone(), certificates.clone());
+                let (ctx, certificates, stopping) = (ctx.clone(), certificates.clone(), stopping.clone());
                 async move {
                     let (status, body) = match req.uri().path() {
                         "/healthz" => (200, "ok\n".to_owned()),
                         // Not ready (no webhook traffic) before the webhook
                         // has a certificate to serve.
+                        "/readyz" if stopping.load(Ordering::SeqCst) => (503, "shutting down\n".to_owned()),
                         "/readyz" if certificates.ready() => (200, "ok\n".to_owned()),
                         "/readyz" => (503, "no webhook certificate yet\n".to_owned()),
                         "/metrics" => (200, ctx.metrics.encode()),

@@ -16,8 +16,10 @@ pub struct Reason {
 /// Admission outcomes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
-    /// `injected`, `already`, `refused`, `no_proxy`, `not_applied`,
-    /// `error` (answered 500, so the failure policy applies) or `invalid`.
+    /// `injected`, `already`, `refused`, `no_proxy`, `not_applied` (these
+    /// three admitted without the sidecar), `denied` (refused instead, under
+    /// failurePolicy Fail), `error` (answered 500, so the failure policy
+    /// applies) or `invalid`.
     pub outcome: &'static str,
 }
 

@@ -30,13 +30,11 @@ use shadowcat_crds::McpProxy;
 
 use crate::inject::{self, Injection};
 use crate::metrics::Metrics;
-use crate::render::{self, Defaults, PROXY_LABEL};
+use crate::render::{Defaults, PROXY_LABEL};
 use crate::status::{ACCEPTED, CONFIG_VALID};
 
 /// The largest AdmissionReview read (a pod with a big spec is well under).
 const MAX_REVIEW_BYTES: usize = 8 << 20;
-/// How long reading the McpProxy may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Finds McpProxies (the API in production, a map in tests).
 pub trait Lookup: Send + Sync {
@@ -54,8 +52,45 @@ impl Lookup for Client {
 /// treat by the failure policy.
 pub type Answer = Result<AdmissionReview<DynamicObject>, String>;
 
+/// How the webhook decides.
+#[derive(Clone, Debug)]
+pub struct Admission {
+    /// Operator defaults (image, allow-list, pull secrets, drain).
+    pub defaults: Defaults,
+    /// Refuse a pod the sidecar cannot be added to, instead of admitting it
+    /// without (the webhook's `failurePolicy` is `Fail`: a pod that opted in
+    /// never runs without its front door).
+    pub deny_without_sidecar: bool,
+    /// How long reading the McpProxy may take: under the API server's own
+    /// timeout for the webhook, so it gets an answer it can act on.
+    pub lookup_timeout: Duration,
+}
+
+impl Admission {
+    /// With `defaults`, admitting pods it cannot inject, a 5 s lookup.
+    pub fn lenient(defaults: Defaults) -> Self {
+        Self {
+            defaults,
+            deny_without_sidecar: false,
+            lookup_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Reasons of `Accepted=False` that keep the sidecar from running: the
+/// ConfigMap it mounts is someone else's or was never written, or its image
+/// is not allowed. (A Service or NetworkPolicy that could not be applied,
+/// or a rollout annotation another manager owns, leaves the sidecar whole.)
+const BLOCKING: [&str; 4] = [
+    "Conflict",
+    "ImageNotAllowed",
+    "ConfigMapNotOwned",
+    "ConfigMapRejected",
+];
+
 /// Answers the AdmissionReview in `body`.
-pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metrics: &Metrics) -> Answer {
+pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, metrics: &Metrics) -> Answer {
+    let defaults = &admission.defaults;
     let review: AdmissionReview<Pod> = match serde_json::from_slice(body) {
         Ok(review) => review,
         Err(e) => {
@@ -89,6 +124,15 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metr
     // and the McpProxy's status (its `Injected` condition) show it; a
     // ReplicaSet's warnings reach no one.
     let without = |outcome: &'static str, why: String| {
+        if admission.deny_without_sidecar {
+            metrics.admitted("denied");
+            tracing::warn!(namespace = %ns, proxy = %name, why, "pod refused: no sidecar can be added");
+            let message = format!(
+                "shadowcat: the sidecar cannot be added ({why}); the pod is refused rather than run without \
+                 it (webhook failurePolicy Fail), and is created once this is fixed"
+            );
+            return Ok(AdmissionResponse::from(&request).deny(message).into_review());
+        }
         metrics.admitted(outcome);
         tracing::warn!(namespace = %ns, proxy = %name, why, "pod admitted without the sidecar");
         let mut marked = pod.clone();
@@ -106,7 +150,7 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metr
     };
     // Within the API server's own timeout for the webhook (10 s by
     // default): an answer it can act on rather than its timeout.
-    let found = tokio::time::timeout(LOOKUP_TIMEOUT, lookup.proxy(&ns, &name))
+    let found = tokio::time::timeout(admission.lookup_timeout, lookup.proxy(&ns, &name))
         .await
         .unwrap_or_else(|_| {
             Err(kube::Error::Service(
@@ -131,12 +175,15 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metr
             format!("McpProxy {ns}/{name} is not applied: {why}"),
         );
     }
-    let hash = match render::config_yaml(&render::sidecar_config(&proxy, defaults)) {
-        Ok((_, hash)) => hash,
-        Err(e) => {
-            metrics.admitted("error");
-            return Err(format!("cannot render McpProxy {ns}/{name}: {e}"));
-        }
+    // The config the pod will mount is the ConfigMap's, which holds what
+    // the last reconcile wrote: status's hash names it (a spec changed
+    // since is not in the ConfigMap yet, so the pod is not counted as on
+    // it).
+    let Some(hash) = proxy.status.as_ref().and_then(|s| s.config_hash.clone()) else {
+        return without(
+            "not_applied",
+            format!("McpProxy {ns}/{name} has not been reconciled yet (no status.configHash)"),
+        );
     };
     match inject::inject(pod, &proxy, defaults, &hash) {
         Injection::Already => {
@@ -165,10 +212,10 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, defaults: &Defaults, metr
     }
 }
 
-/// Why `proxy` is not to be injected as it stands, if so: its status says
-/// its spec is invalid or it is not accepted for this generation, its ports
-/// clash, or its image is not allowed. (A pod would otherwise mount a
-/// ConfigMap that is never written, or run a sidecar that cannot start.)
+/// Why `proxy`'s sidecar cannot run as it stands, if so: its ports clash,
+/// its image is not allowed, or its status says its spec is invalid
+/// (`ConfigValid=False`) or the ConfigMap the sidecar mounts is not its own
+/// or was not written (`Accepted=False` for a [`BLOCKING`] reason).
 fn not_applied(proxy: &McpProxy, defaults: &Defaults) -> Option<String> {
     if let Some(why) = proxy.spec.port_clash() {
         return Some(why);
@@ -183,8 +230,8 @@ fn not_applied(proxy: &McpProxy, defaults: &Defaults) -> Option<String> {
         .unwrap_or_default();
     conditions
         .iter()
-        .filter(|c| c.type_ == CONFIG_VALID || c.type_ == ACCEPTED)
-        .find(|c| c.status == "False" && c.observed_generation == proxy.metadata.generation)
+        .filter(|c| c.status == "False")
+        .find(|c| c.type_ == CONFIG_VALID || (c.type_ == ACCEPTED && BLOCKING.contains(&c.reason.as_str())))
         .map(|c| format!("{} ({})", c.reason, c.message))
 }
 
@@ -293,8 +340,8 @@ pub fn tls_config(certificates: Arc<Certificates>) -> Arc<rustls::ServerConfig> 
 pub struct Webhook<L> {
     /// Finds McpProxies.
     pub lookup: L,
-    /// Operator defaults (image, allow-list, pull secrets, drain).
-    pub defaults: Defaults,
+    /// How it decides.
+    pub admission: Admission,
     /// Admission counts.
     pub metrics: Arc<Metrics>,
 }
@@ -364,7 +411,7 @@ impl<L: Lookup + 'static> Webhook<L> {
                 return reply(StatusCode::BAD_REQUEST, message.into_bytes(), false);
             }
         };
-        match review(&body, &self.lookup, &self.defaults, &self.metrics).await {
+        match review(&body, &self.lookup, &self.admission, &self.metrics).await {
             Ok(review) => match serde_json::to_vec(&review) {
                 Ok(json) => reply(StatusCode::OK, json, true),
                 Err(e) => reply(

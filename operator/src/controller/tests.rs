@@ -60,6 +60,7 @@ fn config_map_calls(check: impl Fn(&Value) + Send + 'static) -> Vec<Call> {
         Call::new("GET", path::CONFIG_MAP, not_found()).status(404),
         Call::new("PATCH", path::CONFIG_MAP, json!({}))
             .query("fieldManager=shadowcat-operator")
+            .query("force=true")
             .check(move |cm| {
                 assert_eq!(cm["metadata"]["ownerReferences"][0]["kind"], "McpProxy");
                 check(cm);
@@ -495,9 +496,9 @@ async fn an_api_rejection_is_a_condition_with_the_servers_message() {
         Call::new("GET", path::CONFIG_MAPS, list("ConfigMapList", vec![])),
         Call::new("GET", path::CONFIG_MAP, not_found()).status(404),
         Call::new("PATCH", path::CONFIG_MAP, status_error(422, "Invalid", message)).status(422),
-        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ApiRejected")),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "ConfigMapRejected")),
         Call::new("PATCH", path::STATUS, answer_proxy()).check(move |s| {
-            assert_eq!(is(s, "Accepted"), pair("False", "ApiRejected"));
+            assert_eq!(is(s, "Accepted"), pair("False", "ConfigMapRejected"));
             let said = condition(s, "Accepted")["message"].as_str().unwrap();
             assert!(
                 said.contains("Too long: must have at most 1048576 bytes"),

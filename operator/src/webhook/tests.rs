@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use super::*;
 use crate::certs::{Material, dns_names};
 use crate::fixtures::{Proxy, pod};
+use crate::render;
 
 /// McpProxies by namespace and name; `down` answers every lookup with an
 /// error, as an API server that cannot be reached.
@@ -74,9 +75,14 @@ struct Reviewed {
 
 async fn admit(lookup: &Map, pod: &Pod, operation: &str) -> Reviewed {
     let metrics = Metrics::default();
-    let answer = review(&review_of(pod, operation), lookup, &Defaults::default(), &metrics)
-        .await
-        .unwrap();
+    let answer = review(
+        &review_of(pod, operation),
+        lookup,
+        &Admission::lenient(Defaults::default()),
+        &metrics,
+    )
+    .await
+    .unwrap();
     // As it goes over the wire, and back.
     let wire: AdmissionReview<DynamicObject> =
         serde_json::from_slice(&serde_json::to_vec(&answer).unwrap()).unwrap();
@@ -165,6 +171,105 @@ fn assert_only_marked(patched: &Value, original: &Pod, says: &str) {
     assert_eq!(unmarked, serde_json::to_value(original).unwrap());
 }
 
+/// Under failurePolicy Fail the operator refuses, rather than admits, a
+/// pod it cannot give the sidecar: one that opted in never runs without its
+/// front door. The ReplicaSet retries, and the pod is created once fixed.
+#[tokio::test]
+async fn strict_admission_refuses_a_pod_it_cannot_inject() {
+    let strict = Admission {
+        deny_without_sidecar: true,
+        ..Admission::lenient(Defaults::default())
+    };
+    let metrics = Metrics::default();
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &Map::default(),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    let response = answer.response.unwrap();
+    assert!(!response.allowed);
+    assert_eq!(response.patch, None);
+    assert!(
+        response
+            .result
+            .message
+            .contains("McpProxy tools/weather not found"),
+        "{}",
+        response.result.message
+    );
+    assert!(metrics.encode().contains("outcome=\"denied\"} 1"));
+    // What it can inject, it injects.
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &Map::with([applied()]),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    assert!(answer.response.unwrap().patch.is_some());
+}
+
+/// The pod mounts the ConfigMap as the last reconcile wrote it: the
+/// annotation names status's hash, not the hash of a spec changed since;
+/// a McpProxy never reconciled gets no sidecar (its ConfigMap may not exist).
+#[tokio::test]
+async fn the_config_hash_is_the_one_the_config_map_holds() {
+    let mut changed = applied();
+    changed.spec.replay.retention = Some("20m".into());
+    assert_ne!(hash_of(&changed), hash_of(&applied()));
+    let reviewed = admit(&Map::with([changed]), &pod("p", None), "CREATE").await;
+    assert_eq!(
+        reviewed.pod["metadata"]["annotations"]["shadowcat.dev/config-hash"],
+        json!(hash_of(&applied()))
+    );
+    let mut fresh = applied();
+    fresh.status = None;
+    let reviewed = admit(&Map::with([fresh]), &pod("p", None), "CREATE").await;
+    assert_only_marked(&reviewed.pod, &pod("p", None), "has not been reconciled yet");
+}
+
+/// Problems that leave the sidecar whole (a Service or NetworkPolicy that
+/// could not be applied, a rollout annotation owned elsewhere) do not keep
+/// it from pods.
+#[tokio::test]
+async fn side_problems_do_not_keep_the_sidecar_from_pods() {
+    for reason in [
+        "ServiceNotOwned",
+        "NetworkPolicyNotOwned",
+        "RolloutConflict",
+        "ApiRejected",
+    ] {
+        let proxy = Proxy::new()
+            .status(
+                &[("ConfigValid", "True", "Valid"), ("Accepted", "False", reason)],
+                None,
+            )
+            .0;
+        let reviewed = admit(&Map::with([proxy]), &pod("p", None), "CREATE").await;
+        let pod: Pod = serde_json::from_value(reviewed.pod).unwrap();
+        assert!(inject::has_sidecar(&pod), "{reason}");
+    }
+    for reason in [
+        "Conflict",
+        "ImageNotAllowed",
+        "ConfigMapNotOwned",
+        "ConfigMapRejected",
+    ] {
+        let proxy = Proxy::new()
+            .status(
+                &[("ConfigValid", "True", "Valid"), ("Accepted", "False", reason)],
+                None,
+            )
+            .0;
+        let reviewed = admit(&Map::with([proxy]), &pod("p", None), "CREATE").await;
+        assert_only_marked(&reviewed.pod, &pod("p", None), reason);
+    }
+}
+
 #[tokio::test]
 async fn a_pod_with_a_container_named_like_ours_is_admitted_without_the_sidecar() {
     let mut own = pod("p", None);
@@ -205,7 +310,7 @@ async fn an_unreadable_mcpproxy_is_a_500_so_the_failure_policy_decides() {
     let answer = review(
         &review_of(&pod("p", None), "CREATE"),
         &down,
-        &Defaults::default(),
+        &Admission::lenient(Defaults::default()),
         &metrics,
     )
     .await;
@@ -226,9 +331,14 @@ async fn garbage_is_an_invalid_review_not_a_panic() {
         b"{}",
         b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
     ] {
-        let answer = review(body, &Map::default(), &Defaults::default(), &metrics)
-            .await
-            .unwrap();
+        let answer = review(
+            body,
+            &Map::default(),
+            &Admission::lenient(Defaults::default()),
+            &metrics,
+        )
+        .await
+        .unwrap();
         let response = answer.response.unwrap();
         assert!(!response.allowed);
         assert_eq!(response.result.reason, "InvalidRequest");
@@ -382,7 +492,7 @@ async fn tls_serves_the_certificate_and_its_renewal() {
     let port = listener.local_addr().unwrap().port();
     let webhook = Arc::new(Webhook {
         lookup: Map::with([applied()]),
-        defaults: Defaults::default(),
+        admission: Admission::lenient(Defaults::default()),
         metrics: Arc::default(),
     });
     let server = tokio::spawn(webhook.clone().serve(listener, tls_config(certificates.clone())));
