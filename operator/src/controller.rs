@@ -80,15 +80,27 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     let span = tracing::info_span!("reconcile", proxy = %proxy.name_any(), namespace = %ns);
     ctx.metrics.reconciles.inc();
     let started = std::time::Instant::now();
-    let result = finalizer(&api, FINALIZER, proxy, |event| async {
-        match event {
-            Finalized::Apply(proxy) => apply(&proxy, &ctx).await,
-            Finalized::Cleanup(proxy) => cleanup(&proxy, &ctx).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let forbidden_of = proxy.clone();
+    let result = if holds_finalizer(&proxy) {
+        finalizer(&api, FINALIZER, proxy, |event| async {
+            match event {
+                Finalized::Apply(proxy) => apply(&proxy, &ctx).await,
+                Finalized::Cleanup(proxy) => cleanup(&proxy, &ctx).await,
+            }
+        })
+        .instrument(span)
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    } else {
+        without_finalizer(&api, &proxy, &ctx).instrument(span).await
+    };
+    if let Err(Error::Kube(kube::Error::Api(e))) = &result
+        && e.code == 403
+    {
+        // Forbidden: RBAC to fix (a Role deleted, a namespace outside the
+        // chart's list): an Event where users look, not only a log line.
+        warn(&ctx, &forbidden_of, "Forbidden", &e.message).await;
+    }
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
         ctx.metrics
@@ -99,6 +111,45 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
             .inc();
     }
     result
+}
+
+/// Whether `proxy` needs the finalizer: only to release the rollout
+/// annotation (`rollout: auto`, or one still to release). Without one, an
+/// McpProxy goes the moment it is deleted: nothing of Shadowcat's is in the
+/// workload, and the rest goes by owner references. (A finalizer held for
+/// nothing could outlive the operator's Role in a namespace being deleted,
+/// and then never be removed.)
+fn holds_finalizer(proxy: &McpProxy) -> bool {
+    proxy.spec.rollout == Rollout::Auto
+        || proxy
+            .status
+            .as_ref()
+            .is_some_and(|s| s.rollout_target.is_some())
+}
+
+/// An McpProxy that needs no finalizer: one left by an earlier operator
+/// version is removed (which reconciles it again), a deleted one is let go,
+/// and a live one is applied.
+async fn without_finalizer(api: &Api<McpProxy>, proxy: &McpProxy, ctx: &Context) -> Result<Action> {
+    if let Some(i) = proxy.finalizers().iter().position(|f| f == FINALIZER) {
+        let path = format!("/metadata/finalizers/{i}");
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": path, "value": FINALIZER},
+            {"op": "remove", "path": path},
+        ]))
+        .map_err(|e| Error::Render(serde::de::Error::custom(e)))?;
+        api.patch(
+            &proxy.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    if proxy.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    apply(proxy, ctx).await
 }
 
 /// On a failed reconcile: log, and try again later — never a hot loop.
@@ -773,6 +824,9 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>) {
                 }
             })
         })
+        // A rollout moves many pods at once: their events fold into one
+        // reconcile a second rather than a reconcile (and its reads) each.
+        .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_secs(1)))
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -28,7 +28,8 @@ use crate::render::Defaults;
 pub struct Proxy(pub McpProxy);
 
 impl Proxy {
-    /// `tools/weather` targeting Deployment `mcp-server`, finalizer in place.
+    /// `tools/weather` targeting Deployment `mcp-server` (no finalizer: a
+    /// `rollout: manual` McpProxy holds none).
     pub fn new() -> Self {
         Self::named("weather")
     }
@@ -55,7 +56,6 @@ impl Proxy {
         proxy.metadata.namespace = Some("tools".into());
         proxy.metadata.uid = Some("uid-1".into());
         proxy.metadata.generation = Some(1);
-        proxy.metadata.finalizers = Some(vec![FINALIZER.into()]);
         Self(proxy)
     }
 
@@ -317,9 +317,15 @@ impl Proxy {
         self
     }
 
-    /// Rolling the target on config changes.
+    /// Rolling the target on config changes, its finalizer in place.
     pub fn auto_rollout(mut self) -> Self {
         self.0.spec.rollout = shadowcat_crds::Rollout::Auto;
+        self.finalized()
+    }
+
+    /// With the finalizer (put there by the operator, or an earlier version).
+    pub fn finalized(mut self) -> Self {
+        self.0.metadata.finalizers = Some(vec![FINALIZER.into()]);
         self
     }
 

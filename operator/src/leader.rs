@@ -174,8 +174,12 @@ impl Elector {
         loop {
             tokio::time::sleep(RETRY_PERIOD).await;
             let left = RENEW_DEADLINE.saturating_sub(renewed.elapsed());
+            // The renewal counts from when it was sent: a standby starts
+            // its wait when it sees the write, which may be long before a
+            // slow answer arrives here.
+            let sent = Instant::now();
             match tokio::time::timeout(left, self.try_hold()).await {
-                Ok(Ok(true)) => renewed = Instant::now(),
+                Ok(Ok(true)) => renewed = sent,
                 Ok(Ok(false)) => {
                     tracing::error!(lease = %self.name, "lost the lease to another replica");
                     return;

@@ -149,8 +149,10 @@ fn apply_calls(
     calls
 }
 
+/// `rollout: auto`: the finalizer (which releases the annotation) goes on
+/// before anything is written.
 #[tokio::test]
-async fn finalizer_is_added_before_anything_else() {
+async fn with_auto_rollout_the_finalizer_is_added_before_anything_else() {
     let (ctx, server) = scenario(vec![Call::new("PATCH", path::PROXY, answer_proxy()).check(
         |patch| {
             let ops = patch.as_array().expect("a JSON patch");
@@ -160,8 +162,33 @@ async fn finalizer_is_added_before_anything_else() {
             );
         },
     )]);
-    let action = reconcile(Proxy::new().fresh().arc(), ctx).await.unwrap();
+    let action = reconcile(Proxy::new().auto_rollout().fresh().arc(), ctx).await.unwrap();
     assert_eq!(action, Action::await_change());
+    verify(server).await;
+}
+
+/// `rollout: manual` holds no finalizer: one an earlier operator version
+/// put there is taken off first (test-and-remove, so a concurrent change
+/// is not clobbered); deleted, such an McpProxy goes at once.
+#[tokio::test]
+async fn with_manual_rollout_no_finalizer_is_held() {
+    let (ctx, server) = scenario(vec![Call::new("PATCH", path::PROXY, answer_proxy()).check(
+        |patch| {
+            assert_eq!(
+                patch,
+                &json!([
+                    {"op": "test", "path": "/metadata/finalizers/0", "value": "shadowcat.dev/cleanup"},
+                    {"op": "remove", "path": "/metadata/finalizers/0"}
+                ])
+            );
+        },
+    )]);
+    let action = reconcile(Proxy::new().finalized().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    verify(server).await;
+    let (ctx, server) = scenario(vec![]);
+    let action = reconcile(Proxy::new().deleting().arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change(), "deleted, nothing to do, no call");
     verify(server).await;
 }
 
@@ -658,32 +685,22 @@ async fn a_rollout_annotation_owned_by_another_manager_is_a_conflict_not_taken()
     verify(server).await;
 }
 
-/// Deleting an McpProxy never writes the workload it targets (there is
-/// nothing of Shadowcat's in it), so a target deleted first, or never
-/// created, cannot hold the finalizer: namespace deletion goes through.
+/// Deleting an McpProxy never writes a workload that is gone (an apply
+/// would create it), so a target deleted first, or never created, cannot
+/// hold the finalizer: namespace deletion goes through.
 #[tokio::test]
 async fn deletion_with_the_target_gone_removes_the_finalizer_at_once() {
-    for proxy in [
-        Proxy::new().deleting(),
-        Proxy::new()
-            .auto_rollout()
-            .status(&[], Some("mcp-server"))
-            .deleting(),
-    ] {
-        let rollout = proxy.0.status.is_some();
-        let mut calls = Vec::new();
-        if rollout {
-            calls.push(Call::new("GET", path::DEPLOYMENT, not_found()).status(404));
-        }
-        calls.push(Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::DEPLOYMENT, not_found()).status(404),
+        Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
             let ops = patch.as_array().expect("a JSON patch");
             assert!(ops.iter().any(|op| op["op"] == "remove"), "{patch}");
-        }));
-        let (ctx, server) = scenario(calls);
-        let action = reconcile(proxy.arc(), ctx).await.unwrap();
-        assert_eq!(action, Action::await_change());
-        verify(server).await;
-    }
+        }),
+    ]);
+    let proxy = Proxy::new().auto_rollout().status(&[], Some("mcp-server")).deleting();
+    let action = reconcile(proxy.arc(), ctx).await.unwrap();
+    assert_eq!(action, Action::await_change());
+    verify(server).await;
 }
 
 #[tokio::test]
