@@ -425,8 +425,11 @@ pub struct McpProxyStatus {
     /// `Ignore`, or it refused to inject: see the `Injected` condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods_without_sidecar: Option<i32>,
-    /// The workload whose pod template carries this McpProxy's rollout
-    /// annotation (`rollout: auto`), so a change of `targetRef` releases it.
+    /// The workload whose pod template carries something of this
+    /// McpProxy's: the rollout annotation (`rollout: auto`), or the sidecar
+    /// an earlier operator version applied into the template until it is
+    /// handed over to the webhook. A change of `targetRef`, or the
+    /// McpProxy's deletion, releases it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout_target: Option<TargetRef>,
 }

@@ -120,11 +120,7 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
 /// nothing could outlive the operator's Role in a namespace being deleted,
 /// and then never be removed.)
 fn holds_finalizer(proxy: &McpProxy) -> bool {
-    proxy.spec.rollout == Rollout::Auto
-        || proxy
-            .status
-            .as_ref()
-            .is_some_and(|s| s.rollout_target.is_some())
+    proxy.spec.rollout == Rollout::Auto || proxy.status.as_ref().is_some_and(|s| s.rollout_target.is_some())
 }
 
 /// An McpProxy that needs no finalizer: one left by an earlier operator
@@ -132,6 +128,18 @@ fn holds_finalizer(proxy: &McpProxy) -> bool {
 /// and a live one is applied.
 async fn without_finalizer(api: &Api<McpProxy>, proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     if let Some(i) = proxy.finalizers().iter().position(|f| f == FINALIZER) {
+        // An earlier version's finalizer may guard its sidecar in the
+        // target: released on deletion; while the McpProxy lives, `apply`
+        // hands it over (and holds the target until then).
+        let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
+        if proxy.metadata.deletion_timestamp.is_some() {
+            release(&ctx.client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
+        } else if target(&ctx.client, &ns, &proxy.spec.target_ref)
+            .await?
+            .is_some_and(|t| t.legacy)
+        {
+            return apply(proxy, ctx).await;
+        }
         let path = format!("/metadata/finalizers/{i}");
         let patch: json_patch::Patch = serde_json::from_value(json!([
             {"op": "test", "path": path, "value": FINALIZER},
@@ -168,6 +176,17 @@ struct Target {
     updated: i32,
     /// The `shadowcat.dev/proxy` label of its pod template.
     label: Option<String>,
+    /// It still carries what an earlier operator version applied into it
+    /// under [`MANAGER`] (the sidecar, volumes, hash, grace period).
+    legacy: bool,
+}
+
+/// Whether `meta`'s managed fields hold an apply by `manager`.
+fn applied_by(meta: &ObjectMeta, manager: &str) -> bool {
+    meta.managed_fields
+        .iter()
+        .flatten()
+        .any(|m| m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply"))
 }
 
 async fn target(client: &Client, ns: &str, target: &TargetRef) -> Result<Option<Target>> {
@@ -192,6 +211,7 @@ async fn target(client: &Client, ns: &str, target: &TargetRef) -> Result<Option<
                     ready: status.ready_replicas.unwrap_or(0),
                     updated: status.updated_replicas.unwrap_or(0),
                     label: label(&d.spec.template),
+                    legacy: applied_by(&d.metadata, MANAGER),
                 }
             }),
         TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
@@ -206,6 +226,7 @@ async fn target(client: &Client, ns: &str, target: &TargetRef) -> Result<Option<
                     ready: status.ready_replicas.unwrap_or(0),
                     updated: status.updated_replicas.unwrap_or(0),
                     label: label(&s.spec.template),
+                    legacy: applied_by(&s.metadata, MANAGER),
                 }
             }),
     })
@@ -431,17 +452,39 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         return refuse(ctx, proxy, report, reason, why).await;
     }
 
-    // 6. `rollout: auto`: the config hash on the target's pod template. A
+    // 6. What an earlier operator version applied into the target (the
+    //    sidecar in the template itself) is handed over to the webhook: it
+    //    is released once the template carries the label, so the pods it
+    //    rolls get the sidecar from the webhook; until then it stays (its
+    //    release would roll pods without any front door), and the target is
+    //    held like a rollout target, so deleting the McpProxy releases it.
+    let legacy_unlabelled = match &target {
+        Some(t) if t.legacy && t.label.as_deref() == Some(name.as_str()) => {
+            release(client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
+            false
+        }
+        Some(t) => t.legacy,
+        None => false,
+    };
+
+    // 7. `rollout: auto`: the config hash on the target's pod template. A
     //    previous target (targetRef changed, or back to manual) is released.
     let wanted =
         (proxy.spec.rollout == Rollout::Auto && target.is_some()).then(|| proxy.spec.target_ref.clone());
+    let holding = wanted
+        .clone()
+        .or_else(|| legacy_unlabelled.then(|| proxy.spec.target_ref.clone()));
     if let Some(previous) = report
         .rollout_target
         .clone()
-        .filter(|p| Some(p) != wanted.as_ref())
+        .filter(|p| Some(p) != holding.as_ref())
     {
-        release_rollout(client, &ns, proxy, &previous).await?;
+        let rollout = render::rollout_manager(proxy);
+        release(client, &ns, &previous, &[rollout.as_str(), MANAGER]).await?;
         report.rollout_target = None;
+    }
+    if legacy_unlabelled {
+        report.rollout_target = holding.clone();
     }
     if let Some(wanted) = wanted {
         let manager = PatchParams::apply(&render::rollout_manager(proxy));
@@ -489,7 +532,19 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         write_status(ctx, proxy, report).await?;
         return Ok(Action::requeue(MISSING_RETRY));
     };
-    let injected = if target.label.is_none() {
+    let injected = if legacy_unlabelled {
+        Set::new(
+            INJECTED,
+            false,
+            "LegacySidecar",
+            format!(
+                "{kind} {target_name} still has the sidecar an earlier operator version wrote into its pod \
+                 template; add the label {}={name} to the template and the operator hands the sidecar \
+                 over to the admission webhook (one rollout)",
+                render::PROXY_LABEL
+            ),
+        )
+    } else if target.label.is_none() {
         Set::new(
             INJECTED,
             false,
@@ -638,44 +693,52 @@ where
     }
 }
 
-/// Releases `proxy`'s rollout annotation on `target`: the empty apply
-/// under its field manager, when the target still exists (an apply to a
+/// Releases what `managers` applied into `target` (the rollout
+/// annotation, or an earlier version's sidecar): the empty apply under each
+/// that has applied there, when the target still exists (an apply to a
 /// missing object would create it).
-async fn release_rollout(client: &Client, ns: &str, proxy: &McpProxy, target: &TargetRef) -> Result<()> {
-    let manager = PatchParams::apply(&render::rollout_manager(proxy));
-    let patch = render::rollout_patch(target, None);
-    let result = match target.kind {
+async fn release(client: &Client, ns: &str, target: &TargetRef, managers: &[&str]) -> Result<()> {
+    match target.kind {
         TargetKind::Deployment => {
-            let api = Api::<Deployment>::namespaced(client.clone(), ns);
-            match api.get_opt(&target.name).await? {
-                None => return Ok(()),
-                Some(_) => api
-                    .patch(&target.name, &manager, &Patch::Apply(&patch))
-                    .await
-                    .map(drop),
-            }
+            release_in(
+                Api::<Deployment>::namespaced(client.clone(), ns),
+                target,
+                managers,
+            )
+            .await
         }
         TargetKind::StatefulSet => {
-            let api = Api::<StatefulSet>::namespaced(client.clone(), ns);
-            match api.get_opt(&target.name).await? {
-                None => return Ok(()),
-                Some(_) => api
-                    .patch(&target.name, &manager, &Patch::Apply(&patch))
-                    .await
-                    .map(drop),
-            }
+            release_in(
+                Api::<StatefulSet>::namespaced(client.clone(), ns),
+                target,
+                managers,
+            )
+            .await
         }
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!(target = %target.name, "rollout annotation released");
-            Ok(())
-        }
-        // Deleted between the read and the apply: the apply tried to create
-        // it and was refused; nothing is left to release.
-        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
-        Err(e) => Err(e.into()),
     }
+}
+
+async fn release_in<K>(api: Api<K>, target: &TargetRef, managers: &[&str]) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let Some(found) = api.get_opt(&target.name).await? else {
+        return Ok(());
+    };
+    let empty = render::rollout_patch(target, None);
+    for manager in managers.iter().filter(|m| applied_by(found.meta(), m)) {
+        match api
+            .patch(&target.name, &PatchParams::apply(manager), &Patch::Apply(&empty))
+            .await
+        {
+            Ok(_) => tracing::info!(target = %target.name, manager, "released what the manager applied"),
+            // Deleted between the read and the apply: the apply tried to
+            // create it and was refused; nothing is left to release.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return Ok(()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Creates the Secret replicas share for peer authentication, if absent.
@@ -714,7 +777,8 @@ async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<(
 pub async fn cleanup(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     if let Some(target) = proxy.status.as_ref().and_then(|s| s.rollout_target.as_ref()) {
-        release_rollout(&ctx.client, &ns, proxy, target).await?;
+        let rollout = render::rollout_manager(proxy);
+        release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await?;
     }
     Ok(Action::await_change())
 }

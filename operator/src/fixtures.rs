@@ -372,6 +372,17 @@ pub fn deployment(ready: i32) -> Value {
     deployment_labelled(ready, Some("weather"))
 }
 
+/// The target Deployment, 3 of 3 ready, with what `managers` applied into
+/// it on record (its managedFields).
+pub fn deployment_managed_by(managers: &[&str]) -> Value {
+    let mut d = deployment(3);
+    d["metadata"]["managedFields"] = managers
+        .iter()
+        .map(|m| json!({"manager": m, "operation": "Apply", "apiVersion": "apps/v1"}))
+        .collect();
+    d
+}
+
 /// The target Deployment, its pod template labelled for `proxy` (or not).
 pub fn deployment_labelled(ready: i32, proxy: Option<&str>) -> Value {
     let labels = std::collections::BTreeMap::from([("app".to_owned(), "mcp".to_owned())]);
