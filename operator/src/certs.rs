@@ -2,9 +2,11 @@
 //! CA of the operator's own and a serving certificate it signs, kept in a
 //! Secret in the operator's namespace so every replica serves the same, and
 //! the CA bundle kept current on the MutatingWebhookConfiguration. Both are
-//! renewed well before they expire; a renewed CA is trusted next to the old
-//! one until the old one expires, so a serving certificate signed by either
-//! is accepted while the API servers catch up.
+//! renewed well before they expire. A CA is renewed in two steps: the new
+//! one joins the bundle first, and signs serving certificates only once the
+//! bundle holding it has been published for an hour (the API servers have
+//! long since read it); the old one stays in the bundle until it expires.
+//! So no certificate is ever served that the API servers do not trust yet.
 //!
 //! Every replica runs this (the webhook is served by all of them, leader or
 //! not): they read the Secret, and the first to find it missing or due for
@@ -37,6 +39,8 @@ const CA_RENEW_DAYS: i64 = 60;
 const SERVING_RENEW_DAYS: i64 = 30;
 /// How often the Secret and the bundle are looked at.
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How long a new CA is in the published bundle before it signs.
+const PROMOTE_AFTER: time::Duration = time::Duration::hours(1);
 const CA_NAME: &str = "shadowcat-webhook-ca";
 
 /// Keys of the Secret.
@@ -52,6 +56,12 @@ mod key {
     pub const CA_NOT_AFTER: &str = "ca-not-after";
     pub const PREVIOUS_CA: &str = "previous-ca.crt";
     pub const PREVIOUS_CA_NOT_AFTER: &str = "previous-ca-not-after";
+    /// The CA that takes over: trusted, not yet signing.
+    pub const NEXT_CA: &str = "next-ca.crt";
+    pub const NEXT_CA_KEY: &str = "next-ca.key";
+    pub const NEXT_CA_NOT_AFTER: &str = "next-ca-not-after";
+    /// When it joined the bundle (Unix seconds).
+    pub const NEXT_CA_SINCE: &str = "next-ca-since";
     pub const NOT_AFTER: &str = "not-after";
     pub const DNS_NAMES: &str = "dns-names";
 }
@@ -67,6 +77,8 @@ pub struct Material {
     pub ca_not_after: i64,
     /// The previous CA and its expiry, while it is still valid.
     pub previous_ca: Option<(String, i64)>,
+    /// The CA that takes over, trusted but not yet signing.
+    pub next_ca: Option<NextCa>,
     /// The serving certificate, PEM.
     pub cert: String,
     /// Its key, PEM.
@@ -75,6 +87,27 @@ pub struct Material {
     pub not_after: i64,
     /// The names it covers, comma-separated.
     pub dns_names: String,
+}
+
+/// A CA in the bundle before it signs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextCa {
+    /// Its certificate, PEM.
+    pub cert: String,
+    /// Its key, PEM.
+    pub key: String,
+    /// When it expires (Unix seconds).
+    pub not_after: i64,
+    /// When it joined the bundle (Unix seconds).
+    pub since: i64,
+}
+
+/// A CA: certificate and key (PEM), and when it expires.
+fn make_ca(now: OffsetDateTime) -> Result<(String, String, i64), CertError> {
+    let key = KeyPair::generate()?;
+    let params = ca_params(now - time::Duration::minutes(5));
+    let cert = params.self_signed(&key)?;
+    Ok((cert.pem(), key.serialize_pem(), seconds(params.not_after)))
 }
 
 /// A certificate could not be made.
@@ -102,14 +135,13 @@ impl Material {
     /// A new CA and a serving certificate it signs for `dns_names`, valid
     /// from `now`.
     pub fn new(dns_names: &[String], now: OffsetDateTime) -> Result<Self, CertError> {
-        let ca_key = KeyPair::generate()?;
-        let params = ca_params(now - time::Duration::minutes(5));
-        let ca_cert = params.self_signed(&ca_key)?;
+        let (ca_cert, ca_key, ca_not_after) = make_ca(now)?;
         let mut material = Self {
-            ca_cert: ca_cert.pem(),
-            ca_not_after: seconds(params.not_after),
-            ca_key: ca_key.serialize_pem(),
+            ca_cert,
+            ca_not_after,
+            ca_key,
             previous_ca: None,
+            next_ca: None,
             cert: String::new(),
             key: String::new(),
             not_after: 0,
@@ -151,41 +183,66 @@ impl Material {
         Ok(())
     }
 
-    /// What must change at `now`, if anything: a new CA when it is due
-    /// (the old one kept in the bundle), a new serving certificate when it
-    /// is due or covers other names. `None` when nothing is due.
+    /// What must change at `now`, if anything, `None` when nothing:
+    /// - a CA with under 60 days left gets a successor, in the bundle only;
+    /// - a successor an hour in the bundle takes over: it signs a new
+    ///   serving certificate, and the old CA stays trusted until it expires;
+    /// - a serving certificate with under 30 days left, or for other names,
+    ///   is signed again;
+    /// - an expired previous CA leaves the bundle.
     pub fn renewed(&self, dns_names: &[String], now: OffsetDateTime) -> Result<Option<Self>, CertError> {
         let left = |not_after: i64| time::Duration::seconds(not_after - seconds(now));
-        let ca_due = left(self.ca_not_after) < time::Duration::days(CA_RENEW_DAYS);
-        let cert_due = left(self.not_after) < time::Duration::days(SERVING_RENEW_DAYS)
-            || self.dns_names != dns_names.join(",");
-        let previous_expired = self
-            .previous_ca
-            .as_ref()
-            .is_some_and(|(_, not_after)| left(*not_after) <= time::Duration::ZERO);
-        if !ca_due && !cert_due && !previous_expired {
-            return Ok(None);
+        if left(self.ca_not_after) <= time::Duration::ZERO {
+            // Expired (the operator was down for months): nothing it signs
+            // is trusted anyway, so start over at once.
+            return Self::new(dns_names, now).map(Some);
         }
         let mut next = self.clone();
-        if previous_expired {
+        if next
+            .previous_ca
+            .as_ref()
+            .is_some_and(|(_, not_after)| left(*not_after) <= time::Duration::ZERO)
+        {
             next.previous_ca = None;
         }
-        if ca_due {
-            let fresh = Self::new(dns_names, now)?;
-            next = Self {
-                previous_ca: (left(self.ca_not_after) > time::Duration::ZERO)
-                    .then(|| (self.ca_cert.clone(), self.ca_not_after)),
-                ..fresh
-            };
-        } else if cert_due {
+        let promote = self
+            .next_ca
+            .as_ref()
+            .is_some_and(|n| time::Duration::seconds(seconds(now) - n.since) >= PROMOTE_AFTER);
+        if let (true, Some(successor)) = (promote, self.next_ca.clone()) {
+            next.previous_ca = (left(self.ca_not_after) > time::Duration::ZERO)
+                .then(|| (self.ca_cert.clone(), self.ca_not_after));
+            next.ca_cert = successor.cert;
+            next.ca_key = successor.key;
+            next.ca_not_after = successor.not_after;
+            next.next_ca = None;
             next.sign(dns_names, now)?;
+        } else {
+            if self.next_ca.is_none() && left(self.ca_not_after) < time::Duration::days(CA_RENEW_DAYS) {
+                let (cert, key, not_after) = make_ca(now)?;
+                next.next_ca = Some(NextCa {
+                    cert,
+                    key,
+                    not_after,
+                    since: seconds(now),
+                });
+            }
+            if left(self.not_after) < time::Duration::days(SERVING_RENEW_DAYS)
+                || self.dns_names != dns_names.join(",")
+            {
+                next.sign(dns_names, now)?;
+            }
         }
-        Ok(Some(next))
+        Ok((next != *self).then_some(next))
     }
 
-    /// The PEM bundle the webhook's clients trust.
+    /// The PEM bundle the webhook's clients trust: the CA that signs, the
+    /// one that takes over next, and the previous one until it expires.
     pub fn bundle(&self) -> String {
         let mut bundle = self.ca_cert.clone();
+        if let Some(next) = &self.next_ca {
+            bundle.push_str(&next.cert);
+        }
         if let Some((previous, _)) = &self.previous_ca {
             bundle.push_str(previous);
         }
@@ -210,6 +267,12 @@ impl Material {
             put(key::PREVIOUS_CA, previous);
             put(key::PREVIOUS_CA_NOT_AFTER, &not_after.to_string());
         }
+        if let Some(next) = &self.next_ca {
+            put(key::NEXT_CA, &next.cert);
+            put(key::NEXT_CA_KEY, &next.key);
+            put(key::NEXT_CA_NOT_AFTER, &next.not_after.to_string());
+            put(key::NEXT_CA_SINCE, &next.since.to_string());
+        }
         data
     }
 
@@ -222,7 +285,22 @@ impl Material {
             (Some(ca), Some(not_after)) => Some((ca, not_after)),
             _ => None,
         };
+        let next_ca = match (
+            text(key::NEXT_CA),
+            text(key::NEXT_CA_KEY),
+            number(key::NEXT_CA_NOT_AFTER),
+            number(key::NEXT_CA_SINCE),
+        ) {
+            (Some(cert), Some(key), Some(not_after), Some(since)) => Some(NextCa {
+                cert,
+                key,
+                not_after,
+                since,
+            }),
+            _ => None,
+        };
         Some(Self {
+            next_ca,
             ca_cert: text(key::CA_CERT)?,
             ca_key: text(key::CA_KEY)?,
             ca_not_after: number(key::CA_NOT_AFTER)?,
@@ -376,10 +454,13 @@ impl Keeper {
 
     async fn round(&self, serving: &Certificates) -> Result<(), KeepError> {
         let material = self.current(OffsetDateTime::now_utc()).await?;
+        // The bundle first: a CA joins it before anything it signed is
+        // served (a successor signs only after an hour in it).
+        let published = self.publish(&material.bundle()).await?;
         serving
             .load(&material.cert, &material.key)
             .map_err(|e| KeepError::Load(e.to_string()))?;
-        if !self.publish(&material.bundle()).await? {
+        if !published {
             return Err(KeepError::NoConfiguration(self.configuration.clone()));
         }
         Ok(())

@@ -54,19 +54,47 @@ fn renewal_comes_before_expiry_and_keeps_the_old_ca_trusted() {
     assert_eq!(renamed.dns_names, other.join(","));
     assert_eq!(renamed.ca_cert, first.ca_cert);
 
-    // 306 days on, the CA has under 60 days left: a new CA, the old one
-    // trusted beside it until it expires, then dropped.
-    let rotated = first.renewed(&names(), day(306)).unwrap().unwrap();
-    assert_ne!(rotated.ca_cert, first.ca_cert);
+    // 300 days on, the certificate (signed again, so far) runs to the
+    // CA's own end; 306 days on, the CA has under 60 days left: a successor
+    // joins the bundle, and signs nothing yet.
+    let late = first.renewed(&names(), day(300)).unwrap().unwrap();
+    assert_eq!((late.not_after, late.next_ca.clone()), (first.ca_not_after, None));
+    let joined = late.renewed(&names(), day(306)).unwrap().unwrap();
+    let successor = joined.next_ca.clone().expect("a successor");
+    assert_eq!((&joined.ca_cert, &joined.cert), (&first.ca_cert, &late.cert));
+    assert_eq!(joined.bundle(), format!("{}{}", first.ca_cert, successor.cert));
+    let hour = time::Duration::hours(1);
+    assert_eq!(
+        joined
+            .renewed(&names(), day(306) + hour - time::Duration::seconds(1))
+            .unwrap(),
+        None,
+        "not before an hour in the bundle"
+    );
+    // An hour on, it takes over: it signs, and the old CA stays trusted
+    // until it expires, then leaves the bundle.
+    let rotated = joined.renewed(&names(), day(306) + hour).unwrap().unwrap();
+    assert_eq!(rotated.ca_cert, successor.cert);
+    assert_eq!(rotated.next_ca, None);
+    assert_ne!(rotated.cert, first.cert);
     assert_eq!(
         rotated.previous_ca,
         Some((first.ca_cert.clone(), first.ca_not_after))
     );
-    assert_eq!(rotated.bundle(), format!("{}{}", rotated.ca_cert, first.ca_cert));
+    assert_eq!(rotated.bundle(), format!("{}{}", successor.cert, first.ca_cert));
     assert_eq!(rotated.renewed(&names(), day(320)).unwrap(), None);
     let dropped = rotated.renewed(&names(), day(366)).unwrap().unwrap();
     assert_eq!(dropped.previous_ca, None);
     assert_eq!(dropped.ca_cert, rotated.ca_cert);
+
+    // Down past the CA's expiry: a new CA at once (what the old one signs
+    // is trusted by no one any more).
+    let revived = first.renewed(&names(), day(400)).unwrap().unwrap();
+    assert_ne!(revived.ca_cert, first.ca_cert);
+    assert_eq!(
+        (revived.previous_ca.clone(), revived.next_ca.clone()),
+        (None, None)
+    );
 }
 
 #[test]
@@ -82,11 +110,16 @@ fn a_serving_certificate_never_outlives_its_ca() {
 fn the_secret_round_trips_and_a_damaged_one_is_rewritten() {
     let now = OffsetDateTime::now_utc();
     let first = Material::new(&names(), now).unwrap();
-    let rotated = first
+    let joined = first
         .renewed(&names(), now + time::Duration::days(306))
         .unwrap()
         .unwrap();
-    for material in [first, rotated] {
+    let rotated = joined
+        .renewed(&names(), now + time::Duration::days(307))
+        .unwrap()
+        .unwrap();
+    assert!(joined.next_ca.is_some() && rotated.previous_ca.is_some());
+    for material in [first, joined, rotated] {
         assert_eq!(Material::from_data(&material.to_data()), Some(material.clone()));
         let mut damaged = material.to_data();
         damaged.remove("tls.key");

@@ -511,14 +511,20 @@ async fn tls_serves_the_certificate_and_its_renewal() {
     let (status, _, _) = call(port, &first.bundle(), b"{".to_vec()).await.unwrap();
     assert_eq!(status, 200, "an invalid review is an answer, not a failure");
 
-    // Say the CA had 50 days left (under the 60 that renew it): a new CA,
-    // the old one still in the bundle. (Now, not 315 days on: the client
-    // checks validity against the real clock.)
+    // Say the CA had 50 days left (under the 60 that renew it): a
+    // successor joins the bundle; an hour on, it signs, the old one still
+    // in the bundle. (Now, not 315 days on: the client checks validity
+    // against the real clock.)
     let aging = Material {
         ca_not_after: (now + time::Duration::days(50)).unix_timestamp(),
         ..first.clone()
     };
-    let renewed = aging.renewed(&names, now).unwrap().expect("due");
+    let mut joined = aging.renewed(&names, now).unwrap().expect("due");
+    assert_eq!(joined.cert, first.cert, "the successor signs nothing yet");
+    if let Some(next) = joined.next_ca.as_mut() {
+        next.since -= 3600;
+    }
+    let renewed = joined.renewed(&names, now).unwrap().expect("takes over");
     assert_ne!(renewed.ca_cert, first.ca_cert);
     assert_eq!(renewed.previous_ca.as_ref().map(|p| &p.0), Some(&first.ca_cert));
     assert!(certificates.load(&renewed.cert, &renewed.key).unwrap());
