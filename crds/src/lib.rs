@@ -22,8 +22,8 @@ pub use auth::{
 pub use config::{LogFormat, RedisConfig, SidecarConfig, SseConfig};
 pub use mcpproxy::{
     DEFAULT_ADMIN_PORT, DEFAULT_PEER_PORT, ListenSpec, McpProxy, McpProxySpec, McpProxyStatus,
-    NetworkPolicySpec, RedisSpec, ReplaySpec, Rollout, SecretKeyRef, SecretMount, ServiceSpec, ServiceType,
-    SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
+    NetworkPolicySpec, OPERATOR_ENV, RedisSpec, ReplaySpec, Rollout, SecretKeyRef, SecretMount, ServiceSpec,
+    ServiceType, SessionsSpec, SidecarSpec, StoreKind, TargetKind, TargetRef, UpstreamSpec,
 };
 pub use mcpproxy_auth::{AuthSpec, IntrospectionSpec, TokenExchangeSpec, UpstreamCredentialSpec};
 pub use policy::{

@@ -128,6 +128,16 @@ pub struct NetworkPolicySpec {
     pub admin_from: Vec<k8s_openapi::api::networking::v1::NetworkPolicyPeer>,
 }
 
+/// Environment the operator sets on the sidecar, which `sidecar.env` may
+/// not.
+pub const OPERATOR_ENV: [&str; 5] = [
+    "POD_NAME",
+    "POD_IP",
+    "SHADOWCAT_CONFIG",
+    "SHADOWCAT_STORE",
+    "SHADOWCAT_LOG",
+];
+
 /// The sidecar's default admin port (health, readiness, metrics, drain).
 pub const DEFAULT_ADMIN_PORT: u16 = 15201;
 /// The sidecar's default replica-to-replica port.
@@ -170,6 +180,29 @@ impl McpProxySpec {
     /// The sidecar's peer port.
     pub fn peer_port(&self) -> u16 {
         self.sidecar.peer_port.unwrap_or(DEFAULT_PEER_PORT)
+    }
+
+    /// What is wrong with `sidecar.env`, if anything, as the CRD's CEL
+    /// rules say it: a name that is no environment variable name, or one
+    /// the operator sets (either would make the API server refuse every pod
+    /// the webhook patches).
+    pub fn env_problem(&self) -> Option<String> {
+        self.sidecar.env.keys().find_map(|name| {
+            let mut chars = name.chars();
+            let valid = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || "-._".contains(c))
+                && chars.all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+            if !valid {
+                Some(format!(
+                    "sidecar.env name {name:?} is not an environment variable name"
+                ))
+            } else if OPERATOR_ENV.contains(&name.as_str()) {
+                Some(format!("sidecar.env may not set {name}: the operator sets it"))
+            } else {
+                None
+            }
+        })
     }
 
     /// The first pair of ports that clash, as the CRD's CEL rules say it
@@ -360,8 +393,15 @@ pub struct SidecarSpec {
     /// Log filter, e.g. `info` or `debug`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
-    /// Extra environment for the sidecar.
+    /// Extra environment for the sidecar. Names are environment variable
+    /// names (`[-._a-zA-Z][-._a-zA-Z0-9]*`), and none the operator sets
+    /// itself (`POD_NAME`, `POD_IP`, `SHADOWCAT_CONFIG`, `SHADOWCAT_STORE`,
+    /// `SHADOWCAT_LOG`): the API server would refuse every pod.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.all(k, k.matches('^[-._a-zA-Z][-._a-zA-Z0-9]*$'))", "message": "sidecar.env names must be environment variable names"},
+        {"rule": "self.all(k, !(k in ['POD_NAME', 'POD_IP', 'SHADOWCAT_CONFIG', 'SHADOWCAT_STORE', 'SHADOWCAT_LOG']))", "message": "sidecar.env may not set what the operator sets"}
+    ]))]
     pub env: BTreeMap<String, String>,
     /// The admin port (health, readiness, `/metrics`, `/drain`); 15201 when
     /// absent. Must differ from the MCP server's ports.
@@ -500,6 +540,45 @@ mod tests {
             }
         }
         assert!(clashes > 50, "the grid has clashes to find: {clashes}");
+    }
+
+    /// The env rules in CEL and `env_problem` agree, name by name.
+    #[test]
+    fn env_rules_in_cel_agree_with_env_problem() {
+        let schema = serde_json::to_value(schemars::schema_for!(SidecarSpec)).unwrap();
+        let rules: Vec<cel::Program> = schema["properties"]["env"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| cel::Program::compile(r["rule"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(rules.len(), 2);
+        for (name, ok) in [
+            ("HTTP_PROXY", true),
+            ("my.var-1", true),
+            ("_x", true),
+            ("1ABC", false),
+            ("A B", false),
+            ("", false),
+            ("A=B", false),
+            ("POD_NAME", false),
+            ("SHADOWCAT_STORE", false),
+        ] {
+            let mut spec: McpProxySpec =
+                serde_yaml::from_str("targetRef: {kind: Deployment, name: e}").unwrap();
+            spec.sidecar.env.insert(name.into(), "v".into());
+            let mut context = cel::Context::default();
+            context.add_variable_from_value("self", cel::to_value(&spec.sidecar.env).unwrap());
+            let cel_ok = rules
+                .iter()
+                .all(|p| p.execute(&context).unwrap() == cel::Value::Bool(true));
+            assert_eq!(
+                (cel_ok, spec.env_problem().is_none()),
+                (ok, ok),
+                "{name:?}: {:?}",
+                spec.env_problem()
+            );
+        }
     }
 
     #[test]

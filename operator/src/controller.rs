@@ -333,7 +333,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         policy: None,
         ..config.clone()
     };
-    let checked = match proxy.spec.port_clash() {
+    let checked = match proxy.spec.port_clash().or_else(|| proxy.spec.env_problem()) {
         Some(clash) => Err(clash),
         None => credential
             .map_or(Ok(()), UpstreamCredentialSpec::validate)

@@ -217,7 +217,7 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
 /// (`ConfigValid=False`) or the ConfigMap the sidecar mounts is not its own
 /// or was not written (`Accepted=False` for a [`BLOCKING`] reason).
 fn not_applied(proxy: &McpProxy, defaults: &Defaults) -> Option<String> {
-    if let Some(why) = proxy.spec.port_clash() {
+    if let Some(why) = proxy.spec.port_clash().or_else(|| proxy.spec.env_problem()) {
         return Some(why);
     }
     if let Some(why) = defaults.image_refusal(proxy) {

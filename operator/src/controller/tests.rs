@@ -581,6 +581,24 @@ async fn clashing_ports_are_an_invalid_spec() {
     verify(server).await;
 }
 
+/// An env name the API server would refuse in every pod, or one the
+/// operator sets itself, is an invalid spec, never patched into pods.
+#[tokio::test]
+async fn a_sidecar_env_name_that_would_break_every_pod_is_an_invalid_spec() {
+    let mut proxy = Proxy::new();
+    proxy.0.spec.sidecar.env.insert("POD_NAME".into(), "mine".into());
+    let (ctx, server) = scenario(vec![
+        Call::new("POST", path::EVENTS, json!({})).check(|e| assert_eq!(e["reason"], "InvalidSpec")),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(is(s, "ConfigValid"), pair("False", "InvalidSpec"));
+            let message = condition(s, "ConfigValid")["message"].as_str().unwrap();
+            assert_eq!(message, "sidecar.env may not set POD_NAME: the operator sets it");
+        }),
+    ]);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
 #[tokio::test]
 async fn a_secret_mount_whose_secret_is_missing_is_a_condition() {
     let mut proxy = Proxy::new();
