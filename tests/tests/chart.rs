@@ -509,3 +509,42 @@ fn webhook_sees_only_labelled_pod_creates_with_the_failure_policy_from_values() 
         }
     }
 }
+
+/// An allow-list entry must end where a repository or tag does (`/`, `:`
+/// or `@`): a bare `…/shadowcat` would also allow `…/shadowcat-evil`. The
+/// schema refuses it; one that ends right renders, with the env the
+/// operator enforces the same list by.
+#[test]
+fn allowed_images_must_end_at_a_boundary() {
+    install();
+    let helm_home = std::env::temp_dir().join("shadowcat-chart-test-helm");
+    let template = |prefix: &str| {
+        Command::new(tools().join("bin/helm"))
+            .args(["template", "shadowcat", CHART, "--namespace", "shadowcat-system"])
+            .args(["--kube-version", "1.33.0"])
+            .arg("--set")
+            .arg(format!("sidecar.allowedImages={{{prefix}}}"))
+            .env("HELM_CONFIG_HOME", helm_home.join("config"))
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
+            .env("HELM_DATA_HOME", helm_home.join("data"))
+            .current_dir(root())
+            .output()
+            .unwrap()
+    };
+    let bare = template("shadowcat");
+    assert!(!bare.status.success(), "{}", text(&bare));
+    assert!(text(&bare).contains("allowedImages"), "{}", text(&bare));
+    let bounded = template("shadowcat:");
+    assert!(bounded.status.success(), "{}", text(&bounded));
+    let objects = yaml_to_json(&bounded.stdout);
+    let operator = of_kind(&objects, "Deployment")[0];
+    let env = &operator["spec"]["template"]["spec"]["containers"][0]["env"];
+    let allowed = env
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "SHADOWCAT_ALLOWED_IMAGES")
+        .unwrap();
+    assert_eq!(allowed["value"], "shadowcat:");
+    assert_eq!(of_kind(&objects, "ValidatingAdmissionPolicy").len(), 1);
+}
