@@ -277,6 +277,51 @@ mod tests {
         );
     }
 
+    /// Two replicas on the stateful fake API server, on a paused clock:
+    /// one leads; the other takes over only after the record has stood
+    /// still for a lease on its own clock, or at once when it is released.
+    #[tokio::test(start_paused = true)]
+    async fn two_replicas_take_turns_by_observation_and_release() {
+        let cluster = crate::fixtures::cluster::Cluster::default();
+        let api = || Api::<Lease>::namespaced(cluster.client(), "shadowcat-system");
+        let mut a = Elector::new(api(), "shadowcat", "a");
+        let mut b = Elector::new(api(), "shadowcat", "b");
+        assert!(a.try_hold().await.unwrap(), "a creates the lease");
+        assert!(!b.try_hold().await.unwrap(), "b sees a's record");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(a.try_hold().await.unwrap(), "a renews");
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            !b.try_hold().await.unwrap(),
+            "renewed within the lease: b waits again"
+        );
+        tokio::time::advance(Duration::from_secs(16)).await;
+        assert!(
+            b.try_hold().await.unwrap(),
+            "a stood still for a lease: b takes it"
+        );
+        assert!(!a.try_hold().await.unwrap(), "a lost it");
+        let lease = api().get("shadowcat").await.unwrap().spec.unwrap();
+        assert_eq!(
+            (lease.holder_identity.as_deref(), lease.lease_transitions),
+            (Some("b"), Some(1))
+        );
+
+        b.release().await.unwrap();
+        a.release().await.unwrap();
+        assert_eq!(
+            api()
+                .get("shadowcat")
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .holder_identity,
+            None
+        );
+        assert!(a.try_hold().await.unwrap(), "released: a takes it at once");
+    }
+
     #[test]
     fn the_renew_deadline_is_shorter_than_the_lease() {
         const { assert!(RENEW_DEADLINE.as_secs() < LEASE_DURATION.as_secs()) };
