@@ -126,21 +126,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         allowed_images: nonempty(cli.allowed_images),
         ..Defaults::default()
     };
-    if let Some(bad) = defaults
-        .allowed_images
-        .iter()
-        .find(|p| !p.ends_with(['/', ':', '@']))
-    {
-        anyhow::bail!(
-            "allowed image prefix {bad:?} must end with '/', ':' or '@' (a bare prefix like \
-             registry.example.com/shadowcat would also allow registry.example.com/shadowcat-evil)"
-        );
-    }
-    if let Some(why) = defaults.image_refusal(&shadowcat_crds::McpProxy::new(
-        "default",
-        serde_json::from_value(serde_json::json!({"targetRef": {"kind": "Deployment", "name": "x"}}))?,
-    )) {
-        anyhow::bail!("the default sidecar image is not allowed: {why}");
+    if let Some(problem) = defaults.problem() {
+        anyhow::bail!("{problem}");
     }
     let namespaces = nonempty(cli.namespaces);
     let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());

@@ -91,6 +91,24 @@ impl Defaults {
         proxy.spec.sidecar.image.as_deref().unwrap_or(&self.image)
     }
 
+    /// Why these defaults cannot run the operator, if so: an allow-list
+    /// entry that does not end at a boundary (`/`, `:`, `@`; a bare
+    /// `registry.example.com/shadowcat` would also allow
+    /// `registry.example.com/shadowcat-evil`), or a default image the list
+    /// does not allow.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(bad) = self.allowed_images.iter().find(|p| !p.ends_with(['/', ':', '@'])) {
+            return Some(format!(
+                "allowed image prefix {bad:?} must end with '/', ':' or '@' (a bare prefix like \
+                 registry.example.com/shadowcat would also allow registry.example.com/shadowcat-evil)"
+            ));
+        }
+        let image = &self.image;
+        (!self.allowed_images.is_empty()
+            && !self.allowed_images.iter().any(|p| image.starts_with(p.as_str())))
+        .then(|| format!("the default sidecar image {image:?} starts with none of the allowed prefixes"))
+    }
+
     /// Why `proxy`'s sidecar image may not run, if it may not.
     pub fn image_refusal(&self, proxy: &McpProxy) -> Option<String> {
         let image = self.image(proxy);

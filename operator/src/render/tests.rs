@@ -692,3 +692,40 @@ fn examples_render_into_configs_the_sidecar_accepts() {
         ]
     );
 }
+
+#[test]
+fn an_allow_list_entry_must_end_at_a_boundary_and_allow_the_default_image() {
+    let with = |image: &str, allowed: &[&str]| Defaults {
+        image: image.into(),
+        allowed_images: allowed.iter().map(|a| (*a).to_owned()).collect(),
+        ..Defaults::default()
+    };
+    assert_eq!(with("shadowcat:1", &[]).problem(), None, "no list: any image");
+    assert_eq!(
+        with(
+            "reg.example/shadowcat:1",
+            &["reg.example/shadowcat:", "ghcr.io/acme/"]
+        )
+        .problem(),
+        None
+    );
+    let bare = with("reg.example/shadowcat:1", &["reg.example/shadowcat"])
+        .problem()
+        .unwrap();
+    assert!(bare.contains("must end with"), "{bare}");
+    let off = with("other/shadowcat:1", &["reg.example/"]).problem().unwrap();
+    assert!(off.contains("the default sidecar image"), "{off}");
+    // The boundary is what keeps a look-alike repository out.
+    let proxy = |image: &str| {
+        let mut p = Proxy::named("w").0;
+        p.spec.sidecar.image = Some(image.into());
+        p
+    };
+    let strict = with("reg.example/shadowcat:1", &["reg.example/shadowcat:"]);
+    assert_eq!(strict.image_refusal(&proxy("reg.example/shadowcat:2")), None);
+    assert!(
+        strict
+            .image_refusal(&proxy("reg.example/shadowcat-evil:1"))
+            .is_some()
+    );
+}
