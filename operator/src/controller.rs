@@ -307,7 +307,9 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let config = render::sidecar_config(proxy, &ctx.defaults);
     let mut report = Report {
         sets: Vec::new(),
-        hash: None,
+        // What the ConfigMap holds until this reconcile writes it: the
+        // webhook stamps pods with it.
+        hash: proxy.status.as_ref().and_then(|s| s.config_hash.clone()),
         replicas: None,
         pods: None,
         rollout_target: proxy.status.as_ref().and_then(|s| s.rollout_target.clone()),
@@ -357,7 +359,6 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         return Ok(Action::requeue(INVALID_RETRY));
     }
     let (yaml, hash) = render::config_yaml(&config)?;
-    report.hash = Some(hash.clone());
     report.sets.extend([
         Set::new(CONFIG_VALID, true, "Valid", "the sidecar config is valid"),
         policy,
@@ -433,20 +434,18 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let cm = render::config_map(proxy, &yaml);
     let refused = match owned_object(&config_maps, Some(cm), proxy, "ConfigMap").await? {
         Some(refusal) => Some(refusal),
-        None => match owned_object(
-            &Api::<Service>::namespaced(client.clone(), &ns),
-            render::service(proxy),
-            proxy,
-            "Service",
-        )
-        .await?
-        {
-            Some(refusal) => Some(refusal),
-            None => {
-                let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
-                owned_object(&policies, render::network_policy(proxy), proxy, "NetworkPolicy").await?
+        None => {
+            // Written: pods created from now on mount this config.
+            report.hash = Some(hash.clone());
+            let services = Api::<Service>::namespaced(client.clone(), &ns);
+            match owned_object(&services, render::service(proxy), proxy, "Service").await? {
+                Some(refusal) => Some(refusal),
+                None => {
+                    let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
+                    owned_object(&policies, render::network_policy(proxy), proxy, "NetworkPolicy").await?
+                }
             }
-        },
+        }
     };
     if let Some((reason, why)) = refused {
         return refuse(ctx, proxy, report, reason, why).await;

@@ -869,6 +869,27 @@ async fn a_secret_without_its_key_is_a_condition_and_nothing_is_applied() {
     verify(server).await;
 }
 
+/// `status.configHash` names what the ConfigMap holds (the webhook stamps
+/// pods with it): a reconcile that stops before writing the ConfigMap keeps
+/// the previous one.
+#[tokio::test]
+async fn the_config_hash_moves_only_with_the_config_map() {
+    let mut proxy = Proxy::new().redis();
+    proxy.0.status = Some(shadowcat_crds::McpProxyStatus {
+        config_hash: Some("0ld".into()),
+        ..Default::default()
+    });
+    let (ctx, server) = scenario(vec![
+        Call::new("GET", path::REDIS_SECRET, not_found()).status(404),
+        Call::new("POST", path::EVENTS, json!({})),
+        Call::new("PATCH", path::STATUS, answer_proxy()).check(|s| {
+            assert_eq!(s["status"]["configHash"], "0ld", "the ConfigMap was not written");
+        }),
+    ]);
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
 /// Status is written under the operator's manager, forced (it is the
 /// operator's alone), as one condition of each type.
 #[tokio::test]
