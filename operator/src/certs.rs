@@ -98,7 +98,8 @@ pub struct NextCa {
     pub key: String,
     /// When it expires (Unix seconds).
     pub not_after: i64,
-    /// When it joined the bundle (Unix seconds).
+    /// When the bundle holding it was first published (Unix seconds); 0
+    /// until then.
     pub since: i64,
 }
 
@@ -194,8 +195,23 @@ impl Material {
         let left = |not_after: i64| time::Duration::seconds(not_after - seconds(now));
         if left(self.ca_not_after) <= time::Duration::ZERO {
             // Expired (the operator was down for months): nothing it signs
-            // is trusted anyway, so start over at once.
-            return Self::new(dns_names, now).map(Some);
+            // is trusted. A successor already published takes over at once;
+            // else start over.
+            let Some(successor) = self
+                .next_ca
+                .clone()
+                .filter(|n| n.since > 0 && left(n.not_after) > time::Duration::ZERO)
+            else {
+                return Self::new(dns_names, now).map(Some);
+            };
+            let mut next = self.clone();
+            next.previous_ca = None;
+            next.ca_cert = successor.cert;
+            next.ca_key = successor.key;
+            next.ca_not_after = successor.not_after;
+            next.next_ca = None;
+            next.sign(dns_names, now)?;
+            return Ok(Some(next));
         }
         let mut next = self.clone();
         if next
@@ -205,10 +221,13 @@ impl Material {
         {
             next.previous_ca = None;
         }
+        // `since` is when the bundle holding the successor was first
+        // published (0 until then): an hour after that, not after it was
+        // made, since publishing can fail for a while.
         let promote = self
             .next_ca
             .as_ref()
-            .is_some_and(|n| time::Duration::seconds(seconds(now) - n.since) >= PROMOTE_AFTER);
+            .is_some_and(|n| n.since > 0 && time::Duration::seconds(seconds(now) - n.since) >= PROMOTE_AFTER);
         if let (true, Some(successor)) = (promote, self.next_ca.clone()) {
             next.previous_ca = (left(self.ca_not_after) > time::Duration::ZERO)
                 .then(|| (self.ca_cert.clone(), self.ca_not_after));
@@ -224,7 +243,7 @@ impl Material {
                     cert,
                     key,
                     not_after,
-                    since: seconds(now),
+                    since: 0,
                 });
             }
             if left(self.not_after) < time::Duration::days(SERVING_RENEW_DAYS)
@@ -234,6 +253,15 @@ impl Material {
             }
         }
         Ok((next != *self).then_some(next))
+    }
+
+    /// The same, its successor marked published at `now` if it was not:
+    /// `None` when there is nothing to mark.
+    pub fn published(&self, now: OffsetDateTime) -> Option<Self> {
+        let mut next = self.clone();
+        let successor = next.next_ca.as_mut().filter(|n| n.since == 0)?;
+        successor.since = seconds(now);
+        Some(next)
     }
 
     /// The PEM bundle the webhook's clients trust: the CA that signs, the
@@ -373,10 +401,15 @@ impl Keeper {
             },
             None => Material::new(&self.dns_names, now)?,
         };
+        self.write(found.as_ref(), next).await
+    }
+
+    /// Writes `next` over `found` (or creates it), at the version read.
+    async fn write(&self, found: Option<&Secret>, next: Material) -> Result<Material, KeepError> {
         let secret = Secret {
             metadata: ObjectMeta {
                 name: Some(self.secret.clone()),
-                resource_version: found.as_ref().and_then(|s| s.metadata.resource_version.clone()),
+                resource_version: found.and_then(|s| s.metadata.resource_version.clone()),
                 labels: Some(BTreeMap::from([(
                     "app.kubernetes.io/managed-by".to_owned(),
                     "shadowcat-operator".to_owned(),
@@ -455,8 +488,20 @@ impl Keeper {
     async fn round(&self, serving: &Certificates) -> Result<(), KeepError> {
         let material = self.current(OffsetDateTime::now_utc()).await?;
         // The bundle first: a CA joins it before anything it signed is
-        // served (a successor signs only after an hour in it).
+        // served (a successor signs only an hour after it was published).
         let published = self.publish(&material.bundle()).await?;
+        if published && let Some(marked) = material.published(OffsetDateTime::now_utc()) {
+            // Only over what was published: another replica may have moved on.
+            let found = self.secrets.get_opt(&self.secret).await?;
+            let stored = found
+                .as_ref()
+                .and_then(|s| s.data.as_ref())
+                .and_then(Material::from_data);
+            if stored.as_ref() != Some(&material) {
+                return Err(KeepError::Raced);
+            }
+            self.write(found.as_ref(), marked).await?;
+        }
         serving
             .load(&material.cert, &material.key)
             .map_err(|e| KeepError::Load(e.to_string()))?;

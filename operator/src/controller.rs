@@ -94,12 +94,12 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     } else {
         without_finalizer(&api, &proxy, &ctx).instrument(span).await
     };
-    if let Err(Error::Kube(kube::Error::Api(e))) = &result
-        && e.code == 403
+    if let Err(e) = &result
+        && e.api_code() == Some(403)
     {
         // Forbidden: RBAC to fix (a Role deleted, a namespace outside the
         // chart's list): an Event where users look, not only a log line.
-        warn(&ctx, &forbidden_of, "Forbidden", &e.message).await;
+        warn(&ctx, &forbidden_of, "Forbidden", &e.to_string()).await;
     }
     ctx.metrics.duration.observe(started.elapsed().as_secs_f64());
     if let Err(e) = &result {
@@ -284,7 +284,7 @@ impl Pods {
     pub fn count(pods: &[Pod], hash: &str) -> Self {
         let mut counts = Self::default();
         for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            if inject::has_sidecar(pod) {
+            if inject::has_sidecar(pod) || inject::has_legacy_sidecar(pod) {
                 counts.injected += 1;
                 if pod.annotations().get(render::CONFIG_HASH).map(String::as_str) == Some(hash) {
                     counts.current += 1;
@@ -468,8 +468,11 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
 
     // 7. `rollout: auto`: the config hash on the target's pod template. A
     //    previous target (targetRef changed, or back to manual) is released.
-    let wanted =
-        (proxy.spec.rollout == Rollout::Auto && target.is_some()).then(|| proxy.spec.target_ref.clone());
+    // Not while an earlier version's fields are in the target: its manager
+    // owns the same annotation, and the conflict would hide the real
+    // problem (`LegacySidecar`).
+    let wanted = (proxy.spec.rollout == Rollout::Auto && target.is_some() && !legacy_unlabelled)
+        .then(|| proxy.spec.target_ref.clone());
     let holding = wanted
         .clone()
         .or_else(|| legacy_unlabelled.then(|| proxy.spec.target_ref.clone()));
@@ -777,7 +780,18 @@ pub async fn cleanup(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     if let Some(target) = proxy.status.as_ref().and_then(|s| s.rollout_target.as_ref()) {
         let rollout = render::rollout_manager(proxy);
-        release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await?;
+        match release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await {
+            Ok(()) => {}
+            // The workload cannot be reached (its namespace is being
+            // deleted and the operator's Role there went first, or RBAC was
+            // taken away): holding the finalizer would hold the namespace.
+            // What is left is an annotation, harmless without the McpProxy.
+            Err(e) if e.api_code() == Some(403) => {
+                let note = format!("cannot release what was applied into {}: {e}", target.name);
+                warn(ctx, proxy, "ReleaseForbidden", &note).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(Action::await_change())
 }

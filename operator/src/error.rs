@@ -18,6 +18,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// The HTTP status the API answered with, if the failure is the API's
+    /// refusal (through the finalizer's wrapping too).
+    pub fn api_code(&self) -> Option<u16> {
+        use kube::runtime::finalizer::Error as F;
+        let kube = match self {
+            Error::Kube(e) => e,
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::ApplyFailed(Error::Kube(e)) | F::CleanupFailed(Error::Kube(e)) => e,
+                F::AddFinalizer(e) | F::RemoveFinalizer(e) => e,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        match kube {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        }
+    }
+
     /// A bounded label for metrics.
     pub fn metric_label(&self) -> &'static str {
         match self {

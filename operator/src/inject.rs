@@ -49,7 +49,11 @@ pub enum Injection {
 /// The pod `pod` with the sidecar of `proxy`, whose rendered config hashes
 /// to `hash`.
 pub fn inject(pod: &Pod, proxy: &McpProxy, defaults: &Defaults, hash: &str) -> Injection {
-    if pod.annotations().contains_key(INJECTED) {
+    // Injected already (a retried request), or from a template that still
+    // carries the sidecar an earlier operator version wrote into it (the
+    // operator hands that over once the template has the label; until its
+    // rollout lands, such pods run as they are).
+    if pod.annotations().contains_key(INJECTED) || has_legacy_sidecar(pod) {
         return Injection::Already;
     }
     if let Some(why) = defaults.image_refusal(proxy) {
@@ -157,6 +161,18 @@ fn drain_hook(proxy: &McpProxy) -> LifecycleHandler {
         }),
         ..Default::default()
     }
+}
+
+/// Whether `pod` runs the sidecar an earlier operator version applied into
+/// its workload's template (a container of ours, and the hash annotation,
+/// but not the webhook's mark).
+pub fn has_legacy_sidecar(pod: &Pod) -> bool {
+    !pod.annotations().contains_key(INJECTED)
+        && pod.annotations().contains_key(CONFIG_HASH)
+        && pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.containers.iter().any(|c| c.name == CONTAINER))
 }
 
 /// Whether `pod` runs the sidecar the webhook adds.

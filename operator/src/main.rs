@@ -166,17 +166,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let stopping = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(cli.admin_listen).await?;
     tokio::spawn(admin(listener, ctx.clone(), certificates, stopping.clone()));
-    lead(cli.leader_lease, client, &ns, ctx, namespaces).await?;
-    // Shutting down: not ready (the webhook Service drops this pod), but
-    // still serving the webhook while endpoints catch up, so pod creation
-    // never meets a replica that is gone.
+    let led = lead(cli.leader_lease, client, &ns, ctx, namespaces).await;
+    // Shutting down, or leadership lost: not ready (the webhook Service
+    // drops this pod), but still serving the webhook while endpoints catch
+    // up, so pod creation never meets a replica that is gone.
     stopping.store(true, Ordering::SeqCst);
     tracing::info!(
         seconds = WEBHOOK_GRACE.as_secs(),
         "serving the webhook on while endpoints drop this pod"
     );
     tokio::time::sleep(WEBHOOK_GRACE).await;
-    Ok(())
+    led
 }
 
 /// How long a stopping operator serves the webhook on, not ready.

@@ -17,9 +17,10 @@ pub struct Reason {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     /// `injected`, `already`, `refused`, `no_proxy`, `not_applied` (these
-    /// three admitted without the sidecar), `denied` (refused instead, under
-    /// failurePolicy Fail), `error` (answered 500, so the failure policy
-    /// applies) or `invalid`.
+    /// three admitted without the sidecar), `denied_refused`,
+    /// `denied_no_proxy`, `denied_not_applied` (the same, refused instead
+    /// under failurePolicy Fail), `error` (answered 500, so the failure
+    /// policy applies) or `invalid`.
     pub outcome: &'static str,
 }
 

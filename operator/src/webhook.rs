@@ -2,11 +2,14 @@
 //! `AdmissionReview` per pod created with the label `shadowcat.dev/proxy`.
 //! Every operator replica serves it, leader or not.
 //!
-//! A pod whose McpProxy is missing, not applied (its spec is invalid, or it
-//! conflicts) or refuses it is admitted without the sidecar and with a
-//! warning the client sees (`kubectl` prints it); the McpProxy's status
-//! counts such pods. When the McpProxy cannot be read at all the answer is
-//! a 500, so the API server applies the webhook's `failurePolicy`.
+//! A pod the sidecar cannot be added to (its McpProxy missing, not applied,
+//! or the pod clashing with it) is refused under the webhook's failurePolicy
+//! `Fail`, so one that opted in never runs without its front door; under
+//! `Ignore` it is admitted without, marked with the reason, and counted in
+//! the McpProxy's status. A pod whose McpProxy is being deleted is admitted
+//! without the sidecar either way: that front door is going on purpose.
+//! When the McpProxy cannot be read at all the answer is a 500, so the API
+//! server applies the failure policy.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +33,7 @@ use shadowcat_crds::McpProxy;
 
 use crate::inject::{self, Injection};
 use crate::metrics::Metrics;
-use crate::render::{Defaults, PROXY_LABEL};
+use crate::render::{self, Defaults, PROXY_LABEL};
 use crate::status::{ACCEPTED, CONFIG_VALID};
 
 /// The largest AdmissionReview read (a pod with a big spec is well under).
@@ -123,9 +126,13 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
     // warning and onto the pod as an annotation, where `kubectl describe`
     // and the McpProxy's status (its `Injected` condition) show it; a
     // ReplicaSet's warnings reach no one.
-    let without = |outcome: &'static str, why: String| {
-        if admission.deny_without_sidecar {
-            metrics.admitted("denied");
+    let admit_without = |outcome: &'static str, why: String, deny: bool| {
+        if deny {
+            metrics.admitted(match outcome {
+                "no_proxy" => "denied_no_proxy",
+                "refused" => "denied_refused",
+                _ => "denied_not_applied",
+            });
             tracing::warn!(namespace = %ns, proxy = %name, why, "pod refused: no sidecar can be added");
             let message = format!(
                 "shadowcat: the sidecar cannot be added ({why}); the pod is refused rather than run without \
@@ -148,6 +155,8 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
         response.warnings = Some(vec![format!("shadowcat: no sidecar: {why}")]);
         Ok(response.into_review())
     };
+    let without =
+        |outcome: &'static str, why: String| admit_without(outcome, why, admission.deny_without_sidecar);
     // Within the API server's own timeout for the webhook (10 s by
     // default): an answer it can act on rather than its timeout.
     let found = tokio::time::timeout(admission.lookup_timeout, lookup.proxy(&ns, &name))
@@ -159,7 +168,13 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
         });
     let proxy = match found {
         Ok(Some(proxy)) => proxy,
-        Ok(None) => return without("no_proxy", format!("McpProxy {ns}/{name} not found")),
+        Ok(None) => {
+            let why = format!(
+                "McpProxy {ns}/{name} not found (to run this workload without Shadowcat, take the label \
+                 {PROXY_LABEL} off its pod template)"
+            );
+            return without("no_proxy", why);
+        }
         Err(e) => {
             metrics.admitted("error");
             tracing::warn!(namespace = %ns, proxy = %name, error = %e, "cannot read the McpProxy");
@@ -167,7 +182,9 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
         }
     };
     if proxy.metadata.deletion_timestamp.is_some() {
-        return without("not_applied", format!("McpProxy {ns}/{name} is being deleted"));
+        // Going on purpose: the workload's pods must go on being created.
+        let why = format!("McpProxy {ns}/{name} is being deleted");
+        return admit_without("not_applied", why, false);
     }
     if let Some(why) = not_applied(&proxy, defaults) {
         return without(
@@ -185,6 +202,19 @@ pub async fn review(body: &[u8], lookup: &impl Lookup, admission: &Admission, me
             format!("McpProxy {ns}/{name} has not been reconciled yet (no status.configHash)"),
         );
     };
+    // The sidecar container is rendered from the spec, its config comes
+    // from the ConfigMap: when they differ (a change not reconciled yet, or
+    // one stopped by a missing Secret) a pod could listen where its config
+    // does not. Under Fail it waits (its ReplicaSet retries); under Ignore
+    // it gets the sidecar as the spec now says, rather than none.
+    let (_, spec_hash) = render::config_yaml(&render::sidecar_config(&proxy, defaults))
+        .map_err(|e| format!("cannot render McpProxy {ns}/{name}: {e}"))?;
+    if admission.deny_without_sidecar && spec_hash != hash {
+        return without(
+            "not_applied",
+            format!("McpProxy {ns}/{name} changed since its ConfigMap was written; retried once it is"),
+        );
+    }
     match inject::inject(pod, &proxy, defaults, &hash) {
         Injection::Already => {
             metrics.admitted("already");
@@ -231,7 +261,12 @@ fn not_applied(proxy: &McpProxy, defaults: &Defaults) -> Option<String> {
     conditions
         .iter()
         .filter(|c| c.status == "False")
-        .find(|c| c.type_ == CONFIG_VALID || (c.type_ == ACCEPTED && BLOCKING.contains(&c.reason.as_str())))
+        // An invalid policy leaves the ConfigMap with the last good one, and
+        // the sidecar does not depend on it: not blocking.
+        .find(|c| {
+            (c.type_ == CONFIG_VALID && c.reason != "InvalidPolicy")
+                || (c.type_ == ACCEPTED && BLOCKING.contains(&c.reason.as_str()))
+        })
         .map(|c| format!("{} ({})", c.reason, c.message))
 }
 

@@ -408,6 +408,17 @@ fn cert_manager_render_grants_secrets_only_in_each_watched_namespace() {
             "the RoleBinding in {namespace} does not bind the chart's ServiceAccount: {binding}"
         );
     }
+    // One right outside the watched namespaces: an McpProxy's finalizer can
+    // be removed even after a namespace being deleted lost the Role.
+    let finalizers: Vec<&Value> = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .filter(|r| name(r).ends_with("-finalizers"))
+        .collect();
+    assert_eq!(finalizers.len(), 1, "a ClusterRole for finalizers");
+    assert_eq!(
+        finalizers[0]["rules"],
+        serde_json::json!([{"apiGroups": ["shadowcat.dev"], "resources": ["mcpproxies"], "verbs": ["get", "patch"]}])
+    );
 }
 
 #[test]

@@ -64,16 +64,25 @@ fn renewal_comes_before_expiry_and_keeps_the_old_ca_trusted() {
     assert_eq!((&joined.ca_cert, &joined.cert), (&first.ca_cert, &late.cert));
     assert_eq!(joined.bundle(), format!("{}{}", first.ca_cert, successor.cert));
     let hour = time::Duration::hours(1);
+    assert_eq!(successor.since, 0, "not published yet");
     assert_eq!(
-        joined
-            .renewed(&names(), day(306) + hour - time::Duration::seconds(1))
+        joined.renewed(&names(), day(320)).unwrap(),
+        None,
+        "never promoted before the bundle holding it is published"
+    );
+    // Published at day 306 + 1 h (publishing failed for an hour, say).
+    let marked = joined.published(day(306) + hour).unwrap();
+    assert_eq!(marked.published(day(307)), None, "marked once");
+    assert_eq!(
+        marked
+            .renewed(&names(), day(306) + hour + hour - time::Duration::seconds(1))
             .unwrap(),
         None,
-        "not before an hour in the bundle"
+        "not before an hour in the published bundle"
     );
     // An hour on, it takes over: it signs, and the old CA stays trusted
     // until it expires, then leaves the bundle.
-    let rotated = joined.renewed(&names(), day(306) + hour).unwrap().unwrap();
+    let rotated = marked.renewed(&names(), day(306) + hour + hour).unwrap().unwrap();
     assert_eq!(rotated.ca_cert, successor.cert);
     assert_eq!(rotated.next_ca, None);
     assert_ne!(rotated.cert, first.cert);
@@ -114,6 +123,7 @@ fn the_secret_round_trips_and_a_damaged_one_is_rewritten() {
         .renewed(&names(), now + time::Duration::days(306))
         .unwrap()
         .unwrap();
+    let joined = joined.published(now + time::Duration::days(306)).unwrap();
     let rotated = joined
         .renewed(&names(), now + time::Duration::days(307))
         .unwrap()

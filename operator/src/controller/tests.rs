@@ -753,6 +753,82 @@ async fn deletion_releases_the_rollout_annotation_where_the_target_lives() {
     verify(server).await;
 }
 
+/// The workload cannot be reached during deletion (its namespace is going
+/// and the operator's Role there went first): an Event, and the finalizer
+/// goes anyway, so the namespace is not held by it.
+#[tokio::test]
+async fn a_forbidden_release_does_not_hold_the_finalizer() {
+    let (ctx, server) = scenario(vec![
+        Call::new(
+            "GET",
+            path::DEPLOYMENT,
+            status_error(403, "Forbidden", "deployments.apps is forbidden"),
+        )
+        .status(403),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "ReleaseForbidden");
+            assert!(e["note"].as_str().unwrap().contains("forbidden"), "{e}");
+        }),
+        Call::new("PATCH", path::PROXY, answer_proxy()).check(|patch| {
+            let ops = patch.as_array().expect("a JSON patch");
+            assert!(ops.iter().any(|op| op["op"] == "remove"), "{patch}");
+        }),
+    ]);
+    let proxy = Proxy::new()
+        .auto_rollout()
+        .status(&[], Some("mcp-server"))
+        .deleting();
+    reconcile(proxy.arc(), ctx).await.unwrap();
+    verify(server).await;
+}
+
+/// A 403 while applying (through the finalizer's wrapping) is an Event.
+#[tokio::test]
+async fn a_forbidden_call_is_an_event() {
+    let (ctx, server) = scenario(vec![
+        Call::new(
+            "GET",
+            path::DEPLOYMENT,
+            status_error(403, "Forbidden", "deployments.apps is forbidden"),
+        )
+        .status(403),
+        Call::new("POST", path::EVENTS, json!({})).check(|e| {
+            assert_eq!(e["reason"], "Forbidden");
+            assert!(
+                e["note"]
+                    .as_str()
+                    .unwrap()
+                    .contains("deployments.apps is forbidden"),
+                "{e}"
+            );
+        }),
+    ]);
+    let proxy = Proxy::new().auto_rollout();
+    assert!(reconcile(proxy.arc(), ctx).await.is_err());
+    verify(server).await;
+}
+
+#[test]
+fn pods_with_the_earlier_versions_sidecar_count_as_injected_not_current() {
+    use kube::ResourceExt;
+    let mut legacy = pod("legacy", None);
+    legacy
+        .spec
+        .as_mut()
+        .unwrap()
+        .containers
+        .push(k8s_openapi::api::core::v1::Container {
+            name: "shadowcat".into(),
+            ..Default::default()
+        });
+    legacy
+        .annotations_mut()
+        .insert("shadowcat.dev/config-hash".into(), "0ld".into());
+    let counts = super::Pods::count(&[legacy, pod("new", Some("h")), pod("bare", None)], "h");
+    assert_eq!((counts.injected, counts.current), (2, 1));
+    assert_eq!(counts.without, [("bare".to_owned(), None)]);
+}
+
 /// The target vanishes between the read and the release: the apply would
 /// create it, the API refuses (422), and that counts as released.
 #[tokio::test]

@@ -200,7 +200,7 @@ async fn strict_admission_refuses_a_pod_it_cannot_inject() {
         "{}",
         response.result.message
     );
-    assert!(metrics.encode().contains("outcome=\"denied\"} 1"));
+    assert!(metrics.encode().contains("outcome=\"denied_no_proxy\"} 1"));
     // What it can inject, it injects.
     let answer = review(
         &review_of(&pod("p", None), "CREATE"),
@@ -211,6 +211,108 @@ async fn strict_admission_refuses_a_pod_it_cannot_inject() {
     .await
     .unwrap();
     assert!(answer.response.unwrap().patch.is_some());
+}
+
+/// Under Fail too, a pod whose McpProxy is being deleted is created
+/// without the sidecar (that front door goes on purpose, and the workload
+/// must go on); one whose spec changed since its ConfigMap was written
+/// waits for the reconcile (its container and config would disagree); an
+/// invalid policy does not stop injection (the ConfigMap keeps the last
+/// good one).
+#[tokio::test]
+async fn strict_admission_lets_a_deletion_through_and_waits_for_a_reconcile() {
+    let strict = Admission {
+        deny_without_sidecar: true,
+        ..Admission::lenient(Defaults::default())
+    };
+    let metrics = Metrics::default();
+    let mut deleting = applied();
+    deleting.metadata.deletion_timestamp = Proxy::new().deleting().0.metadata.deletion_timestamp;
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &Map::with([deleting]),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    let response = answer.response.unwrap();
+    assert!(response.allowed, "{response:?}");
+    assert!(response.warnings.unwrap()[0].contains("is being deleted"));
+
+    let mut changed = applied();
+    changed.spec.listen.port = 8181;
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &Map::with([changed]),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    let response = answer.response.unwrap();
+    assert!(!response.allowed);
+    assert!(
+        response
+            .result
+            .message
+            .contains("changed since its ConfigMap was written"),
+        "{}",
+        response.result.message
+    );
+
+    let policy_typo = Proxy::new()
+        .status(
+            &[
+                ("ConfigValid", "False", "InvalidPolicy"),
+                ("Accepted", "True", "Accepted"),
+            ],
+            None,
+        )
+        .0;
+    let answer = review(
+        &review_of(&pod("p", None), "CREATE"),
+        &Map::with([policy_typo]),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    assert!(
+        answer.response.unwrap().patch.is_some(),
+        "an invalid policy does not block the sidecar"
+    );
+}
+
+/// A pod from a template that still carries the sidecar an earlier
+/// operator version wrote into it runs as it is until the handover.
+#[tokio::test]
+async fn a_pod_with_the_earlier_versions_sidecar_is_admitted_as_it_is() {
+    let mut legacy = pod("p", None);
+    legacy.spec.as_mut().unwrap().containers.push(Container {
+        name: "shadowcat".into(),
+        image: Some("shadowcat:0.0.9".into()),
+        ..Default::default()
+    });
+    legacy
+        .annotations_mut()
+        .insert("shadowcat.dev/config-hash".into(), "0ld".into());
+    let strict = Admission {
+        deny_without_sidecar: true,
+        ..Admission::lenient(Defaults::default())
+    };
+    let metrics = Metrics::default();
+    let answer = review(
+        &review_of(&legacy, "CREATE"),
+        &Map::with([applied()]),
+        &strict,
+        &metrics,
+    )
+    .await
+    .unwrap();
+    let response = answer.response.unwrap();
+    assert!(response.allowed && response.patch.is_none(), "{response:?}");
+    assert!(inject::has_legacy_sidecar(&legacy));
 }
 
 /// The pod mounts the ConfigMap as the last reconcile wrote it: the
@@ -519,11 +621,9 @@ async fn tls_serves_the_certificate_and_its_renewal() {
         ca_not_after: (now + time::Duration::days(50)).unix_timestamp(),
         ..first.clone()
     };
-    let mut joined = aging.renewed(&names, now).unwrap().expect("due");
+    let joined = aging.renewed(&names, now).unwrap().expect("due");
     assert_eq!(joined.cert, first.cert, "the successor signs nothing yet");
-    if let Some(next) = joined.next_ca.as_mut() {
-        next.since -= 3600;
-    }
+    let joined = joined.published(now - time::Duration::hours(2)).unwrap();
     let renewed = joined.renewed(&names, now).unwrap().expect("takes over");
     assert_ne!(renewed.ca_cert, first.ca_cert);
     assert_eq!(renewed.previous_ca.as_ref().map(|p| &p.0), Some(&first.ca_cert));
