@@ -32,21 +32,40 @@ impl AuthServer {
             root().join("tests/peers/node_modules/oidc-provider").exists(),
             "test peers not installed: run tests/peers/install.sh"
         );
-        let mut cmd = tokio::process::Command::new("node");
-        cmd.arg(script).args(["--port", "0"]);
-        for resource in resources {
-            cmd.args(["--resource", resource]);
+        let spawn = || {
+            let mut cmd = tokio::process::Command::new("node");
+            cmd.arg(&script).args(["--port", "0"]);
+            for resource in resources {
+                cmd.args(["--resource", resource]);
+            }
+            cmd.args(extra);
+            Proc::spawn(cmd)
+        };
+        let issuer = |l: &str| l.strip_prefix("issuer ").map(str::to_owned);
+        // Node loading oidc-provider on two busy cores, next to a dozen
+        // others, has once stayed silent past 30 s: one more start before
+        // giving up (a server that fails twice still fails the test).
+        let proc = spawn();
+        if let Some(found) = proc
+            .try_wait_line(std::time::Duration::from_secs(30), issuer)
+            .await
+        {
+            return AuthServer {
+                proc,
+                issuer: found,
+                http: http(),
+            };
         }
-        cmd.args(extra);
-        let proc = Proc::spawn(cmd);
-        let issuer = proc
-            .wait_line("the authorization server to listen", |l| {
-                l.strip_prefix("issuer ").map(str::to_owned)
-            })
-            .await;
+        eprintln!(
+            "authorization server silent for 30 s; starting another:\n{}",
+            proc.output()
+        );
+        drop(proc);
+        let proc = spawn();
+        let found = proc.wait_line("the authorization server to listen", issuer).await;
         AuthServer {
             proc,
-            issuer,
+            issuer: found,
             http: http(),
         }
     }

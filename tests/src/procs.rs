@@ -49,16 +49,23 @@ impl Proc {
 
     /// Waits for an output line `pick` accepts and returns what it extracted.
     pub async fn wait_line<T>(&self, what: &str, pick: impl Fn(&str) -> Option<T>) -> T {
-        let lines = self.lines.clone();
-        let found = tokio::time::timeout(
-            Duration::from_secs(30),
-            eventually(what, Duration::from_secs(30), || {
-                let found = lines.lock().unwrap().iter().find_map(|l| pick(l));
-                async move { found }
-            }),
-        )
-        .await;
-        found.unwrap_or_else(|_| panic!("timed out waiting for {what}; output:\n{}", self.output()))
+        self.try_wait_line(Duration::from_secs(30), pick)
+            .await
+            .unwrap_or_else(|| panic!("timed out waiting for {what}; output:\n{}", self.output()))
+    }
+
+    /// The same within `limit`; `None` when no line came.
+    pub async fn try_wait_line<T>(&self, limit: Duration, pick: impl Fn(&str) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(found) = self.lines.lock().unwrap().iter().find_map(|l| pick(l)) {
+                return Some(found);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Everything it printed so far.
