@@ -133,8 +133,8 @@ async fn without_finalizer(api: &Api<McpProxy>, proxy: &McpProxy, ctx: &Context)
         // hands it over (and holds the target until then).
         let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
         if proxy.metadata.deletion_timestamp.is_some() {
-            release(&ctx.client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
-        } else if target(&ctx.client, &ns, &proxy.spec.target_ref)
+            workload::release(&ctx.client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
+        } else if workload::read(&ctx.client, &ns, &proxy.spec.target_ref)
             .await?
             .is_some_and(|t| t.legacy)
         {
@@ -164,72 +164,6 @@ async fn without_finalizer(api: &Api<McpProxy>, proxy: &McpProxy, ctx: &Context)
 pub fn error_policy(proxy: Arc<McpProxy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(proxy = %proxy.name_any(), error = %error, label = error.metric_label(), "reconcile failed");
     Action::requeue(Duration::from_secs(30))
-}
-
-/// What the operator reads off the target workload.
-struct Target {
-    /// Its generation, and the generation its controller has seen.
-    generation: Option<i64>,
-    observed: Option<i64>,
-    replicas: i32,
-    ready: i32,
-    updated: i32,
-    /// The `shadowcat.dev/proxy` label of its pod template.
-    label: Option<String>,
-    /// It still carries what an earlier operator version applied into it
-    /// under [`MANAGER`] (the sidecar, volumes, hash, grace period).
-    legacy: bool,
-}
-
-/// Whether `meta`'s managed fields hold an apply by `manager`.
-fn applied_by(meta: &ObjectMeta, manager: &str) -> bool {
-    meta.managed_fields
-        .iter()
-        .flatten()
-        .any(|m| m.manager.as_deref() == Some(manager) && m.operation.as_deref() == Some("Apply"))
-}
-
-async fn target(client: &Client, ns: &str, target: &TargetRef) -> Result<Option<Target>> {
-    let name = &target.name;
-    let label = |template: &k8s_openapi::api::core::v1::PodTemplateSpec| {
-        template
-            .metadata
-            .as_ref()
-            .and_then(|m| m.labels.as_ref())
-            .and_then(|l| l.get(render::PROXY_LABEL).cloned())
-    };
-    Ok(match target.kind {
-        TargetKind::Deployment => Api::<Deployment>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|d| {
-                let status = d.status.unwrap_or_default();
-                Target {
-                    generation: d.metadata.generation,
-                    observed: status.observed_generation,
-                    replicas: d.spec.replicas.unwrap_or(1),
-                    ready: status.ready_replicas.unwrap_or(0),
-                    updated: status.updated_replicas.unwrap_or(0),
-                    label: label(&d.spec.template),
-                    legacy: applied_by(&d.metadata, MANAGER),
-                }
-            }),
-        TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), ns)
-            .get_opt(name)
-            .await?
-            .map(|s| {
-                let status = s.status.unwrap_or_default();
-                Target {
-                    generation: s.metadata.generation,
-                    observed: status.observed_generation,
-                    replicas: s.spec.replicas.unwrap_or(1),
-                    ready: status.ready_replicas.unwrap_or(0),
-                    updated: status.updated_replicas.unwrap_or(0),
-                    label: label(&s.spec.template),
-                    legacy: applied_by(&s.metadata, MANAGER),
-                }
-            }),
-    })
 }
 
 /// Server-side apply under the operator's field manager, never forced: a
@@ -412,7 +346,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     // 4. The target: the label of its pod template says which McpProxy its
     //    pods opted in to. Another's name there is a conflict this one
     //    reports, leaving everything to the one the pods name.
-    let target = target(client, &ns, &proxy.spec.target_ref).await?;
+    let target = workload::read(client, &ns, &proxy.spec.target_ref).await?;
     let kind = format!("{:?}", proxy.spec.target_ref.kind);
     let target_name = &proxy.spec.target_ref.name;
     if let Some(other) = target
@@ -459,7 +393,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     //    held like a rollout target, so deleting the McpProxy releases it.
     let legacy_unlabelled = match &target {
         Some(t) if t.legacy && t.label.as_deref() == Some(name.as_str()) => {
-            release(client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
+            workload::release(client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
             false
         }
         Some(t) => t.legacy,
@@ -482,25 +416,15 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
         .filter(|p| Some(p) != holding.as_ref())
     {
         let rollout = render::rollout_manager(proxy);
-        release(client, &ns, &previous, &[rollout.as_str(), MANAGER]).await?;
+        workload::release(client, &ns, &previous, &[rollout.as_str(), MANAGER]).await?;
         report.rollout_target = None;
     }
     if legacy_unlabelled {
         report.rollout_target = holding.clone();
     }
     if let Some(wanted) = wanted {
-        let manager = PatchParams::apply(&render::rollout_manager(proxy));
-        let patch = render::rollout_patch(&wanted, Some(&hash));
-        let applied = match wanted.kind {
-            TargetKind::Deployment => Api::<Deployment>::namespaced(client.clone(), &ns)
-                .patch(&wanted.name, &manager, &Patch::Apply(&patch))
-                .await
-                .map(drop),
-            TargetKind::StatefulSet => Api::<StatefulSet>::namespaced(client.clone(), &ns)
-                .patch(&wanted.name, &manager, &Patch::Apply(&patch))
-                .await
-                .map(drop),
-        };
+        let manager = render::rollout_manager(proxy);
+        let applied = workload::annotate(client, &ns, &wanted, &manager, &hash).await;
         match applied {
             Ok(()) => report.rollout_target = Some(wanted),
             Err(kube::Error::Api(e)) if e.code == 409 => {
@@ -695,54 +619,6 @@ where
     }
 }
 
-/// Releases what `managers` applied into `target` (the rollout
-/// annotation, or an earlier version's sidecar): the empty apply under each
-/// that has applied there, when the target still exists (an apply to a
-/// missing object would create it).
-async fn release(client: &Client, ns: &str, target: &TargetRef, managers: &[&str]) -> Result<()> {
-    match target.kind {
-        TargetKind::Deployment => {
-            release_in(
-                Api::<Deployment>::namespaced(client.clone(), ns),
-                target,
-                managers,
-            )
-            .await
-        }
-        TargetKind::StatefulSet => {
-            release_in(
-                Api::<StatefulSet>::namespaced(client.clone(), ns),
-                target,
-                managers,
-            )
-            .await
-        }
-    }
-}
-
-async fn release_in<K>(api: Api<K>, target: &TargetRef, managers: &[&str]) -> Result<()>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
-{
-    let Some(found) = api.get_opt(&target.name).await? else {
-        return Ok(());
-    };
-    let empty = render::rollout_patch(target, None);
-    for manager in managers.iter().filter(|m| applied_by(found.meta(), m)) {
-        match api
-            .patch(&target.name, &PatchParams::apply(manager), &Patch::Apply(&empty))
-            .await
-        {
-            Ok(_) => tracing::info!(target = %target.name, manager, "released what the manager applied"),
-            // Deleted between the read and the apply: the apply tried to
-            // create it and was refused; nothing is left to release.
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => return Ok(()),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
 /// Creates the Secret replicas share for peer authentication, if absent.
 async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<()> {
     let name = render::peer_secret_name(proxy);
@@ -780,7 +656,7 @@ pub async fn cleanup(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
     if let Some(target) = proxy.status.as_ref().and_then(|s| s.rollout_target.as_ref()) {
         let rollout = render::rollout_manager(proxy);
-        match release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await {
+        match workload::release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await {
             Ok(()) => {}
             // The workload cannot be reached (its namespace is being
             // deleted and the operator's Role there went first, or RBAC was
@@ -913,6 +789,8 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>) {
         })
         .await;
 }
+
+mod workload;
 
 #[cfg(test)]
 mod tests;
