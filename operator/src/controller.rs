@@ -29,9 +29,8 @@ use shadowcat_crds::{
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
-use crate::inject;
 use crate::render::{self, Defaults};
-use crate::status::{self, ACCEPTED, CONFIG_VALID, INJECTED, READY, SESSIONS_SHARED, Set};
+use crate::status::{self, ACCEPTED, CONFIG_VALID, INJECTED, Pods, READY, SESSIONS_SHARED, Set};
 
 /// The field manager of every apply.
 pub const MANAGER: &str = "shadowcat-operator";
@@ -81,18 +80,18 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     ctx.metrics.reconciles.inc();
     let started = std::time::Instant::now();
     let forbidden_of = proxy.clone();
-    let result = if holds_finalizer(&proxy) {
+    let result = if finalize::holds(&proxy) {
         finalizer(&api, FINALIZER, proxy, |event| async {
             match event {
                 Finalized::Apply(proxy) => apply(&proxy, &ctx).await,
-                Finalized::Cleanup(proxy) => cleanup(&proxy, &ctx).await,
+                Finalized::Cleanup(proxy) => finalize::cleanup(&proxy, &ctx).await,
             }
         })
         .instrument(span)
         .await
         .map_err(|e| Error::Finalizer(Box::new(e)))
     } else {
-        without_finalizer(&api, &proxy, &ctx).instrument(span).await
+        finalize::without(&api, &proxy, &ctx).instrument(span).await
     };
     if let Err(e) = &result
         && e.api_code() == Some(403)
@@ -113,53 +112,6 @@ pub async fn reconcile(proxy: Arc<McpProxy>, ctx: Arc<Context>) -> Result<Action
     result
 }
 
-/// Whether `proxy` needs the finalizer: only to release the rollout
-/// annotation (`rollout: auto`, or one still to release). Without one, an
-/// McpProxy goes the moment it is deleted: nothing of Shadowcat's is in the
-/// workload, and the rest goes by owner references. (A finalizer held for
-/// nothing could outlive the operator's Role in a namespace being deleted,
-/// and then never be removed.)
-fn holds_finalizer(proxy: &McpProxy) -> bool {
-    proxy.spec.rollout == Rollout::Auto || proxy.status.as_ref().is_some_and(|s| s.rollout_target.is_some())
-}
-
-/// An McpProxy that needs no finalizer: one left by an earlier operator
-/// version is removed (which reconciles it again), a deleted one is let go,
-/// and a live one is applied.
-async fn without_finalizer(api: &Api<McpProxy>, proxy: &McpProxy, ctx: &Context) -> Result<Action> {
-    if let Some(i) = proxy.finalizers().iter().position(|f| f == FINALIZER) {
-        // An earlier version's finalizer may guard its sidecar in the
-        // target: released on deletion; while the McpProxy lives, `apply`
-        // hands it over (and holds the target until then).
-        let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
-        if proxy.metadata.deletion_timestamp.is_some() {
-            workload::release(&ctx.client, &ns, &proxy.spec.target_ref, &[MANAGER]).await?;
-        } else if workload::read(&ctx.client, &ns, &proxy.spec.target_ref)
-            .await?
-            .is_some_and(|t| t.legacy)
-        {
-            return apply(proxy, ctx).await;
-        }
-        let path = format!("/metadata/finalizers/{i}");
-        let patch: json_patch::Patch = serde_json::from_value(json!([
-            {"op": "test", "path": path, "value": FINALIZER},
-            {"op": "remove", "path": path},
-        ]))
-        .map_err(|e| Error::Render(serde::de::Error::custom(e)))?;
-        api.patch(
-            &proxy.name_any(),
-            &PatchParams::default(),
-            &Patch::Json::<()>(patch),
-        )
-        .await?;
-        return Ok(Action::await_change());
-    }
-    if proxy.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    apply(proxy, ctx).await
-}
-
 /// On a failed reconcile: log, and try again later — never a hot loop.
 pub fn error_policy(proxy: Arc<McpProxy>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(proxy = %proxy.name_any(), error = %error, label = error.metric_label(), "reconcile failed");
@@ -172,26 +124,6 @@ fn apply_params() -> PatchParams {
     PatchParams::apply(MANAGER)
 }
 
-/// Whether `meta` is of an object `proxy` created (its owner reference).
-fn owned_by(meta: &ObjectMeta, proxy: &McpProxy) -> bool {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| Some(&o.uid) == proxy.metadata.uid.as_ref())
-}
-
-/// The API refused a write for a reason the user must fix (a 4xx other
-/// than a missing object, a conflict or throttling): a condition with the
-/// server's own message, never a silent retry loop.
-fn rejection(what: &str, error: &kube::Error) -> Option<String> {
-    match error {
-        kube::Error::Api(e) if (400..500).contains(&e.code) && ![404, 409, 429].contains(&e.code) => {
-            Some(format!("{what}: {} ({})", e.message, e.reason))
-        }
-        _ => None,
-    }
-}
-
 /// What one reconcile found and decided, turned into status at the end.
 struct Report {
     sets: Vec<Set>,
@@ -199,38 +131,6 @@ struct Report {
     replicas: Option<(i32, i32)>,
     pods: Option<Pods>,
     rollout_target: Option<TargetRef>,
-}
-
-/// What the pods labelled for an McpProxy run.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Pods {
-    /// Pods with the sidecar.
-    pub injected: i32,
-    /// Of those, pods on the current config.
-    pub current: i32,
-    /// The pods without the sidecar: name, and why, as the webhook noted
-    /// it on the pod (none when the webhook never saw it).
-    pub without: Vec<(String, Option<String>)>,
-}
-
-impl Pods {
-    /// Counts `pods` against the current `hash`.
-    pub fn count(pods: &[Pod], hash: &str) -> Self {
-        let mut counts = Self::default();
-        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-            if inject::has_sidecar(pod) || inject::has_legacy_sidecar(pod) {
-                counts.injected += 1;
-                if pod.annotations().get(render::CONFIG_HASH).map(String::as_str) == Some(hash) {
-                    counts.current += 1;
-                }
-            } else {
-                let why = pod.annotations().get(inject::SKIPPED).cloned();
-                counts.without.push((pod.name_any(), why));
-            }
-        }
-        counts.without.sort();
-        counts
-    }
 }
 
 /// Brings the cluster to what `proxy` asks for.
@@ -366,17 +266,17 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
     //    never taken over.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
     let cm = render::config_map(proxy, &yaml);
-    let refused = match owned_object(&config_maps, Some(cm), proxy, "ConfigMap").await? {
+    let refused = match owned::apply(&config_maps, Some(cm), proxy, "ConfigMap").await? {
         Some(refusal) => Some(refusal),
         None => {
             // Written: pods created from now on mount this config.
             report.hash = Some(hash.clone());
             let services = Api::<Service>::namespaced(client.clone(), &ns);
-            match owned_object(&services, render::service(proxy), proxy, "Service").await? {
+            match owned::apply(&services, render::service(proxy), proxy, "Service").await? {
                 Some(refusal) => Some(refusal),
                 None => {
                     let policies = Api::<NetworkPolicy>::namespaced(client.clone(), &ns);
-                    owned_object(&policies, render::network_policy(proxy), proxy, "NetworkPolicy").await?
+                    owned::apply(&policies, render::network_policy(proxy), proxy, "NetworkPolicy").await?
                 }
             }
         }
@@ -435,7 +335,7 @@ pub async fn apply(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
                 );
                 return refuse(ctx, proxy, report, "RolloutConflict", why).await;
             }
-            Err(e) => match rejection(&format!("{kind} {target_name}"), &e) {
+            Err(e) => match owned::rejection(&format!("{kind} {target_name}"), &e) {
                 Some(why) => return refuse(ctx, proxy, report, "ApiRejected", why).await,
                 None => return Err(e.into()),
             },
@@ -561,64 +461,6 @@ async fn refuse(
     Ok(Action::requeue(MISSING_RETRY))
 }
 
-/// Applies `wanted` (or deletes the McpProxy's own object of that kind
-/// when `None`: a removed `spec.service`, a renamed Service). An object of
-/// the name that `proxy` does not own is left alone and named in the
-/// returned refusal.
-async fn owned_object<K>(
-    api: &Api<K>,
-    wanted: Option<K>,
-    proxy: &McpProxy,
-    kind: &str,
-) -> Result<Option<(&'static str, String)>>
-where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
-{
-    let selector = format!("{}={}", render::PROXY_LABEL, proxy.name_any());
-    let wanted_name = wanted.as_ref().map(|w| w.name_any());
-    // Ours, under another name (or no longer wanted): gone.
-    for stale in api.list(&ListParams::default().labels(&selector)).await?.items {
-        if owned_by(stale.meta(), proxy) && Some(stale.name_any()) != wanted_name {
-            tracing::info!(kind, name = %stale.name_any(), "deleting what the McpProxy no longer asks for");
-            match api.delete(&stale.name_any(), &Default::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
-    let (Some(wanted), Some(name)) = (wanted, wanted_name) else {
-        return Ok(None);
-    };
-    if let Some(existing) = api.get_opt(&name).await?
-        && !owned_by(existing.meta(), proxy)
-    {
-        let reason = match kind {
-            "Service" => "ServiceNotOwned",
-            "NetworkPolicy" => "NetworkPolicyNotOwned",
-            _ => "ConfigMapNotOwned",
-        };
-        let why = format!("{kind} {name} exists and was not made for this McpProxy; rename one of them");
-        return Ok(Some((reason, why)));
-    }
-    // Forced: the owner reference proves the object is this McpProxy's, so
-    // a field someone changed by hand (`kubectl edit`) is taken back rather
-    // than a conflict retried forever.
-    match api
-        .patch(&name, &apply_params().force(), &Patch::Apply(&wanted))
-        .await
-    {
-        Ok(_) => Ok(None),
-        Err(e) => match rejection(&format!("{kind} {name}"), &e) {
-            // The sidecar mounts the ConfigMap: its rejection keeps the
-            // webhook from injecting (see `webhook::BLOCKING`).
-            Some(why) if kind == "ConfigMap" => Ok(Some(("ConfigMapRejected", why))),
-            Some(why) => Ok(Some(("ApiRejected", why))),
-            None => Err(e.into()),
-        },
-    }
-}
-
 /// Creates the Secret replicas share for peer authentication, if absent.
 async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<()> {
     let name = render::peer_secret_name(proxy);
@@ -646,33 +488,7 @@ async fn ensure_peer_secret(proxy: &McpProxy, secrets: &Api<Secret>) -> Result<(
     }
 }
 
-/// What goes when an McpProxy goes. The workload was never written, so
-/// there is nothing to take out of it, whether or not it still exists; the
-/// rollout annotation of `rollout: auto` is released where it is. The
-/// ConfigMap, Service, NetworkPolicy and peer Secret go with the McpProxy
-/// (owner references). Running pods keep their sidecar until they are
-/// replaced; the webhook gives new pods none.
-pub async fn cleanup(proxy: &McpProxy, ctx: &Context) -> Result<Action> {
-    let ns = proxy.namespace().ok_or(Error::NoNamespace)?;
-    if let Some(target) = proxy.status.as_ref().and_then(|s| s.rollout_target.as_ref()) {
-        let rollout = render::rollout_manager(proxy);
-        match workload::release(&ctx.client, &ns, target, &[rollout.as_str(), MANAGER]).await {
-            Ok(()) => {}
-            // The workload cannot be reached (its namespace is being
-            // deleted and the operator's Role there went first, or RBAC was
-            // taken away): holding the finalizer would hold the namespace.
-            // What is left is an annotation, harmless without the McpProxy.
-            Err(e) if e.api_code() == Some(403) => {
-                let note = format!("cannot release what was applied into {}: {e}", target.name);
-                warn(ctx, proxy, "ReleaseForbidden", &note).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(Action::await_change())
-}
-
-async fn warn(ctx: &Context, proxy: &McpProxy, reason: &str, note: &str) {
+pub(crate) async fn warn(ctx: &Context, proxy: &McpProxy, reason: &str, note: &str) {
     tracing::warn!(reason, note, "McpProxy cannot be applied");
     let event = Event {
         type_: EventType::Warning,
@@ -790,6 +606,8 @@ async fn run_in(ctx: Arc<Context>, namespace: Option<String>) {
         .await;
 }
 
+mod finalize;
+mod owned;
 mod workload;
 
 #[cfg(test)]

@@ -2,9 +2,13 @@
 //! message, the generation they describe, and a transition time that moves
 //! only when the status does.
 
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use shadowcat_crds::{McpProxyStatus, PolicyConfig, PolicyError};
+
+use crate::{inject, render};
 
 /// The operator applies this McpProxy: its image is allowed, it conflicts
 /// with no other McpProxy, and the objects it would write are its own.
@@ -64,6 +68,38 @@ pub fn policy_message(e: &PolicyError) -> String {
     match e.position {
         Some((line, column)) => format!("policy.{} at line {line}, column {column}: {}", e.path, e.message),
         None => format!("policy.{}: {}", e.path, e.message),
+    }
+}
+
+/// What the pods labelled for an McpProxy run.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pods {
+    /// Pods with the sidecar.
+    pub injected: i32,
+    /// Of those, pods on the current config.
+    pub current: i32,
+    /// The pods without the sidecar: name, and why, as the webhook noted
+    /// it on the pod (none when the webhook never saw it).
+    pub without: Vec<(String, Option<String>)>,
+}
+
+impl Pods {
+    /// Counts `pods` against the current `hash`.
+    pub fn count(pods: &[Pod], hash: &str) -> Self {
+        let mut counts = Self::default();
+        for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            if inject::has_sidecar(pod) || inject::has_legacy_sidecar(pod) {
+                counts.injected += 1;
+                if pod.annotations().get(render::CONFIG_HASH).map(String::as_str) == Some(hash) {
+                    counts.current += 1;
+                }
+            } else {
+                let why = pod.annotations().get(inject::SKIPPED).cloned();
+                counts.without.push((pod.name_any(), why));
+            }
+        }
+        counts.without.sort();
+        counts
     }
 }
 

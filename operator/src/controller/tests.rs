@@ -824,7 +824,7 @@ fn pods_with_the_earlier_versions_sidecar_count_as_injected_not_current() {
     legacy
         .annotations_mut()
         .insert("shadowcat.dev/config-hash".into(), "0ld".into());
-    let counts = super::Pods::count(&[legacy, pod("new", Some("h")), pod("bare", None)], "h");
+    let counts = crate::status::Pods::count(&[legacy, pod("new", Some("h")), pod("bare", None)], "h");
     assert_eq!((counts.injected, counts.current), (2, 1));
     assert_eq!(counts.without, [("bare".to_owned(), None)]);
 }
