@@ -7,15 +7,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, ResourceRequirements, SeccompProfile,
-    SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServicePort,
-    ServiceSpec as K8sServiceSpec, Volume, VolumeMount,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, Probe, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -68,89 +63,6 @@ const INTROSPECTION_DIR: &str = "/etc/shadowcat-introspection";
 const TOKEN_EXCHANGE_DIR: &str = "/etc/shadowcat-token-exchange";
 /// The file name of a client secret in its directory.
 const CLIENT_SECRET_FILE: &str = "client-secret";
-
-/// Operator-wide defaults for what an McpProxy does not say.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Defaults {
-    /// Sidecar image.
-    pub image: String,
-    /// Sidecar resources.
-    pub resources: ResourceRequirements,
-    /// Graceful shutdown given to the sidecar, in seconds.
-    pub drain_seconds: i64,
-    /// Image pull Secrets every injected pod gets (they must exist in the
-    /// pod's namespace).
-    pub image_pull_secrets: Vec<String>,
-    /// Image prefixes a sidecar image must start with; any image when empty.
-    pub allowed_images: Vec<String>,
-}
-
-impl Defaults {
-    /// The sidecar image `proxy` asks for, or the default.
-    pub fn image<'a>(&'a self, proxy: &'a McpProxy) -> &'a str {
-        proxy.spec.sidecar.image.as_deref().unwrap_or(&self.image)
-    }
-
-    /// Why these defaults cannot run the operator, if so: an allow-list
-    /// entry that does not end at a boundary (`/`, `:`, `@`; a bare
-    /// `registry.example.com/shadowcat` would also allow
-    /// `registry.example.com/shadowcat-evil`), or a default image the list
-    /// does not allow.
-    pub fn problem(&self) -> Option<String> {
-        if let Some(bad) = self.allowed_images.iter().find(|p| !p.ends_with(['/', ':', '@'])) {
-            return Some(format!(
-                "allowed image prefix {bad:?} must end with '/', ':' or '@' (a bare prefix like \
-                 registry.example.com/shadowcat would also allow registry.example.com/shadowcat-evil)"
-            ));
-        }
-        let image = &self.image;
-        (!self.allowed_images.is_empty()
-            && !self.allowed_images.iter().any(|p| image.starts_with(p.as_str())))
-        .then(|| format!("the default sidecar image {image:?} starts with none of the allowed prefixes"))
-    }
-
-    /// Why `proxy`'s sidecar image may not run, if it may not.
-    pub fn image_refusal(&self, proxy: &McpProxy) -> Option<String> {
-        let image = self.image(proxy);
-        (!self.allowed_images.is_empty()
-            && !self.allowed_images.iter().any(|p| image.starts_with(p.as_str())))
-        .then(|| {
-            format!(
-                "sidecar image {image:?} starts with none of the allowed prefixes {:?}",
-                self.allowed_images
-            )
-        })
-    }
-
-    /// The pod's termination grace period the sidecar's drain needs: the
-    /// delay before it drains, the drain, and a margin for the server's
-    /// own exit.
-    pub fn grace_seconds(&self) -> i64 {
-        self.drain_seconds + 10
-    }
-}
-
-impl Default for Defaults {
-    fn default() -> Self {
-        let quantities = |cpu: &str, memory: &str| {
-            BTreeMap::from([
-                ("cpu".to_owned(), Quantity(cpu.into())),
-                ("memory".to_owned(), Quantity(memory.into())),
-            ])
-        };
-        Self {
-            image: "shadowcat:latest".into(),
-            resources: ResourceRequirements {
-                requests: Some(quantities("50m", "64Mi")),
-                limits: Some(BTreeMap::from([("memory".to_owned(), Quantity("256Mi".into()))])),
-                ..Default::default()
-            },
-            drain_seconds: 25,
-            image_pull_secrets: Vec::new(),
-            allowed_images: Vec::new(),
-        }
-    }
-}
 
 /// Names of the objects an McpProxy owns.
 pub fn config_map_name(proxy: &McpProxy) -> String {
@@ -402,11 +314,11 @@ pub fn config_yaml(config: &SidecarConfig) -> Result<(String, String), serde_yam
     Ok((yaml, hash))
 }
 
-fn owner(proxy: &McpProxy) -> Option<OwnerReference> {
+pub(crate) fn owner(proxy: &McpProxy) -> Option<OwnerReference> {
     proxy.controller_owner_ref(&())
 }
 
-fn labels(proxy: &McpProxy) -> BTreeMap<String, String> {
+pub(crate) fn labels(proxy: &McpProxy) -> BTreeMap<String, String> {
     BTreeMap::from([
         (PROXY_LABEL.to_owned(), proxy.name_any()),
         (
@@ -416,16 +328,22 @@ fn labels(proxy: &McpProxy) -> BTreeMap<String, String> {
     ])
 }
 
+/// The metadata of an object `proxy` owns: its name, the McpProxy's label
+/// and the owner reference that takes it away with the McpProxy.
+pub(crate) fn owned_meta(proxy: &McpProxy, name: String) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: proxy.namespace(),
+        labels: Some(labels(proxy)),
+        owner_references: owner(proxy).map(|o| vec![o]),
+        ..Default::default()
+    }
+}
+
 /// The ConfigMap holding the sidecar config, owned by the McpProxy.
 pub fn config_map(proxy: &McpProxy, yaml: &str) -> ConfigMap {
     ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(config_map_name(proxy)),
-            namespace: proxy.namespace(),
-            labels: Some(labels(proxy)),
-            owner_references: owner(proxy).map(|o| vec![o]),
-            ..Default::default()
-        },
+        metadata: owned_meta(proxy, config_map_name(proxy)),
         data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), yaml.to_owned())])),
         ..Default::default()
     }
@@ -630,79 +548,11 @@ pub fn pod_selector(proxy: &McpProxy) -> BTreeMap<String, String> {
     BTreeMap::from([(PROXY_LABEL.to_owned(), proxy.name_any())])
 }
 
-/// The Service in front of the sidecar, if the McpProxy asks for one: it
-/// selects the pods labelled for this McpProxy, on the sidecar's MCP port
-/// (a pod created without the sidecar has no port of that name, so it gets
-/// no traffic).
-pub fn service(proxy: &McpProxy) -> Option<Service> {
-    let spec = proxy.spec.service.as_ref()?;
-    Some(Service {
-        metadata: ObjectMeta {
-            name: Some(service_name(proxy)),
-            namespace: proxy.namespace(),
-            labels: Some(labels(proxy)),
-            owner_references: owner(proxy).map(|o| vec![o]),
-            ..Default::default()
-        },
-        spec: Some(K8sServiceSpec {
-            selector: Some(pod_selector(proxy)),
-            type_: spec.type_.map(|t| format!("{t:?}")),
-            ports: Some(vec![ServicePort {
-                name: Some("mcp".into()),
-                port: i32::from(spec.port.unwrap_or(80)),
-                target_port: Some(IntOrString::String(MCP_PORT_NAME.into())),
-                protocol: Some("TCP".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    })
-}
+mod defaults;
+mod objects;
 
-/// The NetworkPolicy of `proxy`'s pods, if it asks for one.
-pub fn network_policy(proxy: &McpProxy) -> Option<NetworkPolicy> {
-    let spec = proxy.spec.network_policy.as_ref()?;
-    let selector = LabelSelector {
-        match_labels: Some(pod_selector(proxy)),
-        ..Default::default()
-    };
-    let port = |port: u16| NetworkPolicyPort {
-        port: Some(IntOrString::Int(i32::from(port))),
-        protocol: Some("TCP".into()),
-        ..Default::default()
-    };
-    let rule = |p: u16, from: Vec<NetworkPolicyPeer>| NetworkPolicyIngressRule {
-        ports: Some(vec![port(p)]),
-        from: (!from.is_empty()).then_some(from),
-    };
-    let mut ingress = vec![rule(proxy.spec.listen.port, spec.mcp_from.clone())];
-    if !spec.admin_from.is_empty() {
-        ingress.push(rule(proxy.spec.admin_port(), spec.admin_from.clone()));
-    }
-    if redis(proxy).is_some() {
-        let siblings = NetworkPolicyPeer {
-            pod_selector: Some(selector.clone()),
-            ..Default::default()
-        };
-        ingress.push(rule(proxy.spec.peer_port(), vec![siblings]));
-    }
-    Some(NetworkPolicy {
-        metadata: ObjectMeta {
-            name: Some(config_map_name(proxy)),
-            namespace: proxy.namespace(),
-            labels: Some(labels(proxy)),
-            owner_references: owner(proxy).map(|o| vec![o]),
-            ..Default::default()
-        },
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector),
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(ingress),
-            ..Default::default()
-        }),
-    })
-}
+pub use defaults::Defaults;
+pub use objects::{network_policy, service};
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,8 @@
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use shadowcat_crds::{IntrospectionConfig, McpProxy, SidecarConfig, StoreKind, TokenExchangeConfig};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
 use super::*;
 use crate::fixtures::Proxy;
 
