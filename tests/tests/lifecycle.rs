@@ -52,6 +52,18 @@ async fn pre_stop(sidecar: &Shadowcat, header: bool) -> u16 {
     .as_u16()
 }
 
+/// SIGTERM to the server, which exits at once.
+async fn stop(server: &mut UpstreamProc) {
+    server.proc.terminate();
+    within(
+        "the server to exit",
+        Duration::from_secs(10),
+        server.proc.child.wait(),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn prestop_then_sigterm_to_the_server_then_to_the_sidecar_completes_the_call() {
     let (mut server, mut sidecar, mut events, _dir) = pod_with_a_call_in_flight(10).await;
@@ -64,15 +76,8 @@ async fn prestop_then_sigterm_to_the_server_then_to_the_sidecar_completes_the_ca
     )
     .await;
     assert_eq!(hook, 200, "{}", sidecar.proc.output());
-    // 2. SIGTERM to the server, which exits at once.
-    server.proc.terminate();
-    within(
-        "the server to exit",
-        Duration::from_secs(10),
-        server.proc.child.wait(),
-    )
-    .await
-    .unwrap();
+    // 2. SIGTERM to the server.
+    stop(&mut server).await;
     // 3. SIGTERM to the sidecar, after the server has exited.
     sidecar.proc.terminate();
     let status = within(
@@ -91,14 +96,7 @@ async fn prestop_then_sigterm_to_the_server_then_to_the_sidecar_completes_the_ca
 #[tokio::test]
 async fn without_the_prestop_hook_the_same_call_is_cut() {
     let (mut server, sidecar, mut events, _dir) = pod_with_a_call_in_flight(10).await;
-    server.proc.terminate();
-    within(
-        "the server to exit",
-        Duration::from_secs(10),
-        server.proc.child.wait(),
-    )
-    .await
-    .unwrap();
+    stop(&mut server).await;
     sidecar.proc.terminate();
     let rest = within("the stream to end", Duration::from_secs(40), events.rest()).await;
     assert!(
